@@ -1,0 +1,1 @@
+"""Analysis of trained backbones: metrics, calibration, projections, SOM (stored in the experiment)."""

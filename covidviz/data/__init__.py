@@ -1,0 +1,1 @@
+"""Datasets: adapters to one per-image table, label spaces, splits, decoding and preprocessing."""

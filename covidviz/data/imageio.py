@@ -1,0 +1,151 @@
+"""Decode X-ray files (PNG, JPEG, 16-bit PNG, DICOM) to one 8-bit grayscale array.
+
+Every reader returns ``uint8`` of shape (H, W). High-bit-depth images are windowed: DICOM by its own
+VOI LUT / window centre-width when present, otherwise (and for 16-bit PNG) by the 0.5–99.5 percentile
+range, so a few hot pixels do not wash the film out. ``MONOCHROME1`` DICOMs are inverted so bone is
+always bright. Anything unreadable raises ``ImageDecodeError`` with a message a user can act on.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Largest image we agree to decode (pixels). A chest film is ~3000x3000; 50 MP leaves room but
+# stops decompression bombs (a tiny file that claims 30000x30000) before they eat the memory.
+MAX_PIXELS = 50_000_000
+MIN_SIDE = 16
+
+DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
+
+
+class ImageDecodeError(ValueError):
+    """The file is not an image we can read; the message says why."""
+
+
+def _looks_like_dicom(head: bytes) -> bool:
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
+def window_to_uint8(arr: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:
+    """Map a high-bit-depth array to 0..255 between ``low`` and ``high`` (default: robust percentiles)."""
+    arr = np.asarray(arr, dtype=np.float32)
+    if low is None or high is None:
+        finite = arr[np.isfinite(arr)]
+        if finite.size == 0:
+            raise ImageDecodeError("image holds no finite pixel values")
+        low, high = np.percentile(finite, [0.5, 99.5])
+    if high <= low:
+        high = low + 1.0
+    out = (np.clip(arr, low, high) - low) / (high - low) * 255.0
+    return np.nan_to_num(out).round().astype(np.uint8)
+
+
+def _check_size(width: int, height: int, what: str) -> None:
+    if width * height > MAX_PIXELS:
+        raise ImageDecodeError(
+            f"{what} is {width}x{height} pixels, over the {MAX_PIXELS // 1_000_000} MP limit "
+            "(possibly a decompression bomb); downscale it first")
+    if min(width, height) < MIN_SIDE:
+        raise ImageDecodeError(f"{what} is only {width}x{height} pixels; an X-ray needs at least {MIN_SIDE} px a side")
+
+
+def _decode_pil(data: bytes, name: str) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            _check_size(img.width, img.height, name)
+            if getattr(img, "n_frames", 1) > 1:
+                raise ImageDecodeError(f"{name} is an animated/multi-frame image ({img.n_frames} frames); upload a single X-ray")
+            img = ImageOps.exif_transpose(img)
+            img.load()
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"{name} is too large to decode safely ({exc})") from exc
+    except Exception as exc:  # PIL raises many types for broken files
+        raise ImageDecodeError(f"{name} is not a readable image ({type(exc).__name__}: {exc})") from exc
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return window_to_uint8(np.asarray(img))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Composite transparent pixels onto black (the film background), not white.
+        rgba = img.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(black, rgba)
+    return np.asarray(img.convert("L"), dtype=np.uint8)
+
+
+def _decode_dicom(data: bytes, name: str) -> np.ndarray:
+    try:
+        import pydicom
+        try:
+            from pydicom.pixels import apply_modality_lut, apply_voi_lut
+        except ImportError:  # pydicom < 3
+            from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
+    except ImportError:  # pragma: no cover - pydicom is a hard requirement
+        raise ImageDecodeError("reading DICOM needs pydicom (pip install pydicom)")
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    except Exception as exc:
+        raise ImageDecodeError(f"{name} is not a readable DICOM file ({exc})") from exc
+    if "PixelData" not in ds:
+        raise ImageDecodeError(f"{name} is a DICOM file without pixel data (a report or structured document?)")
+    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    _check_size(cols, rows, name)
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
+        raise ImageDecodeError(
+            f"{name}: cannot decode DICOM pixel data (transfer syntax {ts}: {exc}). "
+            "Convert it to uncompressed DICOM or PNG first.") from exc
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and str(ds.get("PhotometricInterpretation", "")).startswith(("RGB", "YBR")):
+        arr = arr[..., :3].mean(axis=-1)
+    elif arr.ndim != 2:
+        raise ImageDecodeError(f"{name} holds {arr.shape} pixels (a multi-frame series?); upload a single frontal image")
+    arr = apply_modality_lut(arr, ds).astype(np.float32)
+    low = high = None
+    if "VOILUTSequence" in ds or "WindowCenter" in ds:
+        try:
+            arr = apply_voi_lut(arr, ds).astype(np.float32)
+        except Exception:
+            pass  # a broken VOI tag should not lose the image; percentiles below still window it
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        arr = arr.max() - arr
+    return window_to_uint8(arr, low, high)
+
+
+def decode_bytes(data: bytes, name: str = "image") -> np.ndarray:
+    """Decode raw file bytes (upload or file) to a (H, W) uint8 grayscale array."""
+    if not data:
+        raise ImageDecodeError(f"{name} is empty (0 bytes)")
+    if _looks_like_dicom(data[:132]) or Path(name).suffix.lower() in DICOM_SUFFIXES:
+        return _decode_dicom(data, name)
+    return _decode_pil(data, name)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read one image file from disk to (H, W) uint8."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return decode_bytes(data, str(path))
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file without decoding its pixels."""
+    path = Path(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        import pydicom
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+        return int(ds.Columns), int(ds.Rows)
+    with Image.open(path) as img:
+        return img.size

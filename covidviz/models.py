@@ -1,0 +1,199 @@
+"""Backbone registry: name -> builder, pooled feature size, CAM layer; and weight initialisation.
+
+Every model is a ``Classifier``: ``features`` (the convolutional trunk ending at the CAM layer),
+global average pooling, and one linear ``head``. Keeping the head a single linear layer on pooled
+features makes classic CAM exact (the paper's method) and the pooled vector is the embedding the
+latent-space and SOM pages use.
+
+Initialisation (``--weights``): ``imagenet`` (torchvision's weights; fails with an offline fix when
+they cannot be downloaded), ``none`` (random), ``auto`` (ImageNet if it can be had, else random with a
+loud warning that is recorded in the manifest), a path to a ``.pt`` state dict, or an earlier
+experiment folder (its backbone of the same architecture; the head is re-made for the new labels).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    build: Callable[[], nn.Module]        # returns the trunk: (N,3,H,W) -> (N,C,h,w)
+    feature_dim: int
+    cam_layer: str                        # dotted path inside Classifier to the last conv block
+    imagenet_weights: str                 # torchvision weights enum name, for messages
+
+
+def _densenet121_trunk(weights=None) -> nn.Module:
+    from torchvision.models import densenet121
+
+    m = densenet121(weights=weights)
+    # torchvision applies the final ReLU functionally in forward(); make it a module so the trunk
+    # output is the rectified map CAM expects. Not in-place: in-place ReLU breaks backward hooks.
+    return nn.Sequential(m.features, nn.ReLU(inplace=False))
+
+
+def _resnet50_trunk(weights=None) -> nn.Module:
+    from torchvision.models import resnet50
+
+    m = resnet50(weights=weights)
+    return nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3, m.layer4)
+
+
+def _tiny_trunk(weights=None) -> nn.Module:
+    """A 4-block CNN for fast tests and quick looks; not a paper backbone."""
+    if weights is not None:
+        raise ValueError("the tiny test backbone has no ImageNet weights")
+    layers, c_in = [], 3
+    for c_out in (16, 32, 64, 128):
+        layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                   nn.ReLU(inplace=False), nn.MaxPool2d(2) if c_out != 128 else nn.Identity()]
+        c_in = c_out
+    return nn.Sequential(*layers)
+
+
+REGISTRY: dict[str, BackboneSpec] = {
+    "densenet121": BackboneSpec("densenet121", _densenet121_trunk, 1024, "features", "DenseNet121_Weights.IMAGENET1K_V1"),
+    "resnet50": BackboneSpec("resnet50", _resnet50_trunk, 2048, "features", "ResNet50_Weights.IMAGENET1K_V2"),
+    "tinycnn": BackboneSpec("tinycnn", _tiny_trunk, 128, "features", "-"),
+}
+
+
+def get_spec(name: str) -> BackboneSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(REGISTRY)}") from None
+
+
+class Classifier(nn.Module):
+    """Trunk -> global average pool -> linear head. ``forward_features`` gives the pooled embedding."""
+
+    def __init__(self, arch: str, num_classes: int, trunk: nn.Module | None = None):
+        super().__init__()
+        spec = get_spec(arch)
+        self.arch = arch
+        self.features = trunk if trunk is not None else spec.build()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(spec.feature_dim, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.pool(self.features(x)), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, pooled features) in one pass."""
+        f = self.forward_features(x)
+        return self.head(f), f
+
+
+class WeightsUnavailable(RuntimeError):
+    """ImageNet weights could not be obtained (offline machine)."""
+
+
+def _imagenet_trunk(arch: str) -> nn.Module:
+    spec = get_spec(arch)
+    if arch == "tinycnn":
+        raise WeightsUnavailable("tinycnn has no ImageNet weights; use --weights none")
+    import torchvision.models as tvm
+
+    enum_name, member = spec.imagenet_weights.split(".")
+    weights = getattr(getattr(tvm, enum_name), member)
+    try:
+        return spec.build(weights)
+    except Exception as exc:  # URLError, socket errors, hash mismatch...
+        hub = torch.hub.get_dir()
+        raise WeightsUnavailable(
+            f"could not get ImageNet weights for {arch} ({type(exc).__name__}: {exc}).\n"
+            f"Offline fix: on a machine with internet run\n"
+            f"  python -c \"import torchvision.models as m; m.{arch}(weights='{spec.imagenet_weights.split('.')[1]}')\"\n"
+            f"and copy the downloaded file from ~/.cache/torch/hub/checkpoints/ into {hub}/checkpoints/ here "
+            f"(or pass --weights /path/to/state_dict.pt, or --weights none to train from scratch)."
+        ) from exc
+
+
+def build_model(arch: str, num_classes: int, weights: str = "none") -> tuple[Classifier, dict]:
+    """Build a classifier and initialise it; returns (model, init record for the manifest).
+
+    ``weights``: 'none' | 'imagenet' | 'auto' | path to a state-dict file | an experiment folder.
+    """
+    init = {"weights": weights, "source": None, "warning": None}
+    if weights in ("none", "", None):
+        model = Classifier(arch, num_classes)
+        init["source"] = "random"
+    elif weights == "imagenet":
+        model = Classifier(arch, num_classes, trunk=_imagenet_trunk(arch))
+        init["source"] = "imagenet"
+    elif weights == "auto":
+        try:
+            model = Classifier(arch, num_classes, trunk=_imagenet_trunk(arch))
+            init["source"] = "imagenet"
+        except WeightsUnavailable as exc:
+            msg = (f"ImageNet weights unavailable for {arch}; training from RANDOM initialisation. "
+                   f"Results will be well below ImageNet-pretrained ones. ({str(exc).splitlines()[0]})")
+            log.warning("!" * 20 + " " + msg)
+            model = Classifier(arch, num_classes)
+            init["source"], init["warning"] = "random", msg
+    else:
+        model = Classifier(arch, num_classes)
+        init["source"] = load_trunk_weights(model, Path(weights))
+    return model, init
+
+
+def load_trunk_weights(model: Classifier, path: Path) -> str:
+    """Copy trunk weights from a state-dict file or an earlier experiment; the head stays fresh."""
+    if path.is_dir():
+        from covidviz import runs  # local import: runs imports models for loading
+
+        exp = runs.read_experiment(path)
+        if model.arch not in exp.backbones:
+            raise ValueError(f"experiment {path} has no {model.arch} backbone (it has {', '.join(exp.backbones)})")
+        state = exp.load_state_dict(model.arch)
+        source = f"experiment:{exp.name}/{model.arch}"
+    elif path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        source = f"file:{path}"
+    else:
+        raise FileNotFoundError(f"--weights {path}: no such file or experiment folder "
+                                "(use none, imagenet, auto, a .pt file or a runs/<experiment> folder)")
+    trunk_state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+    if not trunk_state:  # a bare torchvision state dict: try loading into the trunk's first module
+        trunk_state = state
+    missing, unexpected = model.features.load_state_dict(trunk_state, strict=False)
+    loaded = len(trunk_state) - len(unexpected)
+    if loaded == 0 or len(missing) > 0.5 * len(model.features.state_dict()):
+        raise ValueError(f"--weights {path}: its weights do not fit {model.arch} "
+                         f"({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+    return source
+
+
+def cam_layer(model: Classifier) -> nn.Module:
+    """The module whose output activations CAM methods use (last conv block, rectified)."""
+    return model.get_submodule(get_spec(model.arch).cam_layer)
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """cuda > mps > cpu, unless the user asks for one."""
+    if requested != "auto":
+        dev = torch.device(requested)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda requested but no CUDA GPU is available")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

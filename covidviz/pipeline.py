@@ -1,0 +1,220 @@
+"""One experiment end to end: datasets -> cache -> patient split -> each backbone -> run folder.
+
+``train.py`` parses the command line into a ``RunConfig`` and calls ``run_experiment``. Every
+backbone is trained on the same split, so they can be compared on the same test images. On rank 0 the
+experiment is built in the run format's partial folder and published atomically at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import covidviz
+from covidviz import runs
+from covidviz.analysis.metrics import auc_per_class, macro_auc
+from covidviz.data.adapters import load_datasets
+from covidviz.data.cache import build_cache, default_cache_dir
+from covidviz.data.labels import LabelSpace
+from covidviz.data.preprocess import Preprocessing
+from covidviz.data.splits import check_no_leakage, make_split
+from covidviz.models import build_model, get_spec, pick_device
+from covidviz.training import DistInfo, TrainConfig, fit, predict
+
+log = logging.getLogger(__name__)
+
+DEMO_DATA = ["synthetic:600"]
+DEMO_ARCHS = ["densenet121", "resnet50"]
+
+
+@dataclass
+class RunConfig:
+    data: list[str]
+    archs: list[str] = field(default_factory=lambda: list(DEMO_ARCHS))
+    out: str = "runs"
+    name: str | None = None
+    image_size: int = 224
+    weights: str = "auto"
+    device: str = "auto"
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    cache_dir: str | None = None
+    workers: int | None = None
+    resume: bool = False
+    overwrite: bool = False
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["split_fractions"] = list(self.split_fractions)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RunConfig":
+        d = dict(d)
+        d["train"] = TrainConfig(**d["train"])
+        d["split_fractions"] = tuple(d["split_fractions"])
+        return cls(**d)
+
+
+def default_name(data: list[str]) -> str:
+    kinds = "+".join(dict.fromkeys(s.split(":", 1)[0] for s in data))
+    return f"{kinds}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def dist_info() -> DistInfo:
+    """Rank and world size when launched by torchrun; a single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return DistInfo(int(os.environ.get("RANK", "0")), world)
+
+
+def _barrier(dist: DistInfo) -> None:
+    if dist.world > 1:
+        torch.distributed.barrier()
+
+
+def _prepare_data(cfg: RunConfig, prep: Preprocessing, dist: DistInfo):
+    """Load, decode-cache and split. Rank 0 goes first so the other ranks hit its caches."""
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    result = None
+    for turn in (True, False) if dist.world > 1 else (True,):
+        if dist.main == turn:
+            table, labels, datasets = load_datasets(cfg.data, cache_dir=cache_dir / "datasets", seed=cfg.train.seed)
+            cache = build_cache(table["path"].tolist(), prep.image_size, cache_dir / "pixels",
+                                workers=cfg.workers, progress=dist.main)
+            result = (table, labels, datasets, cache)
+        _barrier(dist)
+    table, labels, datasets, cache = result
+    skipped = [{"path": p, "reason": r} for d in datasets for p, r in d.skipped]
+    skipped += [{"path": p, "reason": r} for _, p, r in cache.errors]
+    table = table.copy()
+    table["cache_row"] = np.arange(len(table))
+    if cache.errors:
+        table = table.drop(index=[r for r, _, _ in cache.errors]).reset_index(drop=True)
+        # Dropping undecodable images can empty a class: rebuild the label space from what is left.
+    if table.empty:
+        raise ValueError("no readable images left after skipping unreadable ones; see the warnings above")
+    table["split"] = make_split(table, labels, seed=cfg.train.seed, fractions=cfg.split_fractions).to_numpy()
+    check_no_leakage(table, table["split"])
+    return table, labels, datasets, cache, skipped
+
+
+def _dataset_card(cfg: RunConfig, table: pd.DataFrame, datasets, skipped) -> dict:
+    return {
+        "specs": list(cfg.data),
+        "sources": [{"kind": d.kind, "root": str(d.root), "description": d.description,
+                     "n_images": int(len(d.table)), "n_skipped": len(d.skipped)} for d in datasets],
+        "n_images": int(len(table)),
+        "n_patients": int(table["patient_id"].nunique()),
+        "skipped": skipped,
+    }
+
+
+def _split_card(cfg: RunConfig, table: pd.DataFrame) -> dict:
+    return {
+        "seed": cfg.train.seed, "fractions": list(cfg.split_fractions), "unit": "patient",
+        "counts": {s: int((table["split"] == s).sum()) for s in ("train", "val", "test")},
+        "patients": {s: int(table.loc[table["split"] == s, "patient_id"].nunique()) for s in ("train", "val", "test")},
+    }
+
+
+def run_experiment(cfg: RunConfig) -> Path | None:
+    """Train every backbone of ``cfg`` on one split; return the published folder (rank 0)."""
+    dist = dist_info()
+    device = pick_device(cfg.device)
+    if dist.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    for arch in cfg.archs:
+        get_spec(arch)  # fail before any work on a typo
+    name = cfg.name or default_name(cfg.data)
+    writer = None
+    if dist.main:
+        writer = runs.ExperimentWriter(cfg.out, name, resume=cfg.resume, overwrite=cfg.overwrite)
+        if cfg.resume and writer.has_partial_manifest:
+            saved = RunConfig.from_json(writer.read_manifest()["config"])
+            saved.resume, saved.overwrite, saved.device = True, cfg.overwrite, cfg.device
+            cfg = saved
+            log.info("resuming experiment %s from %s", name, writer.workdir)
+    if dist.world > 1:  # every rank must agree on the name (timestamped) and the resumed config
+        shared = [name, cfg]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        name, cfg = shared
+    prep = Preprocessing(image_size=cfg.image_size)
+    table, labels, datasets, cache, skipped = _prepare_data(cfg, prep, dist)
+    if writer is not None and cfg.resume and (writer.workdir / runs.IMAGES).exists():
+        saved_split = writer.read_images()[["image_id", "split"]]
+        table = table.drop(columns="split").merge(saved_split, on="image_id", how="inner")
+    if dist.main:
+        manifest = {
+            "status": "training", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "covidviz_version": covidviz.__version__, "torch_version": torch.__version__,
+            "dataset": _dataset_card(cfg, table, datasets, skipped), "labels": labels.to_json(),
+            "split": _split_card(cfg, table), "preprocessing": prep.to_json(), "config": cfg.to_json(),
+            "backbones": {},
+        }
+        if writer.has_partial_manifest:
+            manifest["backbones"] = writer.read_manifest().get("backbones", {})
+        writer.write_manifest(manifest)
+        writer.write_images(table.drop(columns="cache_row"))
+        writer.write_thumbnails(np.asarray(cache.thumbs)[table["cache_row"].to_numpy()])
+
+    rows = {s: table.index[table["split"] == s].to_numpy() for s in ("train", "val", "test")}
+    cache_rows = table["cache_row"].to_numpy()
+    onehot = labels.onehot(table["labels"])
+    targets = labels.targets(table["labels"])
+    for arch in cfg.archs:
+        if runs.partial_backbone_done(cfg.out, name, arch):
+            if dist.main:
+                print(f"[{arch}] already finished in the partial run; skipping")
+            continue
+        torch.manual_seed(cfg.train.seed)
+        model, init = build_model(arch, labels.num_classes, cfg.weights)
+        ckpt = runs.partial_checkpoint(cfg.out, name, arch)
+        res = fit(model, cache.pixels, cache_rows[rows["train"]], targets[rows["train"]], cache_rows[rows["val"]],
+                  onehot[rows["val"]], labels, prep, cfg.train, device, checkpoint=ckpt, dist=dist, desc=arch)
+        if not dist.main:
+            continue
+        probs, feats = predict(model, cache.pixels, cache_rows, prep, labels.task, device,
+                               batch_size=cfg.train.batch_size * 2, progress=cfg.train.progress,
+                               desc=f"[{arch}] embed all images")
+        pred = pd.DataFrame(probs, columns=runs.prob_columns(labels))
+        pred.insert(0, "image_id", table["image_id"].to_numpy())
+        metrics = {s: _split_metrics(onehot[rows[s]], probs[rows[s]], labels) for s in ("val", "test")}
+        writer.write_backbone(arch, model.state_dict(), pred, feats, res.history)
+        m = writer.read_manifest()
+        m["backbones"][arch] = {
+            "init": init, "feature_dim": get_spec(arch).feature_dim, "cam_layer": get_spec(arch).cam_layer,
+            "epochs_trained": res.epochs_trained, "best_epoch": res.best_epoch, "best_val_auc": res.best_val_auc,
+            "stopped_early": res.stopped_early, "train_seconds": round(res.seconds, 1), "device": str(device),
+            "metrics": metrics,
+        }
+        writer.write_manifest(m)
+        _print_summary(arch, metrics["test"], res)
+    _barrier(dist)
+    if not dist.main:
+        return None
+    final = writer.commit()
+    print(f"experiment written to {final}")
+    return final
+
+
+def _split_metrics(onehot: np.ndarray, probs: np.ndarray, labels: LabelSpace) -> dict:
+    per_class = auc_per_class(onehot, probs, labels.names)
+    return {"auc": per_class, "macro_auc": macro_auc(per_class), "n": int(len(onehot))}
+
+
+def _print_summary(arch: str, test: dict, res) -> None:
+    macro = test["macro_auc"]
+    parts = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in test["auc"].items())
+    print(f"[{arch}] best epoch {res.best_epoch}/{res.epochs_trained}; test AUC macro "
+          f"{macro:.3f} ({parts})" if macro is not None else f"[{arch}] test AUC n/a")

@@ -1,0 +1,37 @@
+"""Shared fixtures: the real development data (when present) and a tiny trained experiment."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+sys.path.insert(0, str(REPO))  # train.py and app.py live at the repository root
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "covid3" / "metadata.csv").exists():
+        pytest.skip(f"real development data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def train_tiny(out: Path, name: str = "tiny", extra: list[str] | None = None) -> Path:
+    """Train a seconds-long experiment on phantoms with both a tiny CNN and DenseNet121."""
+    import train
+
+    argv = ["--data", "synthetic:90", "--arch", "tinycnn", "densenet121", "--epochs", "1",
+            "--image-size", "32", "--batch-size", "16", "--weights", "none", "--out", str(out),
+            "--name", name, "--seed", "0", "--workers", "0"] + (extra or [])
+    assert train.main(argv) == 0
+    return out / name
+
+
+@pytest.fixture(scope="session")
+def tiny_experiment(tmp_path_factory) -> Path:
+    """Path of a published tiny experiment (runs/<name>) shared by the whole session."""
+    root = tmp_path_factory.mktemp("runs")
+    return train_tiny(root)

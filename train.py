@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""Train chest X-ray backbones into one experiment that ``streamlit run app.py`` explores.
+
+Examples::
+
+    python train.py --demo                                   # phantoms, both backbones, < 5 min on CPU
+    python train.py --data csv:../shared/data/covid3 --arch densenet121 resnet50 --epochs 10
+    python train.py --data nih:/data/ChestX-ray14 --image-size 224 --weights imagenet
+    python train.py --data csv:covid3 --data nih:nih14 --name merged15     # 15-class merge
+    python train.py --resume --name merged15                 # continue after an interruption
+    torchrun --nproc_per_node=2 train.py --data synthetic:600 --arch resnet50   # DDP
+
+``main(argv)`` is importable so tests can call it; it returns a process exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+DATA_KINDS = "folder, csv, nih, covid-chestxray, synthetic"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from covidviz.models import REGISTRY
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--data", action="append", metavar="KIND:PATH",
+                   help=f"dataset, repeatable to merge label spaces; kinds: {DATA_KINDS}; e.g. synthetic:600")
+    p.add_argument("--arch", nargs="+", default=None, choices=sorted(REGISTRY), metavar="ARCH",
+                   help=f"backbones trained on the same split (default densenet121 resnet50; choices {', '.join(REGISTRY)})")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (early stopping may end sooner; default 10)")
+    p.add_argument("--image-size", type=int, default=None, help="square input size in pixels (default 224)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 32")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3 from scratch, 3e-4 pretrained)")
+    p.add_argument("--patience", type=int, default=5, help="epochs without validation-AUC gain before stopping")
+    p.add_argument("--weights", default="auto",
+                   help="imagenet | none | auto (ImageNet if it can be had, else random + warning) | PATH.pt | runs/EXPERIMENT")
+    p.add_argument("--out", default="runs", help="folder holding experiments (default runs/)")
+    p.add_argument("--name", default=None, help="experiment name (default: data kinds + timestamp; 'demo' with --demo)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name (or the only one)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing experiment of the same name at the end")
+    p.add_argument("--demo", action="store_true", help="train the demo experiment on synthetic phantoms (< 5 min on 2 CPU cores)")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="processes decoding images for the cache")
+    p.add_argument("--cache-dir", default=None, help="preprocessing cache (default ~/.cache/covidviz or $COVIDVIZ_CACHE)")
+    p.add_argument("--no-augment", action="store_true", help="disable random affine/contrast augmentation")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def config_from_args(args) -> "RunConfig":
+    from covidviz.pipeline import DEMO_ARCHS, DEMO_DATA, RunConfig
+    from covidviz.training import TrainConfig
+
+    if args.demo:
+        data = args.data or DEMO_DATA
+        defaults = {"epochs": 6, "image_size": 64, "batch_size": 32, "name": "demo", "weights": "none"}
+    else:
+        data = args.data
+        defaults = {"epochs": 10, "image_size": 224, "batch_size": 32, "name": None, "weights": args.weights}
+    if not data and not args.resume:
+        raise SystemExit("train.py: give at least one --data KIND:PATH (kinds: " + DATA_KINDS + "), or --demo")
+    weights = args.weights if args.weights != "auto" or not args.demo else defaults["weights"]
+    lr = args.lr if args.lr is not None else (1e-3 if weights in ("none", "auto") else 3e-4)
+    train_cfg = TrainConfig(
+        epochs=args.epochs or defaults["epochs"], batch_size=args.batch_size or defaults["batch_size"], lr=lr,
+        patience=args.patience, seed=args.seed, augment=not args.no_augment, progress=not args.quiet)
+    return RunConfig(
+        data=list(data or []), archs=args.arch or list(DEMO_ARCHS), out=args.out, name=args.name or defaults["name"],
+        image_size=args.image_size or defaults["image_size"], weights=weights, device=args.device,
+        cache_dir=args.cache_dir, workers=args.workers, resume=args.resume, overwrite=args.overwrite, train=train_cfg)
+
+
+def _only_partial(out: str) -> str | None:
+    from pathlib import Path
+
+    from covidviz.runs import PARTIAL
+
+    partials = sorted((Path(out) / PARTIAL).glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
+    return partials[-1].parent.name if partials else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from covidviz.data.imageio import ImageDecodeError
+    from covidviz.data.splits import LeakageError
+    from covidviz.models import WeightsUnavailable
+    from covidviz.pipeline import run_experiment
+
+    from covidviz.pipeline import default_name
+
+    cfg = config_from_args(args)
+    if cfg.resume and not cfg.name:
+        cfg.name = _only_partial(cfg.out)
+        if cfg.name is None:
+            print(f"train.py: nothing to resume in {cfg.out}/.partial", file=sys.stderr)
+            return 2
+    cfg.name = cfg.name or default_name(cfg.data)
+    try:
+        run_experiment(cfg)
+    except (FileNotFoundError, FileExistsError, ValueError, WeightsUnavailable, ImageDecodeError, LeakageError) as exc:
+        print(f"train.py: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: earlier experiments are untouched; continue with "
+              f"`python train.py --resume --name {cfg.name or '<name>'}`", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
