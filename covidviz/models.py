@@ -33,25 +33,37 @@ class BackboneSpec:
     imagenet_weights: str                 # torchvision weights enum name, for messages
 
 
-def _densenet121_trunk(weights=None) -> nn.Module:
+def _densenet121_trunk(weights=None, tv_state: dict | None = None) -> nn.Module:
     from torchvision.models import densenet121
 
     m = densenet121(weights=weights)
+    if tv_state is not None:
+        _load_matching(m, tv_state)
     # torchvision applies the final ReLU functionally in forward(); make it a module so the trunk
     # output is the rectified map CAM expects. Not in-place: in-place ReLU breaks backward hooks.
     return nn.Sequential(m.features, nn.ReLU(inplace=False))
 
 
-def _resnet50_trunk(weights=None) -> nn.Module:
+def _resnet50_trunk(weights=None, tv_state: dict | None = None) -> nn.Module:
     from torchvision.models import resnet50
 
     m = resnet50(weights=weights)
+    if tv_state is not None:
+        _load_matching(m, tv_state)
     return nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3, m.layer4)
 
 
-def _tiny_trunk(weights=None) -> nn.Module:
+def _load_matching(module: nn.Module, state: dict) -> None:
+    """Load a torchvision state dict, refusing one that does not fit (strict=False alone would not)."""
+    target = module.state_dict()
+    if _fit_fraction(state, target, "") < 0.9:
+        raise ValueError("state dict does not fit the torchvision model")
+    module.load_state_dict(state, strict=False)
+
+
+def _tiny_trunk(weights=None, tv_state: dict | None = None) -> nn.Module:
     """A 4-block CNN for fast tests and quick looks; not a paper backbone."""
-    if weights is not None:
+    if weights is not None or tv_state is not None:
         raise ValueError("the tiny test backbone has no ImageNet weights")
     layers, c_in = [], 3
     for c_out in (16, 32, 64, 128):
@@ -169,15 +181,30 @@ def load_trunk_weights(model: Classifier, path: Path) -> str:
     else:
         raise FileNotFoundError(f"--weights {path}: no such file or experiment folder "
                                 "(use none, imagenet, auto, a .pt file or a runs/<experiment> folder)")
-    trunk_state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
-    if not trunk_state:  # a bare torchvision state dict: try loading into the trunk's first module
-        trunk_state = state
-    missing, unexpected = model.features.load_state_dict(trunk_state, strict=False)
-    loaded = len(trunk_state) - len(unexpected)
-    if loaded == 0 or len(missing) > 0.5 * len(model.features.state_dict()):
+    if not isinstance(state, dict):
+        raise ValueError(f"--weights {path}: not a state dict")
+    target = model.features.state_dict()
+    if _fit_fraction(state, target, "features.") < 0.9 and model.arch != "tinycnn":
+        # Not one of ours: maybe a plain torchvision checkpoint (e.g. from torch.hub's cache).
+        try:
+            tv_trunk = get_spec(model.arch).build(None, tv_state=state)
+            state = {"features." + k: v for k, v in tv_trunk.state_dict().items()}
+        except Exception:
+            pass
+    fitted = {k.removeprefix("features."): v for k, v in state.items()
+              if k.startswith("features.") and k.removeprefix("features.") in target
+              and tuple(v.shape) == tuple(target[k.removeprefix("features.")].shape)}
+    if len(fitted) < 0.9 * len(target):
         raise ValueError(f"--weights {path}: its weights do not fit {model.arch} "
-                         f"({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+                         f"(only {len(fitted)} of {len(target)} trunk tensors match)")
+    model.features.load_state_dict(fitted, strict=False)
     return source
+
+
+def _fit_fraction(state: dict, target: dict, prefix: str) -> float:
+    ok = sum(1 for k, v in state.items() if k.startswith(prefix) and k[len(prefix):] in target
+             and hasattr(v, "shape") and tuple(v.shape) == tuple(target[k[len(prefix):]].shape))
+    return ok / max(len(target), 1)
 
 
 def cam_layer(model: Classifier) -> nn.Module:

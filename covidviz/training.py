@@ -252,7 +252,7 @@ def fit(model: nn.Module, pixels: np.ndarray, train_rows: np.ndarray, train_targ
             scaler.step(opt)
             scaler.update()
             sched.step()
-            total += float(loss) * len(x)
+            total += loss.item() * len(x)
             count += len(x)
             bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
         val_loss, per_class = evaluate(model, pixels, val_rows, val_onehot, labels, prep, device, loss_fn,

@@ -1,0 +1,44 @@
+# covidviz: `make app` (demo + app) and `make test` are the two commands a new user needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8501
+
+.PHONY: venv demo app test test-slow test-data test-all bench clean-demo
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	touch $@
+
+## Build the demo experiment (synthetic phantoms, DenseNet121 + ResNet50) unless it already exists.
+demo: venv
+	@if [ -f runs/demo/manifest.json ]; then echo "runs/demo exists; skipping training"; \
+	else $(BIN)/python train.py --demo; fi
+
+## Serve the explorer on http://localhost:$(PORT)
+app: demo
+	$(BIN)/streamlit run app.py --server.port $(PORT)
+
+## The default suite: fast unit, AppTest, end-to-end and (if chromium is installed) browser tests.
+test: venv
+	$(BIN)/python -m pytest -q
+
+## Slower tests: DDP with two processes, demo-sized training, real-data training.
+test-slow: venv
+	$(BIN)/python -m pytest -q -m slow
+
+## Only the tests that read ../shared/data (they also run inside `make test` when the data is there).
+test-data: venv
+	$(BIN)/python -m pytest -q -m needs_data
+
+test-all: test test-slow
+
+bench: venv
+	$(BIN)/python bench/loader.py
+
+clean-demo:
+	rm -rf runs/demo
