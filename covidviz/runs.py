@@ -73,7 +73,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2, default=_json_default).encode())
+    atomic_write_bytes(path, json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False).encode())
+
+
+def _finite(o):
+    """NaN/inf -> None, recursively: strict JSON that browsers and other tools can parse."""
+    if isinstance(o, float) and not np.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
 
 
 def _json_default(o):
