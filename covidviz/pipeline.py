@@ -90,7 +90,7 @@ def _prepare_data(cfg: RunConfig, prep: Preprocessing, dist: DistInfo):
         if dist.main == turn:
             table, labels, datasets = load_datasets(cfg.data, cache_dir=cache_dir / "datasets", seed=cfg.train.seed)
             cache = build_cache(table["path"].tolist(), prep.image_size, cache_dir / "pixels",
-                                workers=cfg.workers, progress=dist.main)
+                                workers=cfg.workers, progress=dist.main and cfg.train.progress)
             result = (table, labels, datasets, cache)
         _barrier(dist)
     table, labels, datasets, cache = result
