@@ -46,6 +46,13 @@ PREDICTIONS = "predictions.parquet"
 FEATURES = "features.npy"
 HISTORY = "history.json"
 CHECKPOINT = "checkpoint.pt"
+# Written by the analysis step (``train.py analyze``); absent in an experiment not analysed yet.
+ANALYSIS = "analysis.json"          # metrics with CIs, comparisons, thresholds, calibration, subgroups
+PROJECTIONS = "projections.npz"     # per backbone: 2-D maps, PCA-50, map placer arrays
+PROJECTIONS_INFO = "projections.json"
+SOM = "som.npz"                     # per backbone: node weights, U-matrix, hits, nodes, prototypes...
+SOM_INFO = "som.json"
+LOCALISATION = "localisation.json"  # per backbone: CAM localisation scores per method
 PARTIAL = ".partial"
 PROB_PREFIX = "p::"
 
@@ -254,6 +261,41 @@ class Experiment:
     def artifact_path(self, name: str, arch: str | None = None) -> Path:
         """Path of a named file in the experiment (for analysis steps that add files)."""
         return (self.path / BACKBONES / arch / name) if arch else (self.path / name)
+
+    def has_artifact(self, name: str, arch: str | None = None) -> bool:
+        return self.artifact_path(name, arch).exists()
+
+    def save_json(self, name: str, obj, arch: str | None = None) -> None:
+        atomic_write_json(self.artifact_path(name, arch), obj)
+
+    def load_json(self, name: str, arch: str | None = None):
+        path = self.artifact_path(name, arch)
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise RunFormatError(f"{self.path}: cannot read {path.name} ({exc})") from exc
+
+    def save_arrays(self, name: str, arrays: dict[str, np.ndarray], arch: str | None = None) -> None:
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(self.artifact_path(name, arch), buf.getvalue())
+
+    def load_arrays(self, name: str, arch: str | None = None) -> dict[str, np.ndarray]:
+        path = self.artifact_path(name, arch)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise RunFormatError(f"{self.path}: cannot read {path.name} ({exc})") from exc
+
+    def update_manifest(self, **changes) -> None:
+        """Merge top-level keys into the manifest (atomic), e.g. after the analysis step."""
+        m = json.loads((self.path / MANIFEST).read_text())
+        m.update(changes)
+        atomic_write_json(self.path / MANIFEST, m)
+        self.manifest = m
 
     def images(self) -> pd.DataFrame:
         if "images" not in self._cache:
