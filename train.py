@@ -8,6 +8,7 @@ Examples::
     python train.py --data nih:/data/ChestX-ray14 --image-size 224 --weights imagenet
     python train.py --data csv:covid3 --data nih:nih14 --name merged15     # 15-class merge
     python train.py --resume --name merged15                 # continue after an interruption
+    python train.py analyze runs/merged15                    # (re)compute the analysis in place
     torchrun --nproc_per_node=2 train.py --data synthetic:600 --arch resnet50   # DDP
 
 ``main(argv)`` is importable so tests can call it; it returns a process exit code.
@@ -49,7 +50,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="preprocessing cache (default ~/.cache/covidviz or $COVIDVIZ_CACHE)")
     p.add_argument("--no-augment", action="store_true", help="disable random affine/contrast augmentation")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-analysis", action="store_true", help="skip the analysis step (run it later with `analyze`)")
+    p.add_argument("--projections", nargs="+", default=["pca", "tsne", "umap"], choices=["pca", "tsne", "umap"],
+                   help="latent maps to fit in the analysis (umap's first fit compiles for ~30 s)")
     return p
+
+
+def build_analyze_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train.py analyze",
+                                description="(Re)compute the analysis of an existing experiment in place.")
+    p.add_argument("experiment", help="experiment folder, e.g. runs/demo")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
+    p.add_argument("--projections", nargs="+", default=["pca", "tsne", "umap"], choices=["pca", "tsne", "umap"])
+    p.add_argument("--no-localisation", action="store_true", help="skip CAM localisation scoring")
+    return p
+
+
+def analyze_main(argv: list[str]) -> int:
+    args = build_analyze_parser().parse_args(argv)
+    from covidviz.analysis.experiment import analyse_experiment
+    from covidviz.runs import RunFormatError
+
+    try:
+        analyse_experiment(args.experiment, seed=args.seed, n_boot=args.n_boot, projections=tuple(args.projections),
+                           localisation=not args.no_localisation)
+    except (RunFormatError, ValueError) as exc:
+        print(f"train.py analyze: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def config_from_args(args) -> "RunConfig":
@@ -72,7 +101,8 @@ def config_from_args(args) -> "RunConfig":
     return RunConfig(
         data=list(data or []), archs=args.arch or list(DEMO_ARCHS), out=args.out, name=args.name or defaults["name"],
         image_size=args.image_size or defaults["image_size"], weights=weights, device=args.device,
-        cache_dir=args.cache_dir, workers=args.workers, resume=args.resume, overwrite=args.overwrite, train=train_cfg)
+        cache_dir=args.cache_dir, workers=args.workers, resume=args.resume, overwrite=args.overwrite,
+        analysis=not args.no_analysis, projections=tuple(args.projections), train=train_cfg)
 
 
 def _only_partial(out: str) -> str | None:
@@ -85,6 +115,10 @@ def _only_partial(out: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if argv[:1] == ["analyze"]:
+        return analyze_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from covidviz.data.imageio import ImageDecodeError

@@ -48,11 +48,14 @@ class RunConfig:
     workers: int | None = None
     resume: bool = False
     overwrite: bool = False
+    analysis: bool = True
+    projections: tuple[str, ...] = ("pca", "tsne", "umap")
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["split_fractions"] = list(self.split_fractions)
+        d["projections"] = list(self.projections)
         return d
 
     @classmethod
@@ -60,6 +63,7 @@ class RunConfig:
         d = dict(d)
         d["train"] = TrainConfig(**d["train"])
         d["split_fractions"] = tuple(d["split_fractions"])
+        d["projections"] = tuple(d.get("projections", cls.projections))
         return cls(**d)
 
 
@@ -203,6 +207,11 @@ def run_experiment(cfg: RunConfig) -> Path | None:
     _barrier(dist)
     if not dist.main:
         return None
+    if cfg.analysis:
+        from covidviz.analysis.experiment import analyse_experiment
+
+        print("analysing: metrics with CIs, calibration, maps, SOM, CAM localisation ...")
+        analyse_experiment(writer.workdir, seed=cfg.train.seed, projections=cfg.projections)
     final = writer.commit()
     print(f"experiment written to {final}")
     return final

@@ -25,7 +25,7 @@ def train_tiny(out: Path, name: str = "tiny", extra: list[str] | None = None) ->
 
     argv = ["--data", "synthetic:90", "--arch", "tinycnn", "densenet121", "--epochs", "1",
             "--image-size", "32", "--batch-size", "16", "--weights", "none", "--out", str(out),
-            "--name", name, "--seed", "0", "--workers", "0"] + (extra or [])
+            "--name", name, "--seed", "0", "--workers", "0", "--projections", "pca", "tsne"] + (extra or [])
     assert train.main(argv) == 0
     return out / name
 

@@ -50,7 +50,7 @@ class Preprocessing:
         """uint8 (S, S) or (N, S, S) -> normalised float tensor (N, 3, S, S)."""
         import torch
 
-        t = torch.as_tensor(np.asarray(pixels))
+        t = torch.from_numpy(np.array(pixels, dtype=np.uint8, copy=True))  # memmaps and PIL arrays are read-only
         if t.ndim == 2:
             t = t[None]
         t = t.to(torch.float32).div_(255.0)[:, None].expand(-1, self.channels, -1, -1)
