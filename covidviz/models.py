@@ -152,9 +152,9 @@ def build_model(arch: str, num_classes: int, weights: str = "none") -> tuple[Cla
             model = Classifier(arch, num_classes, trunk=_imagenet_trunk(arch))
             init["source"] = "imagenet"
         except WeightsUnavailable as exc:
-            msg = (f"ImageNet weights unavailable for {arch}; training from RANDOM initialisation. "
-                   f"Results will be well below ImageNet-pretrained ones. ({str(exc).splitlines()[0]})")
-            log.warning("!" * 20 + " " + msg)
+            msg = (f"ImageNet weights could not be downloaded for {arch} (offline?); trained from RANDOM "
+                   "initialisation, so results are well below ImageNet-pretrained ones.")
+            log.warning("!" * 20 + " " + msg + "\n" + str(exc))
             model = Classifier(arch, num_classes)
             init["source"], init["warning"] = "random", msg
     else:

@@ -1,0 +1,20 @@
+"""covidviz app: ``streamlit run app.py``.
+
+The router only: page config, the shared sidebar (experiment picker) and research notice, drawn once
+per run before the chosen page, and the page list. Each page is a short script under ``pages/``.
+"""
+
+import streamlit as st
+
+from covidviz import ui
+
+st.set_page_config(page_title="covidviz", page_icon=":material/pulmonology:", layout="wide")
+
+# One line per page: later pages (diagnose, compare, latent space, SOM) are appended here.
+PAGES = [
+    st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+]
+
+page = st.navigation(PAGES)
+ui.app_chrome()
+page.run()

@@ -1,0 +1,348 @@
+"""Page tests of the Streamlit app through ``streamlit.testing.v1.AppTest`` (no browser, no server).
+
+Experiments come from ``tests/app_fixtures.py`` (written with ``runs.ExperimentWriter``, known numbers)
+and, where ``train.py`` exists, from the real ``tiny_experiment`` fixture of ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.runtime import pages_manager
+from streamlit.testing.v1 import AppTest, app_test
+
+from tests.app_fixtures import (AUCS, AUCS_MULTILABEL, expected_counts, make_broken_folders,
+                          make_fake_experiment)
+from covidviz import runs, ui
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "app.py")
+PAGE = str(REPO / "pages" / "overview.py")
+TIMEOUT = 60  # first runs import torch/plotly; generous so a slow CI box does not flake
+
+
+@pytest.fixture(autouse=True)
+def _navigation_like_the_server(monkeypatch):
+    """Make AppTest keep ``st.navigation`` mode across reruns, as the real server does.
+
+    AppTest resets ``PagesManager.uses_pages_directory`` before every run; with a ``pages/`` folder
+    next to app.py that flips every rerun after the first into Streamlit's legacy multipage mode,
+    which runs the page file alone (no router, no sidebar). The server sets the flag to False once
+    ``st.navigation`` has run and keeps it, so pin it the same way here.
+    """
+    class NavigationPagesManager(pages_manager.PagesManager):
+        def __init__(self, *args, **kwargs):
+            pages_manager.PagesManager.uses_pages_directory = False
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(app_test, "PagesManager", NavigationPagesManager)
+    yield
+    pages_manager.PagesManager.uses_pages_directory = None
+
+
+@pytest.fixture
+def runs_root(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv(ui.RUNS_ENV, str(root))
+    return root
+
+
+def run_app(script: str = APP) -> AppTest:
+    at = AppTest.from_file(script, default_timeout=TIMEOUT).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def notices(at: AppTest) -> list:
+    return [i for i in at.info if ui.NOTICE in i.value]
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def touch_manifest(folder: Path) -> None:
+    """Give the manifest a clearly newer mtime (the cache key), even on coarse-timestamp filesystems."""
+    path = folder / runs.MANIFEST
+    later = path.stat().st_mtime_ns + 2_000_000_000
+    os.utime(path, ns=(later, later))
+
+
+def table_with_rows(at: AppTest, *rows: str) -> pd.DataFrame:
+    """The first dataframe on the page whose index has all these rows."""
+    for df in at.dataframe:
+        if all(r in df.value.index for r in rows):
+            return df.value
+    raise AssertionError(f"no table with rows {rows}")
+
+
+def table_with_columns(at: AppTest, *columns: str) -> pd.DataFrame:
+    """The first dataframe on the page that has all these columns."""
+    for df in at.dataframe:
+        value = df.value
+        if all(c in value.columns for c in columns):
+            return value
+    raise AssertionError(f"no table with columns {columns}; tables: {[list(d.value.columns) for d in at.dataframe]}")
+
+
+# ---------------------------------------------------------------- no experiment yet
+
+def test_no_experiment_shows_the_command_to_run(runs_root):
+    at = run_app()
+    codes = [c.value for c in at.code]
+    # COVIDVIZ_RUNS points away from <repo>/runs, so the command must say where to write.
+    assert f"{ui.DEMO_COMMAND} --out {runs_root}" in codes
+    assert f"{ui.REAL_DATA_COMMAND} --out {runs_root}" in codes
+    assert any("No experiment yet" in h.value for h in at.header)
+    assert len(notices(at)) == 1
+    assert not at.sidebar.selectbox  # nothing to pick
+    assert not at.get("plotly_chart")
+
+
+def test_no_experiment_help_with_default_root_is_the_plain_command(monkeypatch):
+    monkeypatch.delenv(ui.RUNS_ENV, raising=False)
+
+    def script():
+        from covidviz import ui
+        ui.no_experiment_help()
+
+    at = AppTest.from_function(script, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert at.code[0].value == "python train.py --demo"
+    assert at.code[1].value.startswith("python train.py --data csv:../shared/data/covid3 --arch densenet121 resnet50")
+    assert ui.runs_root() == REPO / "runs"
+
+
+def test_missing_runs_folder_is_not_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv(ui.RUNS_ENV, str(tmp_path / "does-not-exist"))
+    at = run_app()
+    assert any(ui.DEMO_COMMAND in c.value for c in at.code)
+    assert not at.error
+
+
+# ---------------------------------------------------------------- one experiment
+
+def test_overview_dataset_card_matches_the_images_table(runs_root):
+    folder = make_fake_experiment(runs_root, "covid3", n=60)
+    at = run_app()
+    assert at.title[0].value == "Overview: covid3"
+    assert len(notices(at)) == 1  # app.py draws it; the page must not draw it again
+
+    images = pd.read_parquet(folder / runs.IMAGES)
+    expected = expected_counts(folder)
+    table = table_with_columns(at, "Train", "Validation", "Test", "All")
+    assert list(table.index) == ["COVID-19", "Normal", "Pneumonia"]
+    for label in table.index:
+        for split, col in (("train", "Train"), ("val", "Validation"), ("test", "Test")):
+            assert table.loc[label, col] == expected.get((label, split), 0), (label, split)
+    assert table["All"].sum() == len(images) == 60
+    assert table.loc["COVID-19", "All"] == 10  # 5 of 30 patients, two images each
+    assert (table[["Train", "Validation", "Test"]] > 0).all().all()  # fixture sanity: every class in every split
+
+    patients = table_with_columns(at, "Patients", "Images")
+    by_split = images.groupby("split")["patient_id"].nunique()
+    assert patients.loc["Train", "Patients"] == by_split["train"]
+    assert patients.loc["Test", "Patients"] == by_split["test"]
+    assert patients["Images"].sum() == 60
+
+    sources = table_with_columns(at, "hospital-A", "hospital-B")
+    assert list(sources.index) == ["COVID-19", "Normal", "Pneumonia"]
+    assert sources["hospital-B"].sum() == (images["source"] == "hospital-B").sum() == 20
+    assert sources.loc["COVID-19", "hospital-A"] == ((images["source"] == "hospital-A")
+                                                     & (images["labels"] == "COVID-19")).sum()
+
+    assert metric(at, "Images") == "60"
+    assert metric(at, "Patients") == "30"
+    assert metric(at, "Image size") == "32 px"
+    assert any("Batch size: **16**" in m.value and "Epochs (max): **3**" in m.value for m in at.markdown)
+
+    examples = next(e for e in at.expander if e.label.startswith("Example images"))
+    assert [m.value for m in examples.markdown] == [
+        f"**{c}** ({expected.get((c, 'test'), 0)} test images)" for c in ["COVID-19", "Normal", "Pneumonia"]]
+    assert [len(img.value) for img in examples.image] == [min(8, expected.get((c, "test"), 0))
+                                                          for c in ["COVID-19", "Normal", "Pneumonia"]]
+
+
+def test_overview_model_card_shows_the_test_aucs(runs_root):
+    make_fake_experiment(runs_root, "covid3")
+    at = run_app()
+    aucs = table_with_rows(at, "Macro average")
+    for arch, label in (("densenet121", "DenseNet121"), ("resnet50", "ResNet50")):
+        for cls, auc in AUCS[arch].items():
+            assert aucs.loc[cls, label] == pytest.approx(auc)
+        assert aucs.loc["Macro average", label] == pytest.approx(np.mean(list(AUCS[arch].values())))
+    record = table_with_rows(at, "Best epoch (kept)", "Training time")
+    assert list(record.columns) == ["DenseNet121", "ResNet50"]
+    assert list(record.loc["Epochs trained"]) == ["3", "3"]
+    assert list(record.loc["Best epoch (kept)"]) == ["2", "3"]
+    assert list(record.loc["Stopped early"]) == ["no", "yes"]
+    assert list(record.loc["Initial weights"]) == ["Random (no pretraining)"] * 2
+    assert list(record.loc["Training time"]) == ["1 min 23 s", "1 min 24 s"]
+    # AUC bar chart + loss curves + validation AUC curves
+    assert len(at.get("plotly_chart")) == 3
+
+
+def test_overview_shows_init_warning_and_skipped_images(runs_root):
+    make_fake_experiment(runs_root, "covid3", init_warning="ImageNet weights could not be downloaded; random init")
+    at = run_app()
+    assert any("ImageNet weights could not be downloaded" in w.value and "DenseNet121" in w.value for w in at.warning)
+    assert any("**Skipped images:** 2" in m.value for m in at.markdown)
+    expander = next(e for e in at.expander if e.label.startswith("Skipped images (2)"))
+    skipped = expander.dataframe[0].value
+    assert list(skipped["path"]) == ["/nonexistent/broken-a.png", "/nonexistent/broken-b.dcm"]
+    assert "DICOM without pixel data" in list(skipped["reason"])
+
+
+def test_multilabel_counts_positives_and_no_finding(runs_root):
+    folder = make_fake_experiment(runs_root, "nih", n=48, multilabel=True)
+    at = run_app()
+    expected = expected_counts(folder)
+    table = table_with_columns(at, "Train", "Validation", "Test", "All")
+    assert list(table.index) == ["Effusion", "Pneumonia", "Cardiomegaly", "No finding", "Images"]
+    for label in ["Effusion", "Pneumonia", "Cardiomegaly", "No finding"]:
+        assert table.loc[label, "Train"] == expected.get((label, "train"), 0)
+    assert table.loc["No finding", "All"] == 12  # every 4th image
+    assert table.loc["Images", "All"] == 48
+    per_split = pd.read_parquet(folder / runs.IMAGES)["split"].value_counts()
+    assert [table.loc["Images", c] for c in ("Train", "Validation", "Test")] == [per_split[s] for s in ("train", "val", "test")]
+    # positives outnumber images: the Images row is not the column sum
+    assert table.loc[["Effusion", "Pneumonia", "Cardiomegaly", "No finding"], "All"].sum() > 48
+    aucs = table_with_rows(at, "Macro average")
+    assert aucs.loc["Effusion", "DenseNet121"] == pytest.approx(AUCS_MULTILABEL["densenet121"]["Effusion"])
+    assert np.isnan(aucs.loc["Cardiomegaly", "DenseNet121"])  # undefined AUC stays blank, not 0
+    assert any("Multi-label" in m.value for m in at.markdown)
+
+
+def test_patient_leakage_is_flagged(runs_root):
+    folder = make_fake_experiment(runs_root, "leaky")
+    images = pd.read_parquet(folder / runs.IMAGES)
+    images.loc[images["split"] == "test", "patient_id"] = images.loc[0, "patient_id"]  # a train patient
+    images.to_parquet(folder / runs.IMAGES, index=False)
+    at = run_app()
+    assert any("more than one split" in e.value for e in at.error)
+
+
+def test_source_confounding_is_called_out(runs_root):
+    folder = make_fake_experiment(runs_root, "confounded")
+    at = run_app()
+    assert not any("source confounding" in w.value for w in at.warning)  # sources A/B spread over classes
+    images = pd.read_parquet(folder / runs.IMAGES)
+    images.loc[images["labels"] == "COVID-19", "source"] = "covid-hospital"  # COVID only from one place
+    images.to_parquet(folder / runs.IMAGES, index=False)
+    touch_manifest(folder)  # as a re-train would
+    at.run()
+    notes = [w.value for w in at.warning if "source confounding" in w.value]
+    assert len(notes) == 1
+    assert "100% of the COVID-19 images come from source 'covid-hospital'" in notes[0]
+    assert "which supplies none of the other images" in notes[0]
+
+
+# ---------------------------------------------------------------- broken folders and switching
+
+def test_broken_folders_are_named_and_the_good_experiment_still_shows(runs_root):
+    make_fake_experiment(runs_root, "good")
+    make_broken_folders(runs_root)
+    at = run_app()
+    warnings = [w.value for w in at.sidebar.warning]
+    assert any(f"{runs_root / 'bad'}:" in w and "unreadable" in w for w in warnings)
+    assert any(f"{runs_root / 'foreign'}:" in w and "not a covidviz experiment" in w for w in warnings)
+    assert len(warnings) == 2
+    assert at.sidebar.selectbox[0].options == [f"good · 2026-11-25 19:00"]
+    assert at.title[0].value == "Overview: good"
+
+
+def test_selecting_another_experiment_switches_the_page(runs_root):
+    make_fake_experiment(runs_root, "older", n=40, completed="2026-11-20T09:00:00")
+    make_fake_experiment(runs_root, "newer", n=60, completed="2026-11-25T19:00:00")
+    at = run_app()
+    picker = at.sidebar.selectbox[0]
+    assert picker.value == "newer"  # newest first, chosen by default
+    assert at.title[0].value == "Overview: newer"
+    assert metric(at, "Images") == "60"
+
+    picker.select("older").run()
+    assert not at.exception
+    assert at.session_state["experiment"] == "older"
+    assert at.title[0].value == "Overview: older"
+    assert metric(at, "Images") == "40"
+    assert table_with_columns(at, "Train", "Validation", "Test", "All")["All"].sum() == 40
+    assert len(notices(at)) == 1
+
+    at.run()  # an unrelated rerun keeps the choice
+    assert at.title[0].value == "Overview: older"
+
+
+def test_deleted_experiment_falls_back_to_the_newest(runs_root):
+    make_fake_experiment(runs_root, "older", completed="2026-11-20T09:00:00")
+    make_fake_experiment(runs_root, "newer", completed="2026-11-25T19:00:00")
+    at = run_app()
+    at.sidebar.selectbox[0].select("older").run()
+    assert at.title[0].value == "Overview: older"
+    shutil.rmtree(runs_root / "older")
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == "Overview: newer"
+
+
+def test_retrained_experiment_is_reread(runs_root):
+    """The caches are keyed by the manifest's mtime: an --overwrite re-train shows up without restart."""
+    folder = make_fake_experiment(runs_root, "covid3")
+    at = run_app()
+    assert at.markdown and any("Labels:** COVID-19, Normal, Pneumonia" in m.value for m in at.markdown)
+    manifest = json.loads((folder / runs.MANIFEST).read_text())
+    manifest["backbones"]["densenet121"]["metrics"]["test"]["auc"]["COVID-19"] = 0.5
+    runs.atomic_write_json(folder / runs.MANIFEST, manifest)
+    touch_manifest(folder)
+    at.run()
+    assert table_with_rows(at, "Macro average").loc["COVID-19", "DenseNet121"] == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- the page on its own
+
+def test_page_runs_on_its_own_with_picker_and_notice(runs_root):
+    make_fake_experiment(runs_root, "covid3")
+    at = run_app(PAGE)
+    assert len(notices(at)) == 1
+    assert at.sidebar.selectbox[0].value == "covid3"
+    assert at.title[0].value == "Overview: covid3"
+    at.run()  # reruns keep drawing the chrome (the router flag is never set stand-alone)
+    assert len(notices(at)) == 1 and at.sidebar.selectbox
+
+
+def test_page_on_its_own_without_experiments(runs_root):
+    at = run_app(PAGE)
+    assert any(ui.DEMO_COMMAND in c.value for c in at.code)
+    assert len(notices(at)) == 1
+
+
+# ---------------------------------------------------------------- a real trained experiment
+
+def test_overview_of_a_real_tiny_experiment(tmp_path, monkeypatch, request):
+    """train.py's own output (the tiny_experiment fixture) renders, and its numbers reach the page."""
+    train_py = REPO / "train.py"
+    if not train_py.exists() or "def main" not in train_py.read_text():
+        pytest.skip("train.py is not there yet")
+    folder = request.getfixturevalue("tiny_experiment")
+    monkeypatch.setenv(ui.RUNS_ENV, str(folder.parent))
+    at = run_app()
+    exp = runs.read_experiment(folder)
+    assert at.title[0].value == f"Overview: {exp.name}"
+    table = table_with_columns(at, "Train", "Validation", "Test", "All")
+    images = exp.images()
+    if exp.labels.task == "multilabel":
+        assert table.loc["Images", "All"] == len(images)
+    else:
+        assert table["All"].sum() == len(images)
+    aucs = table_with_rows(at, "Macro average")
+    for arch in exp.backbones:
+        macro = exp.backbone(arch)["metrics"]["test"]["macro_auc"]
+        shown = aucs.loc["Macro average", ui.arch_label(arch)]
+        assert (np.isnan(shown) if macro is None else shown == pytest.approx(macro))
+    assert len(at.get("plotly_chart")) == 3
