@@ -9,6 +9,8 @@ import pytest
 
 import train
 from covidviz import runs
+from tests.conftest import REPO
+from tests.test_app import _navigation_like_the_server  # noqa: F401  (autouse: AppTest behaves like the server)
 
 pytestmark = pytest.mark.needs_data
 
@@ -48,7 +50,7 @@ def test_overview_page_shows_real_experiments(real_runs, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("COVIDVIZ_RUNS", str(real_runs))
-    at = AppTest.from_file("app.py", default_timeout=120).run()
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
     assert not at.exception
     text = " ".join(m.value for m in at.markdown) + " ".join(str(t.value) for t in at.title)
     assert "covid3" in text or "nih14" in text
