@@ -7,48 +7,12 @@ Checks what AppTest cannot: the server starts with the repo's config, the page r
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import pytest
 
 from tests.app_fixtures import make_fake_experiment
+from tests.browser_support import CHROMIUM_MARKS, SCREENSHOTS, chromium_page, streamlit_server
 
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = REPO / "screenshots"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"Debian chromium not installed at {CHROMIUM} "
-                       "(apt-get install chromium)"),
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"streamlit not healthy after {timeout}s:\n{log.read_text()[-3000:]}")
+pytestmark = CHROMIUM_MARKS
 
 
 @pytest.fixture
@@ -58,39 +22,14 @@ def server(tmp_path):
     make_fake_experiment(root, "older-run", n=40, completed="2026-11-20T09:00:00")
     make_fake_experiment(root, "covid3-demo", n=60, completed="2026-11-25T19:00:00",
                          init_warning="ImageNet weights could not be downloaded (offline); trained from random init.")
-    port = _free_port()
-    log = tmp_path / "streamlit.log"
-    env = {**os.environ, "COVIDVIZ_RUNS": str(root), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
-            cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc, log)
+    with streamlit_server(root, tmp_path) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
 def page():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            # Tall viewport: Streamlit scrolls inside its own container, so a full-page screenshot
-            # would only show the first screen.
-            yield browser.new_page(viewport={"width": 1400, "height": 4200})
-        finally:
-            browser.close()
+    with chromium_page() as p:
+        yield p
 
 
 def test_overview_renders_in_chromium(server, page):
