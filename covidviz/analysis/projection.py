@@ -10,9 +10,10 @@
    whose cost grows with D) about 20x cheaper for D = 1024. The first two components are the
    ``pca`` map; the 50-D vectors are kept (``pca50``) for placing new images and for "similar cases";
 3. t-SNE with openTSNE's FFT-accelerated interpolation (Linderman et al. 2019): its gradient costs
-   O(N) per iteration, so 100k points take minutes on 2 cores, whereas scikit-learn's Barnes-Hut
-   t-SNE is O(N log N) with a large constant, single-threaded in the repulsive part, and takes the
-   better part of an hour at that size;
+   O(N) per iteration, so 100k points take minutes on 2 cores (bench/projection.py), whereas
+   scikit-learn's Barnes-Hut t-SNE costs O(N log N) per iteration with a large constant and is
+   about an order of magnitude slower at that size in the FIt-SNE/openTSNE benchmarks. Below 10k
+   points openTSNE's Barnes-Hut is the faster of its two (its own "auto" rule), so it is used there;
 4. UMAP (umap-learn), imported lazily: it pulls in numba, whose JIT compilation costs tens of seconds,
    so nothing the app imports at page load may import it (this module imports neither umap nor
    openTSNE at the top).
@@ -50,7 +51,7 @@ METHODS = ("pca", "tsne", "umap")
 def fit_reducer(features: np.ndarray, n_components: int = PCA_DIM, seed: int = 0) -> tuple[np.ndarray, dict]:
     """Standardise then PCA-reduce ``features``; return (reduced float32 (N, k), reducer arrays + info).
 
-    The reducer dict holds ``mean``, ``scale`` (D,), ``pca_mean`` (k,), ``components`` (k, D), all
+    The reducer dict holds ``mean``, ``scale`` (D,), ``pca_mean`` (D,), ``components`` (k, D), all
     float32, so that ``apply_reducer`` maps any new (M, D) vector into the same space, plus
     ``explained_variance`` (k,) and ``explained_variance_ratio`` (k,) for reporting.
     """
@@ -192,7 +193,10 @@ def tsne_defaults(n: int) -> dict:
         "learning_rate": "auto",
         "initialization": "pca",  # deterministic and keeps the global layout (Kobak & Linderman 2021)
         "metric": "euclidean",
-        "negative_gradient_method": "fft",  # O(N) interpolation, not Barnes-Hut
+        # FFT interpolation is O(N) per iteration but has a fixed grid cost that dominates below
+        # ~10k points, where Barnes-Hut is faster (openTSNE's own "auto" rule); at the sizes where
+        # time matters (10k-100k+) it is always FFT.
+        "negative_gradient_method": "fft" if n >= 10_000 else "bh",
         "neighbors": "auto",  # exact below 1000 points, annoy (seeded) above
         "dof": 1,
     }
