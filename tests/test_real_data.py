@@ -19,7 +19,7 @@ pytestmark = pytest.mark.needs_data
 def real_runs(shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("real-runs")
     common = ["--arch", "tinycnn", "--epochs", "1", "--image-size", "64", "--batch-size", "32",
-              "--weights", "none", "--out", str(out), "--quiet"]
+              "--weights", "none", "--out", str(out), "--quiet", "--projections", "pca"]
     assert train.main(["--data", f"csv:{shared_data / 'covid3'}", "--name", "covid3", *common]) == 0
     assert train.main(["--data", f"nih:{shared_data / 'nih14'}", "--name", "nih14", *common]) == 0
     return out

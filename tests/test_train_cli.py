@@ -25,7 +25,7 @@ def test_model_beats_chance_on_phantoms(tmp_path):
     out = tmp_path / "runs"
     assert train.main(["--data", "synthetic:240", "--arch", "tinycnn", "--epochs", "8", "--image-size", "48",
                        "--batch-size", "16", "--weights", "none", "--out", str(out), "--name", "learn",
-                       "--quiet", "--workers", "0"]) == 0
+                       "--quiet", "--workers", "0", "--no-analysis"]) == 0
     exp = runs.read_experiment(out / "learn")
     test = exp.backbone("tinycnn")["metrics"]["test"]
     assert test["macro_auc"] > 0.75, test
@@ -36,12 +36,14 @@ def test_model_beats_chance_on_phantoms(tmp_path):
 def test_multilabel_phantoms_train_with_sigmoid_head(tmp_path):
     out = tmp_path / "runs"
     assert train.main(["--data", "synthetic:80:multilabel", "--arch", "tinycnn", "--epochs", "1",
-                       "--image-size", "32", "--weights", "none", "--out", str(out), "--name", "ml", "--quiet"]) == 0
+                       "--image-size", "32", "--weights", "none", "--out", str(out), "--name", "ml", "--quiet",
+                       "--projections", "pca"]) == 0
     exp = runs.read_experiment(out / "ml")
     assert exp.labels.task == MULTILABEL
     probs = exp.probabilities("tinycnn")
     assert probs.min() >= 0 and probs.max() <= 1
     assert not np.allclose(probs.sum(1), 1)  # independent sigmoids, not a softmax
+    assert exp.has_artifact(runs.ANALYSIS)  # the analysis handles multi-label (rare classes, n/a CIs)
 
 
 @pytest.mark.parametrize("argv,match", [
@@ -79,7 +81,7 @@ def test_kill_mid_training_then_resume(tmp_path):
     earlier_manifest = (earlier / runs.MANIFEST).read_text()
     args = ["--data", "synthetic:120", "--arch", "densenet121", "--epochs", "8", "--image-size", "32",
             "--batch-size", "16", "--weights", "none", "--out", str(out), "--name", "killed", "--quiet",
-            "--patience", "99"]
+            "--patience", "99", "--projections", "pca"]
     proc = _spawn(args)
     ckpt = runs.partial_checkpoint(out, "killed", "densenet121")
     deadline = time.time() + 300
@@ -111,7 +113,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
            str(REPO / "train.py"), "--data", "synthetic:90", "--arch", "tinycnn", "--epochs", "2",
            "--image-size", "32", "--batch-size", "8", "--weights", "none", "--out", str(out), "--name", "ddp",
-           "--quiet", "--workers", "0"]
+           "--quiet", "--workers", "0", "--projections", "pca"]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                          env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert res.returncode == 0, res.stdout + res.stderr

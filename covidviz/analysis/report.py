@@ -153,8 +153,9 @@ def format_summary(result: dict, labels: LabelSpace) -> str:
                 continue
             boot = ("n/a" if d.get("boot_ci_low") is None
                     else f"[{d['boot_ci_low']:+.3f}, {d['boot_ci_high']:+.3f}]")
-            lines.append(name.ljust(w0) + f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]  "
-                         f"p={_p(d['p_value'])} (Holm {_p(d.get('p_holm'))})  bootstrap {boot}")
+            ci = "[n/a]" if d.get("ci_low") is None else f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+            lines.append(name.ljust(w0) + f"{d['diff']:+.3f} {ci}  "
+                         f"p={_p(d.get('p_value'))} (Holm {_p(d.get('p_holm'))})  bootstrap {boot}")
         m = cmp.get("macro", {})
         if m.get("diff") is not None:
             boot = "n/a" if m.get("boot_ci_low") is None else f"[{m['boot_ci_low']:+.3f}, {m['boot_ci_high']:+.3f}]"
