@@ -13,6 +13,7 @@ st.set_page_config(page_title="covidviz", page_icon=":material/pulmonology:", la
 # One line per page: later pages (diagnose, compare, latent space, SOM) are appended here.
 PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("pages/diagnose.py", title="Diagnose", icon=":material/stethoscope:"),
     st.Page("pages/compare.py", title="Compare backbones", icon=":material/compare_arrows:"),
 ]
 

@@ -368,7 +368,7 @@ def page_setup(title: str) -> runs.Experiment | None:
 
 # ---- latent page ----
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=16)
 def _latent_maps(path: str, stamp: int, arch: str):
     from covidviz import latent
 
@@ -376,7 +376,7 @@ def _latent_maps(path: str, stamp: int, arch: str):
 
 
 def latent_maps(exp: runs.Experiment, arch: str):
-    """``covidviz.latent.Maps`` (coords per method + quality) of one analysed backbone."""
+    """``covidviz.latent.Maps`` (coords per method + quality) of one analysed backbone (shared: read only)."""
     return _latent_maps(str(exp.path), _stamp(exp.path), arch)
 
 

@@ -55,10 +55,15 @@ def _check_size(width: int, height: int, what: str) -> None:
 
 
 def _decode_pil(data: bytes, name: str) -> np.ndarray:
+    return _decode_pil_full(data, name).gray
+
+
+def _decode_pil_full(data: bytes, name: str) -> "DecodedImage":
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
+            fmt = img.format
             _check_size(img.width, img.height, name)
             if getattr(img, "n_frames", 1) > 1:
                 raise ImageDecodeError(f"{name} is an animated/multi-frame image ({img.n_frames} frames); upload a single X-ray")
@@ -68,20 +73,31 @@ def _decode_pil(data: bytes, name: str) -> np.ndarray:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"{name} is too large to decode safely ({exc})") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise ImageDecodeError(f"{name} is not a readable image: its contents are not PNG, JPEG, DICOM or another "
+                               "image format (a renamed or damaged file?)") from exc
     except Exception as exc:  # PIL raises many types for broken files
         raise ImageDecodeError(f"{name} is not a readable image ({type(exc).__name__}: {exc})") from exc
 
+    info = {"format": fmt or "image", "mode": img.mode, "width": img.width, "height": img.height}
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return window_to_uint8(np.asarray(img))
+        raw = np.asarray(img, dtype=np.float32)
+        window = _percentile_window(raw)
+        return DecodedImage(window_to_uint8(raw), raw, window, f"{info['format']} (high bit depth, {img.mode})", info)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         # Composite transparent pixels onto black (the film background), not white.
         rgba = img.convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         img = Image.alpha_composite(black, rgba)
-    return np.asarray(img.convert("L"), dtype=np.uint8)
+    return DecodedImage(np.asarray(img.convert("L"), dtype=np.uint8), None, None,
+                        f"{info['format']} ({info['mode']})", info)
 
 
 def _decode_dicom(data: bytes, name: str) -> np.ndarray:
+    return _decode_dicom_full(data, name).gray
+
+
+def _decode_dicom_full(data: bytes, name: str) -> "DecodedImage":
     try:
         import pydicom
         try:
@@ -110,15 +126,35 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
     elif arr.ndim != 2:
         raise ImageDecodeError(f"{name} holds {arr.shape} pixels (a multi-frame series?); upload a single frontal image")
     arr = apply_modality_lut(arr, ds).astype(np.float32)
+    modality = arr
     low = high = None
     if "VOILUTSequence" in ds or "WindowCenter" in ds:
         try:
             arr = apply_voi_lut(arr, ds).astype(np.float32)
         except Exception:
             pass  # a broken VOI tag should not lose the image; percentiles below still window it
-    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+    inverted = str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
+    if inverted:
         arr = arr.max() - arr
-    return window_to_uint8(arr, low, high)
+    gray = window_to_uint8(arr, low, high)
+    # The window/level control works on the modality values (inverted like the image for MONOCHROME1).
+    raw = (modality.max() - modality) if inverted else modality
+    window = _dicom_window(ds)
+    if window is not None and inverted:
+        window = (float(modality.max()) - window[1], float(modality.max()) - window[0])
+    if window is None:
+        window = _percentile_window(raw)
+    info = {"format": "DICOM", "width": cols, "height": rows,
+            "photometric": str(ds.get("PhotometricInterpretation", "")),
+            "bits_stored": ds.get("BitsStored"), "transfer_syntax": str(getattr(getattr(ds, "file_meta", None),
+                                                                                 "TransferSyntaxUID", "")),
+            "window_from_file": _dicom_window(ds) is not None or "VOILUTSequence" in ds}
+    for key in DICOM_INFO_FIELDS:
+        if key in ds and str(ds.get(key, "")).strip():
+            info[key] = str(ds.get(key))
+    patient = {key: str(ds.get(key)) for key in DICOM_PATIENT_FIELDS if key in ds and str(ds.get(key, "")).strip()}
+    return DecodedImage(gray, raw.astype(np.float32, copy=False), window,
+                        f"DICOM ({info['photometric'] or 'unknown photometric'})", info, patient)
 
 
 def decode_bytes(data: bytes, name: str = "image") -> np.ndarray:
@@ -149,3 +185,76 @@ def image_size(path: str | Path) -> tuple[int, int]:
         return int(ds.Columns), int(ds.Rows)
     with Image.open(path) as img:
         return img.size
+
+
+# ---------------------------------------------------------------- full decode (for the diagnose page)
+
+# Shown on request only: identifying DICOM fields are never displayed by default.
+DICOM_PATIENT_FIELDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge",
+                        "OtherPatientIDs", "AccessionNumber", "InstitutionName", "ReferringPhysicianName",
+                        "StudyDate", "StudyTime", "StudyID")
+DICOM_INFO_FIELDS = ("Modality", "ViewPosition", "BodyPartExamined", "Manufacturer")
+
+
+class DecodedImage:
+    """One decoded upload: what the model sees by default plus what a window/level control needs.
+
+    ``gray``: uint8 (H, W), exactly ``decode_bytes``' result. ``raw``: float32 (H, W) high-bit-depth
+    values (DICOM after the modality LUT, MONOCHROME1 inverted like ``gray``; 16-bit PNG as stored),
+    or None for 8-bit images. ``window``: the default (low, high) on ``raw`` (the file's window
+    centre/width when present, else the 0.5-99.5 percentiles), or None. ``info``: non-identifying
+    facts (format, size, photometric...). ``patient``: identifying DICOM fields (empty for others).
+    """
+
+    __slots__ = ("gray", "raw", "window", "kind", "info", "patient")
+
+    def __init__(self, gray, raw, window, kind, info, patient=None):
+        self.gray, self.raw, self.window, self.kind = gray, raw, window, kind
+        self.info, self.patient = dict(info), dict(patient or {})
+
+    @property
+    def high_bit_depth(self) -> bool:
+        return self.raw is not None
+
+    def windowed(self, low: float | None = None, high: float | None = None) -> np.ndarray:
+        """uint8 image with another window on ``raw`` (``gray`` itself for 8-bit images or no window)."""
+        if self.raw is None or low is None or high is None:
+            return self.gray
+        return window_to_uint8(self.raw, low, high)
+
+
+def _percentile_window(raw: np.ndarray) -> tuple[float, float]:
+    finite = raw[np.isfinite(raw)]
+    if finite.size == 0:
+        raise ImageDecodeError("image holds no finite pixel values")
+    low, high = np.percentile(finite, [0.5, 99.5])
+    return float(low), float(max(high, low + 1.0))
+
+
+def _dicom_window(ds) -> tuple[float, float] | None:
+    """(low, high) from the first WindowCenter/WindowWidth pair, or None (absent, broken or width <= 0)."""
+    try:
+        c, w = ds.get("WindowCenter"), ds.get("WindowWidth")
+        if c is None or w is None:
+            return None
+        c = float(c[0] if hasattr(c, "__len__") and not isinstance(c, str) else c)
+        w = float(w[0] if hasattr(w, "__len__") and not isinstance(w, str) else w)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if not (np.isfinite(c) and np.isfinite(w)) or w <= 0:
+        return None
+    return c - w / 2.0, c + w / 2.0
+
+
+def decode_upload(data: bytes, name: str = "image") -> DecodedImage:
+    """Like ``decode_bytes`` (same checks, same ``gray``) plus the high-bit-depth data and metadata."""
+    if not data:
+        raise ImageDecodeError(f"{name} is empty (0 bytes)")
+    try:
+        if _looks_like_dicom(data[:132]) or Path(name).suffix.lower() in DICOM_SUFFIXES:
+            return _decode_dicom_full(data, name)
+        return _decode_pil_full(data, name)
+    except ImageDecodeError as exc:
+        if name in str(exc):
+            raise
+        raise ImageDecodeError(f"{name}: {exc}") from exc
