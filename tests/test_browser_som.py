@@ -1,0 +1,169 @@
+"""The SOM page in a real browser (``streamlit run pages/som.py`` + Debian chromium via Playwright).
+
+- the tiny trained experiment: both maps are drawn as hexagon paths, a click on a hexagon selects the
+  node (gallery + stats appear), the dominant-class layer and prototype pictures render;
+  screenshots ``screenshots/som.png`` and ``screenshots/som_prototypes.png``;
+- a fake 10,000-image experiment (``make_big_experiment``: ExperimentWriter + the analysis step's own
+  SOM writer on clustered random features) renders its two maps in a few seconds
+  (``screenshots/som_10k.png``); marked slow because building it takes a while on 2 cores.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from covidviz import runs
+from tests.browser_support import CHROMIUM_MARKS, SCREENSHOTS, chromium_page, streamlit_server
+
+pytestmark = CHROMIUM_MARKS
+
+NAMES = ["COVID-19", "Normal", "Pneumonia", "Lung Opacity"]
+RENDER_BUDGET_S = 8.0  # "a few seconds" for a cold page with two 10k-image maps, generous for a loaded CI box
+
+
+def make_big_experiment(root: Path, name: str = "big", n: int = 10_000, archs=("densenet121", "resnet50"),
+                        grid: tuple | None = None, iterations: int | None = None, seed: int = 0) -> Path:
+    """A published, SOM-analysed experiment of ``n`` images with clustered random features (no training)."""
+    import torch
+
+    from covidviz.analysis.experiment import _som as write_som
+    from covidviz.data.labels import MULTICLASS, LabelSpace
+    from covidviz.data.table import make_table
+
+    rng = np.random.default_rng(seed)
+    cls = rng.choice(len(NAMES), size=n, p=[0.15, 0.4, 0.3, 0.15])
+    patients = np.arange(n) // 2
+    split = np.array(["train", "train", "train", "val", "test"])[patients % 5]
+    table = make_table([{"image_id": f"big:{i:05d}", "path": f"/nonexistent/{i:05d}.png", "labels": NAMES[c],
+                         "patient_id": f"p{p}", "dataset": "synthetic", "source": "A"}
+                        for i, (c, p) in enumerate(zip(cls, patients))])
+    table["split"] = split
+    writer = runs.ExperimentWriter(root, name)
+    writer.write_manifest({
+        "status": "running", "created": "2026-11-25T18:00:00",
+        "dataset": {"specs": ["synthetic:big"], "n_images": n},
+        "labels": {"names": NAMES, "task": MULTICLASS},
+        "preprocessing": {"image_size": 32, "channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3},
+        "config": {}, "backbones": {a: {"init": {"weights": "none", "source": "random"}} for a in archs}})
+    writer.write_images(table)
+    # Thumbnails: a bright blob whose position depends on the class, so prototypes differ visibly.
+    yy, xx = np.mgrid[0:64, 0:64]
+    base = np.stack([np.exp(-((xx - 16 - 10 * c) ** 2 + (yy - 32) ** 2) / 120.0) for c in range(len(NAMES))])
+    thumbs = (200 * base[cls] + rng.integers(0, 50, size=(n, 64, 64))).clip(0, 255).astype(np.uint8)
+    writer.write_thumbnails(thumbs)
+    centres = rng.normal(size=(3 * len(NAMES), 64)) * 4  # three sub-clusters per class
+    for k, arch in enumerate(archs):
+        sub = cls * 3 + rng.integers(0, 3, size=n)
+        # Overlap like real findings: a third of COVID-19 images sit in a Pneumonia sub-cluster and a
+        # third of Lung Opacity images in a COVID-19 one.
+        sub = np.where((cls == 0) & (rng.random(n) < 1 / 3), 2 * 3, sub)
+        sub = np.where((cls == 3) & (rng.random(n) < 1 / 3), 0, sub)
+        feats = centres[sub] + rng.normal(size=(n, 64)) * (1.5 + k)
+        logits = np.eye(len(NAMES))[cls] * (2.5 - k) + rng.normal(size=(n, len(NAMES)))
+        probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        preds = pd.DataFrame({"image_id": table["image_id"],
+                              **{runs.PROB_PREFIX + c: probs[:, j] for j, c in enumerate(NAMES)}})
+        writer.write_backbone(arch, {"w": torch.zeros(1)}, preds, feats, [])
+    exp = runs.read_experiment(writer.commit())
+    onehot = exp.labels.onehot(exp.images()["labels"])
+    train = (exp.images()["split"] == "train").to_numpy()
+    for arch in archs:
+        if grid is None and iterations is None:
+            write_som(exp, arch, onehot, exp.probabilities(arch), train, seed)
+        else:  # a given grid (e.g. the 2500-node maximum) through the same writer
+            from covidviz.analysis import experiment as analysis
+
+            real = analysis.fit_som
+            analysis.fit_som = lambda *a, **kw: real(*a, **{**kw, "grid": grid, "iterations": iterations})
+            try:
+                write_som(exp, arch, onehot, exp.probabilities(arch), train, seed)
+            finally:
+                analysis.fit_som = real
+    assert LabelSpace.from_json(exp.manifest["labels"]).names == tuple(NAMES)
+    return exp.path
+
+
+MAPS_DRAWN = """n => {
+  const plots = [...document.querySelectorAll('.js-plotly-plot')];
+  const maps = plots.filter(p => p.data && p.data.some(t => t.name === 'nodes'));
+  return maps.length >= n && maps.every(p => p.querySelectorAll('.scatterlayer .trace').length > 3);
+}"""
+
+
+def open_page(page, url: str, n_maps: int) -> float:
+    """Load the page and wait until ``n_maps`` SOM maps are drawn; returns the seconds it took."""
+    t0 = time.perf_counter()
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_function(MAPS_DRAWN, arg=n_maps, timeout=120_000)
+    return time.perf_counter() - t0
+
+
+def choose(page, label: str, option: str) -> None:
+    page.locator("[data-testid='stSelectbox']").filter(has_text=label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_som_page_in_chromium(tiny_experiment, tmp_path):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=60_000)
+    with streamlit_server(tiny_experiment.parent, tmp_path, script="pages/som.py") as url, chromium_page(height=2400) as page:
+        open_page(page, url, 2)
+        expect(page.get_by_role("heading", name="Self-organizing map: tiny")).to_be_visible()
+        n_nodes = runs.read_experiment(tiny_experiment).load_arrays(runs.SOM, "tinycnn")["hex_xy"].shape[0]
+        # Every hexagon of the first map is one closed 6-vertex subpath of its fill traces.
+        subpaths = page.evaluate("""() => {
+            const p = [...document.querySelectorAll('.js-plotly-plot')]
+                      .find(p => p.data.some(t => t.name === 'nodes'));
+            return [...p.querySelectorAll('.scatterlayer .trace .js-fill')].map(e => e.getAttribute('d'))
+                   .join('').split('Z').filter(s => s.includes('M')).map(s => s.split(/[ML]/).length - 1);
+        }""")
+        assert len(subpaths) == n_nodes and set(subpaths) <= {6, 7}
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(SCREENSHOTS / "som.png"), full_page=True)
+
+        # Click a hexagon centre of the first map: the node's panel appears with its images.
+        a = runs.read_experiment(tiny_experiment).load_arrays(runs.SOM, "tinycnn")
+        node = int(np.bincount(a["node"]).argmax())
+        first = page.locator(".js-plotly-plot").first
+        first.locator(".scatterlayer .trace path.point").nth(node).click(force=True)
+        expect(page.get_by_role("heading", name=f"Node {node}")).to_be_visible()
+        expect(page.locator("[data-testid='stNumberInput'] input").first).to_have_value(str(node))
+        want = min(int((a["node"] == node).sum()), 40)
+        # st.image with a list: one stImageContainer per picture.
+        page.wait_for_function(f"document.querySelectorAll(\"[data-testid='stImageContainer']\").length >= {want}",
+                               timeout=60_000)
+
+        choose(page, "Layer", "Dominant class and purity")
+        page.get_by_text("Prototype pictures").click()
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .layer-above image').length >= 2",
+                               timeout=60_000)
+        page.wait_for_timeout(1500)
+        assert page.locator("[data-testid='stException']").count() == 0
+        page.screenshot(path=str(SCREENSHOTS / "som_prototypes.png"), full_page=True)
+
+
+@pytest.mark.slow
+def test_10k_image_som_renders_in_a_few_seconds(tmp_path):
+    root = tmp_path / "runs"
+    make_big_experiment(root)
+    with streamlit_server(root, tmp_path, script="pages/som.py") as url, chromium_page(height=2400) as page:
+        cold = open_page(page, url, 2)       # first load: includes the server's imports and reading som.npz
+        warm = open_page(page, url, 2)       # a reload: cached arrays, what a user sees on every visit
+        t0 = time.perf_counter()
+        page.get_by_text("Prototype pictures").click()
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .layer-above image').length >= 2",
+                               timeout=60_000)
+        protos = time.perf_counter() - t0
+        page.wait_for_timeout(1000)
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "som_10k.png"), full_page=True)
+        assert page.locator("[data-testid='stException']").count() == 0
+    print(f"10k-image SOM page: cold {cold:.2f} s, reload {warm:.2f} s, prototypes on {protos:.2f} s")
+    assert warm < RENDER_BUDGET_S and protos < RENDER_BUDGET_S, (cold, warm, protos)
