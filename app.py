@@ -15,6 +15,7 @@ PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
     st.Page("pages/diagnose.py", title="Diagnose", icon=":material/stethoscope:"),
     st.Page("pages/compare.py", title="Compare backbones", icon=":material/compare_arrows:"),
+    st.Page("pages/latent.py", title="Latent space", icon=":material/scatter_plot:"),
     st.Page("pages/som.py", title="Self-organizing map", icon=":material/hexagon:"),
 ]
 

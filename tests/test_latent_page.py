@@ -1,0 +1,292 @@
+"""The latent-space page: pure data shaping (covidviz.latent) and the page through AppTest.
+
+AppTest cannot draw a lasso and Streamlit refuses to set a chart's selection through session state,
+so the selection is tested in two halves: ``selection_rows`` on a selection payload built from the
+page's real figure (the shape the browser sends), and the page with the selection rows it stores.
+The browser test (tests/test_browser_latent.py) draws a real box selection.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.runtime import pages_manager
+from streamlit.testing.v1 import AppTest, app_test
+
+from covidviz import latent, runs, ui
+
+REPO = Path(__file__).resolve().parents[1]
+PAGE = str(REPO / "pages" / "latent.py")
+TIMEOUT = 120
+NAMES = ["COVID-19", "Normal", "Pneumonia"]
+
+
+@pytest.fixture(autouse=True)
+def _navigation_like_the_server(monkeypatch):
+    """As in tests/test_app.py: keep st.navigation mode across AppTest reruns (pages/ folder quirk)."""
+    class NavigationPagesManager(pages_manager.PagesManager):
+        def __init__(self, *args, **kwargs):
+            pages_manager.PagesManager.uses_pages_directory = False
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(app_test, "PagesManager", NavigationPagesManager)
+    yield
+    pages_manager.PagesManager.uses_pages_directory = None
+
+
+# ---------------------------------------------------------------- pure helpers
+
+def _images(n=12):
+    labels = [NAMES[i % 3] for i in range(n)]
+    return pd.DataFrame({"image_id": [f"img{i}" for i in range(n)], "path": [f"/x/{i}.png" for i in range(n)],
+                         "labels": labels, "patient_id": [f"p{i}" for i in range(n)], "dataset": "csv",
+                         "source": ["A" if i % 2 else "" for i in range(n)], "sex": ["M", "F", ""] * (n // 3),
+                         "age": [np.nan if i % 4 == 0 else 40 + i for i in range(n)],
+                         "split": ["train", "val", "test"] * (n // 3)})
+
+
+def _probs(n=12):
+    p = np.full((n, 3), 0.1, np.float32)
+    for i in range(n):
+        p[i, (i + (i % 4 == 0)) % 3] = 0.8  # every 4th image is predicted as the next class
+    return p
+
+
+def test_point_table_and_outcomes():
+    images, probs = _images(), _probs()
+    t = latent.point_table(images, probs, NAMES, "multiclass")
+    assert list(t["label"][:3]) == NAMES and t.loc[0, "prediction"] == "Normal" and t.loc[1, "prediction"] == "Normal"
+    assert t.loc[0, "source"] == "csv" and t.loc[1, "source"] == "A"  # empty source falls back to the dataset
+    assert list(t["sex"][:3]) == ["Male", "Female", latent.UNKNOWN]
+    out = latent.outcomes(images, probs, NAMES, "COVID-19", 0.5)
+    # image 0: COVID-19 predicted Normal -> FN; image 3: Normal predicted COVID-19 -> FP; 6: COVID-19 -> TP
+    assert out[0] == "FN" and out[3] == "TP" or out[3] == "FP"
+    truth = np.array([NAMES[i % 3] == "COVID-19" for i in range(12)])
+    pred = probs[:, 0] >= 0.5
+    expected = np.where(truth, np.where(pred, "TP", "FN"), np.where(pred, "FP", "TN"))
+    assert list(out) == list(expected) and "FN" in out and "TN" in out
+
+
+def test_base_figure_draws_every_row_once_and_hover_has_probabilities():
+    images, probs = _images(), _probs()
+    t = latent.point_table(images, probs, NAMES, "multiclass")
+    coords = np.arange(24, dtype=np.float32).reshape(12, 2)
+    for colour_by in latent.COLOUR_BY:
+        values = latent.outcomes(images, probs, NAMES, "Normal", 0.5) if colour_by == "outcome" else None
+        fig = latent.base_figure(coords, t, probs, NAMES, colour_by, values)
+        rows = np.concatenate([np.asarray(tr.customdata)[:, 0] for tr in fig.data]).astype(int)
+        assert sorted(rows) == list(range(12)), colour_by
+        assert all(tr.type == "scattergl" for tr in fig.data)
+        for tr in fig.data:  # each point's x/y is its row's coordinates
+            cd = np.asarray(tr.customdata)
+            assert np.allclose(np.asarray(tr.x), coords[cd[:, 0].astype(int), 0])
+    fig = latent.base_figure(coords, t, probs, NAMES, "age")
+    assert [tr.name for tr in fig.data][-1].startswith("unknown (3)")  # ages NaN for rows 0, 4, 8
+    assert "P(Pneumonia) = %{customdata[3]:.3f}" in fig.data[0].hovertemplate
+    assert fig.layout.dragmode == "select"
+
+
+def test_selection_rows_from_plotly_points():
+    sel = {"points": [{"curve_number": 1, "point_index": 4, "customdata": [7.0, 0.1, 0.8, 0.1]},
+                      {"curve_number": 0, "point_index": 0, "customdata": [2.0, 0.8, 0.1, 0.1]},
+                      {"curve_number": 5, "point_index": 0, "customdata": [7.0]},     # ring over row 7 again
+                      {"curve_number": 6, "point_index": 0, "customdata": [-1.0]},    # the upload star
+                      {"curve_number": 2, "point_index": 3, "customdata": {"0": 9, "1": 0.5}},  # as chromium sends it
+                      {"curve_number": 0, "point_index": 1}],                        # no customdata
+           "point_indices": [4, 0, 0, 0, 1], "box": [{}], "lasso": []}
+    assert list(latent.selection_rows(sel)) == [7, 2, 9]
+    assert len(latent.selection_rows(None)) == 0 and len(latent.selection_rows({"points": []})) == 0
+    assert latent.selection_signature(sel) != latent.selection_signature(None)
+
+
+def test_gallery_pages_class_mix_and_csv():
+    rows = np.arange(50)[::-1]
+    assert latent.page_count(50) == 3 and latent.page_count(0) == 1
+    assert list(latent.gallery_page(rows, 1)) == list(range(49, 25, -1))
+    assert list(latent.gallery_page(rows, 3)) == [1, 0]
+    assert list(latent.gallery_page(rows, 99)) == [1, 0]  # clamped
+    images, probs = _images(), _probs()
+    t = latent.point_table(images, probs, NAMES, "multiclass")
+    sel = np.array([0, 3, 6, 1])
+    mix = latent.class_mix({"A": t}, sel, NAMES)
+    assert mix.loc["COVID-19", "True label"] == 3 and mix.loc["Normal", "True label"] == 1
+    assert mix.loc["Normal", "Predicted by A"] == 2 and mix.loc["COVID-19", "Share (true)"] == "75%"
+    assert latent.NO_FINDING not in mix.index
+    csv = pd.read_csv(io.BytesIO(latent.selection_csv(images, sel, {"a": probs}, NAMES,
+                                                       {"a:tsne": np.ones((12, 2))})))
+    assert list(csv["row"]) == [0, 3, 6, 1] and list(csv["image_id"]) == ["img0", "img3", "img6", "img1"]
+    assert list(csv["a:prediction"]) == ["Normal", "COVID-19", "COVID-19", "Normal"]
+    assert csv["a:p::Normal"].iloc[0] == pytest.approx(0.8) and "a:tsne:x" in csv
+
+
+def test_upload_for_matches_experiment_and_backbone():
+    up = {"name": "x.png", "experiment": "tiny", "backbones": {"a": {"probs": [0.2, 0.8], "coords": {"tsne": [1, 2]},
+                                                                     "neighbors": [3, 4], "distances": [0.1, 0.2]}}}
+    xy, nbrs, d, rec = latent.upload_for(up, {"tiny"}, "a", "tsne")
+    assert list(xy) == [1, 2] and list(nbrs) == [3, 4]
+    assert latent.upload_for(up, {"tiny"}, "a", "pca")[0] is None
+    assert latent.upload_for(up, {"other"}, "a", "tsne") is None and latent.upload_for(up, "tiny", "b", "tsne") is None
+    assert latent.upload_for(None, "tiny", "a", "tsne") is None
+
+
+# ---------------------------------------------------------------- the page (AppTest, real tiny experiment)
+
+@pytest.fixture
+def tiny_root(tiny_experiment, tmp_path, monkeypatch) -> Path:
+    """A private copy of the trained + analysed tiny experiment (tests may add an unanalysed one)."""
+    root = tmp_path / "runs"
+    shutil.copytree(tiny_experiment, root / tiny_experiment.name)
+    monkeypatch.setenv(ui.RUNS_ENV, str(root))
+    return root
+
+
+def run_page(**state) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    for k, v in state.items():
+        at.session_state[k] = v
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def selectbox(at, label):
+    return next(s for s in at.selectbox if s.label == label)
+
+
+def test_page_controls_maps_and_quality(tiny_root):
+    at = run_page()
+    exp = runs.read_experiment(next(tiny_root.iterdir()))
+    assert at.title[0].value == f"Latent space: {exp.name}"
+    assert selectbox(at, "Map").options == ["t-SNE", "PCA"]  # only the methods analysed (no UMAP)
+    assert selectbox(at, "Backbone").options == [ui.arch_label(a) for a in exp.backbones]
+    specs = charts(at)
+    assert len(specs) == 2  # both backbones side by side by default
+    n = len(exp.images())
+    for spec in specs:
+        base = [t for t in spec["data"] if t["type"] == "scattergl"]
+        assert sum(_len(t["x"]) for t in base) == n  # every image drawn, none sampled
+    q = json.loads((exp.path / runs.BACKBONES / exp.backbones[0] / runs.PROJECTIONS_INFO).read_text())["quality"]
+    md = " ".join(m.value for m in at.markdown)
+    assert f"Trustworthiness: **{q['tsne']['trustworthiness']:.2f}**" in md
+    assert any("kNN label agreement" in c.value for c in at.caption)
+    # Colour by outcome: the class picker and the thresholds appear, traces are TP/FN/FP/TN.
+    at = selectbox(at, "Colour by").set_value("outcome").run()
+    assert not at.exception
+    assert selectbox(at, "Class").options == list(exp.labels.names)
+    names = [t["name"].split(" (")[0] for t in charts(at)[0]["data"]]
+    assert set(names) <= set(latent.OUTCOMES) and names
+    assert any("Thresholds:" in c.value for c in at.caption)
+    for colour in ("confidence", "split", "source", "sex", "age", "prediction"):
+        at = selectbox(at, "Colour by").set_value(colour).run()
+        assert not at.exception, colour
+    at = selectbox(at, "Map").set_value("pca").run()
+    assert "PCA" in charts(at)[0]["layout"]["title"]["text"]
+    at.toggle[0].set_value(False).run()
+    assert len(charts(at)) == 1
+
+
+def _len(v) -> int:
+    if isinstance(v, dict):  # plotly's typed-array encoding {"dtype", "bdata", "shape"}
+        return int(str(v.get("shape", "0")).split(",")[0]) if "shape" in v else len(np.frombuffer(
+            __import__("base64").b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])))
+    return len(v)
+
+
+def test_selection_makes_gallery_class_mix_csv_and_rings_in_both_maps(tiny_root):
+    at = run_page()
+    spec = charts(at)[0]
+    # The payload a box selection sends: the points' customdata of the page's own figure.
+    trace = spec["data"][0]
+    cd = _decode(trace["customdata"])
+    sel = {"points": [{"curve_number": 0, "point_index": i, "customdata": list(map(float, cd[i]))}
+                      for i in range(min(30, len(cd)))]}
+    rows = latent.selection_rows(sel)
+    assert len(rows) == min(30, len(cd))
+    at = run_page(latent_selection=[int(r) for r in rows])
+    assert any(f"{len(rows)} images selected" in m.value for m in at.markdown)
+    thumbs = [m.value for m in at.markdown if 'class="latent-thumb"' in m.value]
+    assert len(thumbs) == min(len(rows), latent.GALLERY_PAGE)
+    assert all("data:image/png;base64," in t for t in thumbs)
+    gallery = [c.value for c in at.caption if " · true: " in c.value and " · pred: " in c.value]
+    assert len(gallery) == len(thumbs)
+    # One ring trace per map, over the same rows in both (identity across backbones).
+    for spec in charts(at):
+        ring = next(t for t in spec["data"] if t["name"].startswith("selected"))
+        assert sorted(_decode(ring["customdata"])[:, 0].astype(int)) == sorted(rows)
+    mix = next(df.value for df in at.dataframe if "True label" in df.value.columns)
+    assert mix["True label"].sum() == len(rows)
+    assert len(at.get("download_button")) == 1
+    # Pages: 30 images -> 2 pages of 24.
+    if len(rows) > latent.GALLERY_PAGE:
+        at.number_input[0].set_value(2).run()
+        assert any("Images 25–30" in c.value for c in at.caption)
+
+
+def _decode(v) -> np.ndarray:
+    if isinstance(v, dict):
+        import base64
+
+        arr = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        shape = tuple(int(s) for s in str(v.get("shape", len(arr))).split(","))
+        return arr.reshape(shape)
+    return np.asarray(v, dtype=np.float64)
+
+
+def test_opening_an_image_shows_it_with_probabilities_and_heatmaps(tiny_root):
+    at = run_page(latent_selection=[0, 1, 2])
+    at.button(key="latent_open_1").click().run()
+    assert not at.exception
+    exp = runs.read_experiment(next(tiny_root.iterdir()))
+    image_id = exp.images().iloc[1]["image_id"]
+    assert any(h.value == f"Image {image_id}" for h in at.header)
+    probs = next(df.value for df in at.dataframe if list(df.value.index) == list(exp.labels.names))
+    assert np.allclose(probs.iloc[:, 0].to_numpy(), exp.probabilities(exp.backbones[0])[1], atol=1e-3)
+    # Original + one CAM per backbone (the phantoms are on disk, so the heatmaps are computed).
+    captions = [c for i in at.get("image") for c in i.captions]
+    assert any(c.startswith("Original") for c in captions), (captions, [c.value for c in at.caption])
+    assert sum("CAM for" in c for c in captions) == len(exp.backbones)
+    # The opened image is marked on the map.
+    assert any(t["name"] == "opened image" for t in charts(at)[0]["data"])
+
+
+def test_upload_is_a_star_with_its_neighbours_ringed(tiny_root):
+    exp = runs.read_experiment(next(tiny_root.iterdir()))
+    a = exp.backbones[0]
+    upload = {"name": "my-xray.png", "experiment": exp.name, "backbones": {
+        a: {"probs": [0.3, 0.7], "coords": {"tsne": [1.5, -2.0], "pca": [0.0, 0.0]}, "neighbors": [4, 5, 6],
+            "distances": [0.1, 0.2, 0.3], "som_node": 3, "som_qe": 0.5, "som_qe_pct": 40.0, "ood": True}}}
+    at = run_page(upload=upload)
+    assert any("my-xray.png" in i.value and "outside the training distribution" in i.value for i in at.info)
+    data = charts(at)[0]["data"]
+    star = next(t for t in data if t["name"] == "your upload")
+    assert _decode(star["x"])[0] == pytest.approx(1.5) and star["marker"]["symbol"] == "star"
+    ring = next(t for t in data if t["name"].startswith("upload's nearest neighbours"))
+    assert sorted(_decode(ring["customdata"])[:, 0].astype(int)) == [4, 5, 6]
+    # Not for another experiment; and the neighbours can be selected in one click.
+    assert not any(t["name"] == "your upload" for t in charts(at)[1]["data"])
+    at.button(key="latent_select_neighbours").click().run()
+    assert any("3 images selected" in m.value for m in at.markdown)
+    at2 = run_page(upload={**upload, "experiment": "some-other-experiment"})
+    assert not any(t["name"] == "your upload" for spec in charts(at2) for t in spec["data"])
+
+
+def test_unanalysed_experiment_says_what_to_run(tmp_path, monkeypatch):
+    from tests.app_fixtures import make_fake_experiment
+
+    root = tmp_path / "runs"
+    make_fake_experiment(root, "raw", n=30)
+    monkeypatch.setenv(ui.RUNS_ENV, str(root))
+    at = run_page()
+    assert any("not been analysed" in w.value for w in at.warning)
+    assert any(c.value == f"python train.py analyze {root / 'raw'}" for c in at.code)
+    assert not at.get("plotly_chart")
