@@ -12,6 +12,29 @@ SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 sys.path.insert(0, str(REPO))  # train.py and app.py live at the repository root
 
 
+@pytest.fixture
+def app_like_server(monkeypatch):
+    """Make AppTest keep ``st.navigation`` mode across reruns, as the real server does.
+
+    AppTest resets ``PagesManager.uses_pages_directory`` before every run; with a ``pages/`` folder
+    next to app.py that flips every rerun after the first into Streamlit's legacy multipage mode,
+    which runs the page file alone (no router, no sidebar). The server sets the flag to False once
+    ``st.navigation`` has run and keeps it, so pin it the same way here. Page-test modules use it
+    with ``pytestmark = pytest.mark.usefixtures("app_like_server")``.
+    """
+    from streamlit.runtime import pages_manager
+    from streamlit.testing.v1 import app_test
+
+    class NavigationPagesManager(pages_manager.PagesManager):
+        def __init__(self, *args, **kwargs):
+            pages_manager.PagesManager.uses_pages_directory = False
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(app_test, "PagesManager", NavigationPagesManager)
+    yield
+    pages_manager.PagesManager.uses_pages_directory = None
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "covid3" / "metadata.csv").exists():

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from streamlit.runtime import pages_manager
-from streamlit.testing.v1 import AppTest, app_test
+from streamlit.testing.v1 import AppTest
 
 from tests.app_fixtures import (AUCS, AUCS_MULTILABEL, expected_counts, make_broken_folders,
                           make_fake_experiment)
@@ -27,23 +26,7 @@ PAGE = str(REPO / "pages" / "overview.py")
 TIMEOUT = 60  # first runs import torch/plotly; generous so a slow CI box does not flake
 
 
-@pytest.fixture(autouse=True)
-def _navigation_like_the_server(monkeypatch):
-    """Make AppTest keep ``st.navigation`` mode across reruns, as the real server does.
-
-    AppTest resets ``PagesManager.uses_pages_directory`` before every run; with a ``pages/`` folder
-    next to app.py that flips every rerun after the first into Streamlit's legacy multipage mode,
-    which runs the page file alone (no router, no sidebar). The server sets the flag to False once
-    ``st.navigation`` has run and keeps it, so pin it the same way here.
-    """
-    class NavigationPagesManager(pages_manager.PagesManager):
-        def __init__(self, *args, **kwargs):
-            pages_manager.PagesManager.uses_pages_directory = False
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(app_test, "PagesManager", NavigationPagesManager)
-    yield
-    pages_manager.PagesManager.uses_pages_directory = None
+pytestmark = pytest.mark.usefixtures("app_like_server")
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from pydicom.uid import JPEG2000Lossless
 
 from covidviz.data.imageio import ImageDecodeError, decode_upload
 from tests.dicom_factory import make_dicom
-from tests.test_app import _navigation_like_the_server  # noqa: F401  (autouse)
+
+pytestmark = pytest.mark.usefixtures("app_like_server")
 
 
 def _png(arr, mode=None, fmt="PNG", **kw) -> bytes:

@@ -16,10 +16,11 @@ from covidviz.analysis.calibration import apply_temperature
 from covidviz.cam import METHODS
 from covidviz.data.imageio import decode_bytes, decode_upload, read_image
 from tests.dicom_factory import make_dicom
-from tests.test_app import _navigation_like_the_server  # noqa: F401  (autouse: AppTest behaves like the server)
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = str(REPO / "pages" / "diagnose.py")
+
+pytestmark = pytest.mark.usefixtures("app_like_server")
 
 
 @pytest.fixture(scope="module")

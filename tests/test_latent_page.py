@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from streamlit.runtime import pages_manager
-from streamlit.testing.v1 import AppTest, app_test
+from streamlit.testing.v1 import AppTest
 
 from covidviz import latent, runs, ui
 
@@ -27,17 +26,7 @@ TIMEOUT = 120
 NAMES = ["COVID-19", "Normal", "Pneumonia"]
 
 
-@pytest.fixture(autouse=True)
-def _navigation_like_the_server(monkeypatch):
-    """As in tests/test_app.py: keep st.navigation mode across AppTest reruns (pages/ folder quirk)."""
-    class NavigationPagesManager(pages_manager.PagesManager):
-        def __init__(self, *args, **kwargs):
-            pages_manager.PagesManager.uses_pages_directory = False
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(app_test, "PagesManager", NavigationPagesManager)
-    yield
-    pages_manager.PagesManager.uses_pages_directory = None
+pytestmark = pytest.mark.usefixtures("app_like_server")
 
 
 # ---------------------------------------------------------------- pure helpers

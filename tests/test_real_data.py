@@ -10,9 +10,8 @@ import pytest
 import train
 from covidviz import runs
 from tests.conftest import REPO
-from tests.test_app import _navigation_like_the_server  # noqa: F401  (autouse: AppTest behaves like the server)
 
-pytestmark = pytest.mark.needs_data
+pytestmark = [pytest.mark.needs_data, pytest.mark.usefixtures("app_like_server")]
 
 
 @pytest.fixture(scope="module")

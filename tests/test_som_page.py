@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from streamlit.runtime import pages_manager
-from streamlit.testing.v1 import AppTest, app_test
+from streamlit.testing.v1 import AppTest
 
 from covidviz import runs, som_view, ui
 from covidviz.analysis.experiment import _som as write_som
@@ -25,17 +24,7 @@ PAGE = str(REPO / "pages" / "som.py")
 TIMEOUT = 60
 
 
-@pytest.fixture(autouse=True)
-def _navigation_like_the_server(monkeypatch):
-    """As in tests/test_app.py: keep AppTest out of the legacy pages/ mode on reruns."""
-    class NavigationPagesManager(pages_manager.PagesManager):
-        def __init__(self, *args, **kwargs):
-            pages_manager.PagesManager.uses_pages_directory = False
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(app_test, "PagesManager", NavigationPagesManager)
-    yield
-    pages_manager.PagesManager.uses_pages_directory = None
+pytestmark = pytest.mark.usefixtures("app_like_server")
 
 
 @pytest.fixture
