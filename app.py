@@ -1,7 +1,7 @@
 """covidviz app: ``streamlit run app.py``.
 
 The router only: page config, the shared sidebar (experiment picker) and research notice, drawn once
-per run before the chosen page, and the page list. Each page is a short script under ``pages/``.
+per run before the chosen page, and the page list. Each page is a short script under ``app_pages/``.
 """
 
 import streamlit as st
@@ -12,11 +12,11 @@ st.set_page_config(page_title="covidviz", page_icon=":material/pulmonology:", la
 
 # One line per page: later pages (diagnose, compare, latent space, SOM) are appended here.
 PAGES = [
-    st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
-    st.Page("pages/diagnose.py", title="Diagnose", icon=":material/stethoscope:"),
-    st.Page("pages/compare.py", title="Compare backbones", icon=":material/compare_arrows:"),
-    st.Page("pages/latent.py", title="Latent space", icon=":material/scatter_plot:"),
-    st.Page("pages/som.py", title="Self-organizing map", icon=":material/hexagon:"),
+    st.Page("app_pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("app_pages/diagnose.py", title="Diagnose", icon=":material/stethoscope:"),
+    st.Page("app_pages/compare.py", title="Compare backbones", icon=":material/compare_arrows:"),
+    st.Page("app_pages/latent.py", title="Latent space", icon=":material/scatter_plot:"),
+    st.Page("app_pages/som.py", title="Self-organizing map", icon=":material/hexagon:"),
 ]
 
 page = st.navigation(PAGES)

@@ -3,7 +3,7 @@
 Builds (without training or decoding any image) an experiment with N images and two backbones
 through ``runs.ExperimentWriter`` — manifest, images table, thumbnails, fake features/predictions —
 plus the analysis files the page reads (``projections.npz/.json`` with clustered t-SNE/UMAP/PCA
-coordinates and quality numbers). Then serves ``pages/latent.py`` and measures, in chromium:
+coordinates and quality numbers). Then serves ``app_pages/latent.py`` and measures, in chromium:
 
 1. render: from navigation to both WebGL maps drawn (every point; nothing is downsampled);
 2. select: a mouse box drawn over about 1,000 points on the left map; from mouse-up to the count and
@@ -150,7 +150,7 @@ def measure(folder: Path, target: int, log_dir: Path, method: str = "tsne") -> d
     coords = np.load(folder / runs.BACKBONES / ARCHS[0] / runs.PROJECTIONS)[f"coords_{method}"]
     box = box_around(coords, target)
     out = {"n": len(coords), "selected": box[4]}
-    with streamlit_server(folder.parent, log_dir, script="pages/latent.py") as url, \
+    with streamlit_server(folder.parent, log_dir, script="app_pages/latent.py") as url, \
             chromium_page(height=2400) as page:
         # Warm-up visit: imports and the cached figure are built once per server, not per user.
         t0 = time.perf_counter()

@@ -5,7 +5,7 @@
 Builds (in a temp folder) a fake experiment with two backbones through ``runs.ExperimentWriter`` and
 the analysis step's SOM writer on clustered random features: once with the default grid (about
 5 * sqrt(N_train) nodes) and once with the largest grid the analysis makes (2500 nodes). For each it
-serves ``pages/som.py`` and prints, measured in one run: cold load (server imports + reading the SOM),
+serves ``app_pages/som.py`` and prints, measured in one run: cold load (server imports + reading the SOM),
 reload (cached), prototypes on (mosaic + redraw), selecting the dominant-class layer, and the ratio
 of the 2500-node map's reload to the default one's.
 """
@@ -26,7 +26,7 @@ from tests.test_browser_som import choose, make_big_experiment, open_page  # noq
 
 
 def measure(root: Path, log_dir: Path) -> dict:
-    with streamlit_server(root, log_dir, script="pages/som.py") as url, chromium_page(height=2400) as page:
+    with streamlit_server(root, log_dir, script="app_pages/som.py") as url, chromium_page(height=2400) as page:
         out = {"cold": open_page(page, url, 2), "reload": open_page(page, url, 2)}
         t0 = time.perf_counter()
         page.get_by_text("Prototype pictures").click()

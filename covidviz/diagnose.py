@@ -12,7 +12,7 @@ check. ``case_report_png`` renders a one-page PNG report with PIL.
 Thread safety: every use of a model holds ``cam.model_lock(model)`` (CAM needs that anyway), so
 concurrent sessions never see each other's activations; two backbones still run in parallel.
 
-Session-state contract (written by ``pages/diagnose.py`` after a successful prediction, read by the
+Session-state contract (written by ``app_pages/diagnose.py`` after a successful prediction, read by the
 latent-space and SOM pages to mark the upload)::
 
     st.session_state["upload"] = {

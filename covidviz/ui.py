@@ -1,4 +1,4 @@
-"""Shared Streamlit plumbing for ``app.py`` and ``pages/``: the only library module importing streamlit.
+"""Shared Streamlit plumbing for ``app.py`` and ``app_pages/``: the only library module importing streamlit.
 
 It holds three kinds of things, so that every page stays a short script:
 
@@ -355,7 +355,7 @@ def page_setup(title: str) -> runs.Experiment | None:
     """First call of every page: the chosen experiment.
 
     Under ``app.py`` the router has already drawn the picker and notice this run, so the page only
-    reads its choice. Run on its own (``streamlit run pages/x.py``) the page draws them itself.
+    reads its choice. Run on its own (``streamlit run app_pages/x.py``) the page draws them itself.
     The flag is only ever set by ``app.py``, so a stand-alone page never skips its chrome.
     """
     if _CHROME_KEY in st.session_state:

@@ -16,11 +16,12 @@ sys.path.insert(0, str(REPO))  # train.py and app.py live at the repository root
 def app_like_server(monkeypatch):
     """Make AppTest keep ``st.navigation`` mode across reruns, as the real server does.
 
-    AppTest resets ``PagesManager.uses_pages_directory`` before every run; with a ``pages/`` folder
-    next to app.py that flips every rerun after the first into Streamlit's legacy multipage mode,
-    which runs the page file alone (no router, no sidebar). The server sets the flag to False once
-    ``st.navigation`` has run and keeps it, so pin it the same way here. Page-test modules use it
-    with ``pytestmark = pytest.mark.usefixtures("app_like_server")``.
+    The page scripts live in ``app_pages/``, not ``pages/``: with a ``pages/`` folder Streamlit's
+    legacy multipage mode takes over whenever ``st.navigation`` has not run yet (a fresh server opened
+    at /diagnose ran the page alone, with file names in the sidebar). AppTest also resets
+    ``PagesManager.uses_pages_directory`` before every run; pinning it to False, as the server does
+    once ``st.navigation`` has run, keeps reruns on the router. Page-test modules use it with
+    ``pytestmark = pytest.mark.usefixtures("app_like_server")``.
     """
     from streamlit.runtime import pages_manager
     from streamlit.testing.v1 import app_test

@@ -22,7 +22,7 @@ from covidviz import runs, ui
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
-PAGE = str(REPO / "pages" / "overview.py")
+PAGE = str(REPO / "app_pages" / "overview.py")
 TIMEOUT = 60  # first runs import torch/plotly; generous so a slow CI box does not flake
 
 

@@ -56,3 +56,15 @@ def test_overview_renders_in_chromium(server, page):
     images = page.locator("[data-testid='stMetric']", has_text="Images").locator("[data-testid='stMetricValue']")
     expect(images).to_have_text("40")
     assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_deep_link_on_a_fresh_server_uses_the_router(server, page):
+    """Opening /diagnose first on a fresh server must not fall back to legacy pages/ mode."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=60_000)
+    page.goto(server + "/diagnose", wait_until="domcontentloaded")
+    nav = page.locator("[data-testid='stSidebarNav']")
+    expect(nav).to_contain_text("Compare backbones")
+    expect(nav).not_to_contain_text("overview")  # a legacy file-name entry
+    expect(page.get_by_text("For research and education only")).to_have_count(1)

@@ -1,4 +1,4 @@
-"""The Compare backbones page in a real browser: ``streamlit run pages/compare.py`` + Debian chromium.
+"""The Compare backbones page in a real browser: ``streamlit run app_pages/compare.py`` + Debian chromium.
 
 Checks what AppTest cannot: every plotly chart is drawn (with axis titles), no exception box, and the
 Heatmaps button under a gallery thumbnail shows both backbones' CAM overlays. Saves
@@ -47,7 +47,7 @@ def test_compare_page_renders_charts_and_heatmaps(tmp_path):
                   ["densenet121", "tinycnn"], n=160, images_dir=tmp_path / "images")
     expect.set_options(timeout=60_000)
     SCREENSHOTS.mkdir(exist_ok=True)
-    with streamlit_server(root, tmp_path, script="pages/compare.py") as url, chromium_page(height=1100) as page:
+    with streamlit_server(root, tmp_path, script="app_pages/compare.py") as url, chromium_page(height=1100) as page:
         page.goto(url, wait_until="domcontentloaded")
         expect(page.get_by_role("heading", name="Compare backbones: covid3-demo")).to_be_visible()
         expect(page.get_by_text("For research and education only")).to_have_count(1)

@@ -1,6 +1,6 @@
 """The latent-space page in Debian chromium: draw a box selection with the mouse and see the gallery.
 
-Serves ``pages/latent.py`` on its own (app.py's page list is the lead's) over a small synthetic
+Serves ``app_pages/latent.py`` on its own (app.py's page list is the lead's) over a small synthetic
 analysed experiment built by ``bench/latent.py`` (no training), so the test knows where the points
 are. Saves ``screenshots/latent.png`` (maps + gallery) and ``screenshots/latent-open.png``.
 """
@@ -23,7 +23,7 @@ def test_box_selection_shows_gallery_and_opens_an_image(tmp_path):
     folder = build_experiment(tmp_path / "runs", n=2000, name="latent-browser")
     coords = np.load(folder / runs.BACKBONES / ARCHS[0] / runs.PROJECTIONS)["coords_tsne"]
     box = box_around(coords, 60)
-    with streamlit_server(folder.parent, tmp_path, script="pages/latent.py") as url, \
+    with streamlit_server(folder.parent, tmp_path, script="app_pages/latent.py") as url, \
             chromium_page(height=2400) as page:
         page.goto(url, wait_until="domcontentloaded")
         expect(page.get_by_role("heading", name="Latent space: latent-browser")).to_be_visible()

@@ -1,4 +1,4 @@
-"""The SOM page in a real browser (``streamlit run pages/som.py`` + Debian chromium via Playwright).
+"""The SOM page in a real browser (``streamlit run app_pages/som.py`` + Debian chromium via Playwright).
 
 - the tiny trained experiment: both maps are drawn as hexagon paths, a click on a hexagon selects the
   node (gallery + stats appear), the dominant-class layer and prototype pictures render;
@@ -112,7 +112,7 @@ def test_som_page_in_chromium(tiny_experiment, tmp_path):
     from playwright.sync_api import expect
 
     expect.set_options(timeout=60_000)
-    with streamlit_server(tiny_experiment.parent, tmp_path, script="pages/som.py") as url, chromium_page(height=2400) as page:
+    with streamlit_server(tiny_experiment.parent, tmp_path, script="app_pages/som.py") as url, chromium_page(height=2400) as page:
         open_page(page, url, 2)
         expect(page.get_by_role("heading", name="Self-organizing map: tiny")).to_be_visible()
         n_nodes = runs.read_experiment(tiny_experiment).load_arrays(runs.SOM, "tinycnn")["hex_xy"].shape[0]
@@ -153,7 +153,7 @@ def test_som_page_in_chromium(tiny_experiment, tmp_path):
 def test_10k_image_som_renders_in_a_few_seconds(tmp_path):
     root = tmp_path / "runs"
     make_big_experiment(root)
-    with streamlit_server(root, tmp_path, script="pages/som.py") as url, chromium_page(height=2400) as page:
+    with streamlit_server(root, tmp_path, script="app_pages/som.py") as url, chromium_page(height=2400) as page:
         cold = open_page(page, url, 2)       # first load: includes the server's imports and reading som.npz
         warm = open_page(page, url, 2)       # a reload: cached arrays, what a user sees on every visit
         t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The "Compare backbones" page (``pages/compare.py``) through AppTest, and its data shaping
+"""The "Compare backbones" page (``app_pages/compare.py``) through AppTest, and its data shaping
 (``covidviz/compare.py``).
 
 Experiments: the trained ``tiny_experiment`` (tinycnn + DenseNet121 on phantoms, real weights and
@@ -24,7 +24,7 @@ from covidviz.data.table import make_table
 from covidviz.synthetic import FINDINGS_MULTILABEL, render_phantom
 
 REPO = Path(__file__).resolve().parents[1]
-PAGE = str(REPO / "pages" / "compare.py")
+PAGE = str(REPO / "app_pages" / "compare.py")
 TIMEOUT = 60
 SPLIT_CYCLE = ["train", "train", "val", "train", "test", "train", "train", "val", "test", "test"]
 

@@ -1,4 +1,4 @@
-"""The diagnose step (covidviz.diagnose) and page (pages/diagnose.py) on the trained tiny experiment."""
+"""The diagnose step (covidviz.diagnose) and page (app_pages/diagnose.py) on the trained tiny experiment."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from covidviz.data.imageio import decode_bytes, decode_upload, read_image
 from tests.dicom_factory import make_dicom
 
 REPO = Path(__file__).resolve().parents[1]
-PAGE = str(REPO / "pages" / "diagnose.py")
+PAGE = str(REPO / "app_pages" / "diagnose.py")
 
 pytestmark = pytest.mark.usefixtures("app_like_server")
 

@@ -1,4 +1,4 @@
-"""The diagnose page in a real browser: ``streamlit run pages/diagnose.py`` over the tiny experiment,
+"""The diagnose page in a real browser: ``streamlit run app_pages/diagnose.py`` over the tiny experiment,
 driven by Debian chromium through Playwright. Uploads a PNG, then a DICOM (MONOCHROME1, 12-bit), then
 a bad file; saves screenshots/diagnose-*.png for a human to look at."""
 
@@ -40,7 +40,7 @@ def test_diagnose_uploads_in_chromium(tiny_experiment, tmp_path):
     dicom = make_dicom(4000 - film * 12, photometric="MONOCHROME1", bits=12, window=(2500, 3000),
                        patient_name="Doe^Jane")
     SCREENSHOTS.mkdir(exist_ok=True)
-    with streamlit_server(tiny_experiment.parent, tmp_path, script="pages/diagnose.py") as url, \
+    with streamlit_server(tiny_experiment.parent, tmp_path, script="app_pages/diagnose.py") as url, \
             chromium_page(height=3600) as page:
         page.goto(url, wait_until="domcontentloaded")
         expect(page.get_by_role("heading", name=f"Diagnose: {exp.name}")).to_be_visible()

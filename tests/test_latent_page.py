@@ -21,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 from covidviz import latent, runs, ui
 
 REPO = Path(__file__).resolve().parents[1]
-PAGE = str(REPO / "pages" / "latent.py")
+PAGE = str(REPO / "app_pages" / "latent.py")
 TIMEOUT = 120
 NAMES = ["COVID-19", "Normal", "Pneumonia"]
 

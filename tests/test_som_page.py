@@ -20,7 +20,7 @@ from covidviz.data.labels import MULTILABEL
 from tests.app_fixtures import make_fake_experiment
 
 REPO = Path(__file__).resolve().parents[1]
-PAGE = str(REPO / "pages" / "som.py")
+PAGE = str(REPO / "app_pages" / "som.py")
 TIMEOUT = 60
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# `streamlit run pages/compare.py` puts only pages/ on sys.path; the library sits one level up.
+# `streamlit run app_pages/compare.py` puts only app_pages/ on sys.path; the library sits one level up.
 _REPO = str(Path(__file__).resolve().parents[1])
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)

@@ -5,7 +5,7 @@ selected images appear in a paged gallery with their class mix and a CSV export;
 to see the full image, the probabilities and the CAM heatmaps. Both backbones can be shown side by
 side with the selection highlighted in each (rows of images.parquet are the shared identity). The
 diagnose page's upload, when there is one, is a star with its nearest neighbours ringed.
-Runs under ``app.py`` or on its own (``streamlit run pages/latent.py``).
+Runs under ``app.py`` or on its own (``streamlit run app_pages/latent.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# `streamlit run pages/latent.py` puts only pages/ on sys.path; the library sits one level up.
+# `streamlit run app_pages/latent.py` puts only app_pages/ on sys.path; the library sits one level up.
 _REPO = str(Path(__file__).resolve().parents[1])
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)

@@ -5,7 +5,7 @@ Click a hexagon (or type its number) to see its images, labels, predictions and 
 upload of the diagnose page (``st.session_state["upload"]``) is starred on the maps with its
 quantisation error against the training images'. A class-relations view shows which classes share
 nodes (the paper's "which diseases sit together"). Geometry and layers: ``covidviz.som_view``.
-Runs under ``app.py`` or on its own (``streamlit run pages/som.py``).
+Runs under ``app.py`` or on its own (``streamlit run app_pages/som.py``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Sections: identity (name, dates, task, labels, image size, training configuration), initialisation
 warnings, the dataset card (class x split, patients per split, source x class, skipped images),
 the model card (per-backbone training record, test AUC per class as a table and a chart) and the
-training curves. Runs under ``app.py`` or on its own (``streamlit run pages/overview.py``).
+training curves. Runs under ``app.py`` or on its own (``streamlit run app_pages/overview.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# `streamlit run pages/overview.py` puts only pages/ on sys.path; the library sits one level up.
+# `streamlit run app_pages/overview.py` puts only app_pages/ on sys.path; the library sits one level up.
 # (Checked first: under app.py this file runs on every rerun and must not grow sys.path.)
 _REPO = str(Path(__file__).resolve().parents[1])
 if _REPO not in sys.path:

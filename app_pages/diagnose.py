@@ -5,7 +5,7 @@ high-bit-depth files); per backbone the calibrated probabilities and the call at
 validation-chosen threshold with what it meant on test; CAM heat maps with their controls and a PNG
 download; the most similar training images; an out-of-distribution check; where the image falls on
 the maps and the SOM; a case-report download. Uploads stay in memory (never written to disk).
-Runs under ``app.py`` or on its own (``streamlit run pages/diagnose.py``).
+Runs under ``app.py`` or on its own (``streamlit run app_pages/diagnose.py``).
 """
 
 from __future__ import annotations
