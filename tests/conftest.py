@@ -36,6 +36,17 @@ def app_like_server(monkeypatch):
     pages_manager.PagesManager.uses_pages_directory = None
 
 
+@pytest.fixture
+def runs_root(tmp_path, monkeypatch) -> Path:
+    """An empty experiments folder that the app (COVIDVIZ_RUNS) reads."""
+    from covidviz import ui
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv(ui.RUNS_ENV, str(root))
+    return root
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "covid3" / "metadata.csv").exists():

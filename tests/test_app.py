@@ -29,14 +29,6 @@ TIMEOUT = 60  # first runs import torch/plotly; generous so a slow CI box does n
 pytestmark = pytest.mark.usefixtures("app_like_server")
 
 
-@pytest.fixture
-def runs_root(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "runs"
-    root.mkdir()
-    monkeypatch.setenv(ui.RUNS_ENV, str(root))
-    return root
-
-
 def run_app(script: str = APP) -> AppTest:
     at = AppTest.from_file(script, default_timeout=TIMEOUT).run()
     assert not at.exception, [e.value for e in at.exception]

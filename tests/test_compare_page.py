@@ -109,14 +109,6 @@ def make_analysed(root: Path, name: str, names: list[str], task: str, archs: lis
 
 
 @pytest.fixture
-def runs_root(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "runs"
-    root.mkdir()
-    monkeypatch.setenv(ui.RUNS_ENV, str(root))
-    return root
-
-
-@pytest.fixture
 def tiny_root(tiny_experiment, tmp_path, monkeypatch) -> Path:
     """The shared tiny experiment, alone in a runs folder of its own (the page picks the newest)."""
     root = tmp_path / "runs"
