@@ -104,7 +104,8 @@ def _prepare_data(cfg: RunConfig, prep: Preprocessing, dist: DistInfo):
     table["cache_row"] = np.arange(len(table))
     if cache.errors:
         table = table.drop(index=[r for r, _, _ in cache.errors]).reset_index(drop=True)
-        # Dropping undecodable images can empty a class: rebuild the label space from what is left.
+        # The label space is kept as the datasets declared it: a class emptied by undecodable images
+        # shows as n/a in the metrics (and the splitter warns) instead of silently vanishing.
     if table.empty:
         raise ValueError("no readable images left after skipping unreadable ones; see the warnings above")
     table["split"] = make_split(table, labels, seed=cfg.train.seed, fractions=cfg.split_fractions).to_numpy()
