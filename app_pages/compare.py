@@ -24,7 +24,8 @@ import plotly.graph_objects as go  # noqa: E402
 import streamlit as st  # noqa: E402
 from plotly.subplots import make_subplots  # noqa: E402
 
-from covidviz import compare, runs, ui  # noqa: E402
+from covidviz import runs, ui
+from covidviz.views import compare  # noqa: E402
 from covidviz.data.labels import MULTICLASS  # noqa: E402
 
 CHART_FONT = dict(size=14)

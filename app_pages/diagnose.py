@@ -23,7 +23,8 @@ import pandas as pd  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from covidviz import diagnose, ui  # noqa: E402
+from covidviz import inference, ui  # noqa: E402
+from covidviz.views import diagnose as diagnose_view  # noqa: E402
 from covidviz.cam import COLORMAPS, METHOD_HELP, METHOD_NAMES, METHODS  # noqa: E402
 from covidviz.data.imageio import ImageDecodeError, decode_upload, read_image  # noqa: E402
 
@@ -170,7 +171,7 @@ def predict(predictor, gray, name, key):
     with st.spinner("Running both backbones…"):
         diag = predictor.predict(gray, name, methods=METHODS)
     cache.update(pred_key=key, diagnosis=diag, heat_cache={})
-    st.session_state[diagnose.UPLOAD_KEY] = diag.session_record()
+    st.session_state[ui.UPLOAD_KEY] = diag.session_record()
     return diag
 
 
@@ -243,10 +244,10 @@ def heatmaps(exp, predictor, diag, film) -> dict:
                 heat_cache[key] = predictor.heatmaps(diag.pixels, arch, cls, (method,))[method]
             cam = heat_cache[key]
         scale = predictor.fixed_scale(arch, method) if scale_mode.startswith("Fixed") else None
-        heat = diagnose.heat_for_display(cam, scale)
+        heat = diagnose_view.heat_for_display(cam, scale)
         heats[arch] = heat
         explained = explained_by[arch] = names[int(cam.class_idx[0])]
-        png = diagnose.overlay_png(film, heat, alpha, colormap)
+        png = diagnose_view.overlay_png(film, heat, alpha, colormap)
         with col:
             st.markdown(f"#### {ui.arch_label(arch)}")
             st.image(png, caption=f"{METHOD_NAMES[method]} for {explained}"
@@ -269,7 +270,7 @@ def ood_and_similar(exp, predictor, diag) -> None:
             if not b.neighbors:
                 st.caption("Not available: the experiment has no stored feature maps (run the analysis).")
                 continue
-            rows = b.neighbors[:diagnose.K_SIMILAR]
+            rows = b.neighbors[:inference.K_SIMILAR]
             st.image([np.asarray(thumbs[r]) for r in rows], width=96,
                      caption=[f"{images.at[r, 'labels'] or 'No finding'} · d={d:.1f}"
                               for r, d in zip(rows, b.distances)])
@@ -329,7 +330,7 @@ def report(exp, predictor, diag, film, heats, explained) -> None:
                 f"best epoch {exp.backbone(a).get('best_epoch', '?')}, {exp.preprocessing.image_size} px"
              for a in diag.backbones}
     method = st.session_state.get("diagnose_method", "cam")
-    png = diagnose.case_report_png(diag, film, heats, list(exp.labels.names),
+    png = diagnose_view.case_report_png(diag, film, heats, list(exp.labels.names),
                                    {a: ui.arch_label(a) for a in diag.backbones}, method, extra,
                                    st.session_state.get("diagnose_alpha", 0.45), explained)
     st.download_button("Download case report (PNG)", png, file_name=f"covidviz-report-{exp.name}.png",
@@ -363,7 +364,7 @@ def render(exp) -> None:
     except Exception as exc:  # noqa: BLE001 - show a message, keep the app usable
         st.error(f"The models could not process this image ({type(exc).__name__}: {exc}).", icon=":material/error:")
         return
-    message = diagnose.ood_message(diag, ui.ARCH_LABELS)
+    message = diagnose_view.ood_message(diag, ui.ARCH_LABELS)
     if message:
         st.warning(message, icon=":material/warning:")
     probabilities(exp, predictor, diag)

@@ -22,7 +22,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from covidviz import latent, ui  # noqa: E402
+from covidviz import ui
+from covidviz.views import latent  # noqa: E402
 
 SEL = "latent_selection"        # selected images.parquet rows (list of int), shared by both maps
 SIGS = "latent_signatures"      # chart key -> signature of the selection last seen on it

@@ -23,7 +23,8 @@ import pandas as pd  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from covidviz import som_view, ui  # noqa: E402
+from covidviz import ui
+from covidviz.views import som as som_view  # noqa: E402
 from covidviz.data.labels import MULTILABEL  # noqa: E402
 
 CHART_FONT = dict(size=14)
@@ -63,12 +64,11 @@ def _go_to(arch: str, node: int) -> None:
 
 def thresholds(exp, arch: str) -> dict[str, float]:
     """Validation-chosen (Youden) thresholds per class, where the analysis stored them."""
-    out = {}
-    for cls, t in ((exp.backbone(arch).get("thresholds") or {}).items()):
-        v = (t or {}).get("youden")
-        if v is not None:
-            out[cls] = float(v)
-    return out
+    analysis = exp.analysis()
+    if analysis is None:
+        return {}
+    per_class = analysis.backbone(arch).thresholds()
+    return {cls: float(t["youden"]) for cls, t in per_class.items() if t.get("youden") is not None}
 
 
 def controls(exp) -> dict:

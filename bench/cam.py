@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from covidviz.cam import METHODS, compute_cam, compute_cams  # noqa: E402
 from covidviz.data.preprocess import Preprocessing  # noqa: E402
 from covidviz.models import build_model, pick_device  # noqa: E402
-from covidviz.synthetic import render_phantom  # noqa: E402
+from covidviz.data.synthetic import render_phantom  # noqa: E402
 
 
 def _mid_layer(model, arch: str):

@@ -3,7 +3,7 @@
 two bare forward passes.
 
 Builds DenseNet121 and ResNet50 (random weights: speed does not depend on them) behind a
-``covidviz.diagnose.Predictor`` over a stand-in experiment (no analysis artefacts, so no map placement:
+``covidviz.inference.Predictor`` over a stand-in experiment (no analysis artefacts, so no map placement:
 that is a k-NN over the training features, milliseconds). One phantom film of ``--film`` px is the
 "decoded upload". Each round, interleaved so drift on a shared machine hits every row alike, measures:
 
@@ -34,10 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from covidviz import diagnose  # noqa: E402
+from covidviz import inference  # noqa: E402
+from covidviz.views import diagnose as diagnose_view  # noqa: E402
 from covidviz.data.labels import MULTICLASS, LabelSpace  # noqa: E402
 from covidviz.data.preprocess import Preprocessing  # noqa: E402
 from covidviz.models import Classifier  # noqa: E402
+from covidviz.runs.records import Analysis  # noqa: E402
 
 ARCHS = ("densenet121", "resnet50")
 
@@ -50,10 +52,13 @@ class StandIn:
         self.labels = LabelSpace(tuple(names), MULTICLASS)
         self.preprocessing = Preprocessing(size)
         self.backbones = list(archs)
-        self.manifest = {"backbones": {a: {"calibration": {"temperature": 1.5}} for a in archs}}
+        self.manifest = {"backbones": {a: {} for a in archs}}
 
     def backbone(self, arch):
         return self.manifest["backbones"][arch]
+
+    def analysis(self):
+        return Analysis({"backbones": {a: {"calibration": {"temperature": 1.5}} for a in self.backbones}})
 
     def has_artifact(self, name, arch=None):
         return False
@@ -89,7 +94,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     clock = make_clock(args.clock)
     exp = StandIn(ARCHS, args.size)
-    pred = diagnose.Predictor(exp)
+    pred = inference.Predictor(exp)
     gray = film(args.film)
     x = exp.preprocessing.to_tensor(exp.preprocessing.to_model_pixels(gray))
 
@@ -102,8 +107,8 @@ def main(argv=None) -> int:
         def go():
             d = pred.predict(gray, "bench.png", methods=(method,))
             for b in d.backbones.values():
-                heat = diagnose.heat_for_display(b.cams[method])
-                (diagnose.overlay_png if png else diagnose.overlay_image)(gray, heat, 0.45)
+                heat = diagnose_view.heat_for_display(b.cams[method])
+                (diagnose_view.overlay_png if png else diagnose_view.overlay_image)(gray, heat, 0.45)
         return go
 
     rows = {"bare (2 forwards)": bare, "diagnose cam": run("cam"), "diagnose gradcam": run("gradcam"),

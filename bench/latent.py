@@ -66,9 +66,8 @@ def build_experiment(root: Path, n: int = 100_000, name: str = "bench-latent", s
     })
     table["split"] = np.asarray(SPLITS, dtype=object)[(np.arange(n) // 2) % len(SPLITS)]
     writer = runs.ExperimentWriter(root, name, overwrite=True)
-    backbones = {a: {"init": {"weights": "none", "source": "random"}, "feature_dim": 8, "cam_layer": "features",
-                     "thresholds": {c: {"youden": 0.4 + 0.05 * j, "high_sensitivity": 0.2, "high_specificity": 0.7}
-                                    for j, c in enumerate(NAMES)}} for a in ARCHS}
+    backbones = {a: {"init": {"weights": "none", "source": "random"}, "feature_dim": 8, "cam_layer": "features"}
+                 for a in ARCHS}
     writer.write_manifest({
         "status": "running", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "dataset": {"specs": ["bench:synthetic"], "n_images": n},

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Resident memory over many diagnose predictions: it must stay flat (within a few percent).
 
-One ``covidviz.diagnose.Predictor`` with DenseNet121 and ResNet50 (random weights, the stand-in
+One ``covidviz.inference.Predictor`` with DenseNet121 and ResNet50 (random weights, the stand-in
 experiment of ``bench/diagnose.py``) predicts ``--n`` different films, each with classic CAM and
 Grad-CAM for both backbones, an overlay PNG per backbone and, every 10th, a heat map for another class
 and a case report: what a long-running app session does. Prints the process's resident set size
@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from covidviz import diagnose  # noqa: E402
+from covidviz import inference  # noqa: E402
+from covidviz.views import diagnose as diagnose_view  # noqa: E402
 from diagnose import ARCHS, StandIn, film  # noqa: E402  (bench/diagnose.py)
 
 
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     exp = StandIn(ARCHS, args.size)
-    pred = diagnose.Predictor(exp)
+    pred = inference.Predictor(exp)
     names = list(exp.labels.names)
 
     def one(i: int) -> None:
@@ -53,12 +54,12 @@ def main(argv=None) -> int:
         d = pred.predict(gray, f"film{i}.png", methods=("cam", "gradcam"))
         heats = {}
         for arch, b in d.backbones.items():
-            heats[arch] = diagnose.heat_for_display(b.cams["gradcam"])
-            diagnose.overlay_png(gray, heats[arch], 0.45)
+            heats[arch] = diagnose_view.heat_for_display(b.cams["gradcam"])
+            diagnose_view.overlay_png(gray, heats[arch], 0.45)
         if i % 10 == 0:
             for arch, b in d.backbones.items():
                 pred.heatmaps(d.pixels, arch, (b.top + 1) % len(names), ("cam",))
-            diagnose.case_report_png(d, gray, heats, names)
+            diagnose_view.case_report_png(d, gray, heats, names)
 
     for i in range(args.warmup):
         one(i)

@@ -33,7 +33,7 @@ from covidviz.data.cache import build_cache  # noqa: E402
 from covidviz.data.imageio import read_image  # noqa: E402
 from covidviz.data.preprocess import Preprocessing  # noqa: E402
 from covidviz.models import build_model  # noqa: E402
-from covidviz.synthetic import render_phantom  # noqa: E402
+from covidviz.data.synthetic import render_phantom  # noqa: E402
 from covidviz.training import Batches  # noqa: E402
 
 

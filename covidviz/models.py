@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
+
+from covidviz.data.labels import MULTICLASS
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,18 @@ def get_spec(name: str) -> BackboneSpec:
         raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(REGISTRY)}") from None
 
 
+def probabilities(logits, task: str):
+    """The head's link: softmax over classes for multi-class, an independent sigmoid per class for
+    multi-label. Takes a torch tensor (N, C) or a numpy array ((C,) or (N, C)); returns the same kind."""
+    if isinstance(logits, torch.Tensor):
+        return logits.softmax(-1) if task == MULTICLASS else logits.sigmoid()
+    z = np.asarray(logits, dtype=np.float64)
+    if task == MULTICLASS:
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # sigmoid without overflow warnings
+
+
 class Classifier(nn.Module):
     """Trunk -> global average pool -> linear head. ``forward_features`` gives the pooled embedding."""
 
@@ -108,6 +123,14 @@ class Classifier(nn.Module):
         """(logits, pooled features) in one pass."""
         f = self.forward_features(x)
         return self.head(f), f
+
+
+@dataclass(frozen=True)
+class PretrainedState:
+    """A state dict already read from somewhere (an earlier experiment) and where it came from."""
+
+    state: dict
+    source: str
 
 
 class WeightsUnavailable(RuntimeError):
@@ -135,12 +158,14 @@ def _imagenet_trunk(arch: str) -> nn.Module:
         ) from exc
 
 
-def build_model(arch: str, num_classes: int, weights: str = "none") -> tuple[Classifier, dict]:
+def build_model(arch: str, num_classes: int, weights: str | PretrainedState = "none") -> tuple[Classifier, dict]:
     """Build a classifier and initialise it; returns (model, init record for the manifest).
 
-    ``weights``: 'none' | 'imagenet' | 'auto' | path to a state-dict file | an experiment folder.
+    ``weights``: 'none' | 'imagenet' | 'auto' | path to a state-dict file | a ``PretrainedState``
+    (an experiment folder resolved by ``runs.pretrained_state``).
     """
-    init = {"weights": weights, "source": None, "warning": None}
+    label = weights.source if isinstance(weights, PretrainedState) else weights
+    init = {"weights": label, "source": None, "warning": None}
     if weights in ("none", "", None):
         model = Classifier(arch, num_classes)
         init["source"] = "random"
@@ -159,28 +184,30 @@ def build_model(arch: str, num_classes: int, weights: str = "none") -> tuple[Cla
             init["source"], init["warning"] = "random", msg
     else:
         model = Classifier(arch, num_classes)
-        init["source"] = load_trunk_weights(model, Path(weights))
+        init["source"] = load_trunk_weights(model, weights)
     return model, init
 
 
-def load_trunk_weights(model: Classifier, path: Path) -> str:
-    """Copy trunk weights from a state-dict file or an earlier experiment; the head stays fresh."""
-    if path.is_dir():
-        from covidviz import runs  # local import: runs imports models for loading
+def load_trunk_weights(model: Classifier, weights: str | Path | PretrainedState) -> str:
+    """Copy trunk weights from a state-dict file or an earlier experiment's state; the head stays fresh.
 
-        exp = runs.read_experiment(path)
-        if model.arch not in exp.backbones:
-            raise ValueError(f"experiment {path} has no {model.arch} backbone (it has {', '.join(exp.backbones)})")
-        state = exp.load_state_dict(model.arch)
-        source = f"experiment:{exp.name}/{model.arch}"
-    elif path.is_file():
+    An experiment folder is resolved by the run format (``runs.pretrained_state``), which hands a
+    ``PretrainedState`` here: models never read experiment folders, so the two modules import one way.
+    """
+    if isinstance(weights, PretrainedState):
+        state, source, path = weights.state, weights.source, weights.source
+    else:
+        path = Path(weights)
+        if path.is_dir():
+            raise ValueError(f"--weights {path}: an experiment folder must be resolved with "
+                             "covidviz.runs.pretrained_state first")
+        if not path.is_file():
+            raise FileNotFoundError(f"--weights {path}: no such file or experiment folder "
+                                    "(use none, imagenet, auto, a .pt file or a runs/<experiment> folder)")
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]
         source = f"file:{path}"
-    else:
-        raise FileNotFoundError(f"--weights {path}: no such file or experiment folder "
-                                "(use none, imagenet, auto, a .pt file or a runs/<experiment> folder)")
     if not isinstance(state, dict):
         raise ValueError(f"--weights {path}: not a state dict")
     target = model.features.state_dict()

@@ -183,7 +183,8 @@ def run_experiment(cfg: RunConfig) -> Path | None:
                 print(f"[{arch}] already finished in the partial run; skipping")
             continue
         torch.manual_seed(cfg.train.seed)
-        model, init = build_model(arch, labels.num_classes, cfg.weights)
+        model, init = build_model(arch, labels.num_classes, runs.pretrained_state(cfg.weights, arch))
+        init["weights"] = cfg.weights  # as the user typed it (a folder stays a folder)
         ckpt = runs.partial_checkpoint(cfg.out, name, arch)
         res = fit(model, cache.pixels, cache_rows[rows["train"]], targets[rows["train"]], cache_rows[rows["val"]],
                   onehot[rows["val"]], labels, prep, cfg.train, device, checkpoint=ckpt, dist=dist, desc=arch)

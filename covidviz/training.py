@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from covidviz.analysis.metrics import auc_per_class, macro_auc
 from covidviz.data.labels import MULTICLASS, LabelSpace
 from covidviz.data.preprocess import Preprocessing
-from covidviz.runs import atomic_torch_save
+from covidviz.io import atomic_torch_save
+from covidviz.models import probabilities
 
 
 @dataclass
@@ -85,10 +86,6 @@ def make_loss(labels: LabelSpace, train_targets: np.ndarray, device) -> nn.Modul
     neg = len(train_targets) - pos
     pos_weight = np.clip(neg / np.maximum(pos, 1), 1.0, 50.0)
     return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, dtype=torch.float32, device=device))
-
-
-def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
-    return logits.softmax(1) if task == MULTICLASS else logits.sigmoid()
 
 
 def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from covidviz import runs
+from covidviz.io import atomic_write_json
 from covidviz.data.labels import MULTICLASS, MULTILABEL
 from covidviz.data.table import make_table
 
@@ -121,7 +122,7 @@ def make_fake_experiment(root: Path, name: str = "fake", n: int = 60, multilabel
     # commit() stamps "now"; tests need a known order (newest first) so pin the completion time.
     manifest = json.loads((folder / runs.MANIFEST).read_text())
     manifest["completed"] = completed
-    runs.atomic_write_json(folder / runs.MANIFEST, manifest)
+    atomic_write_json(folder / runs.MANIFEST, manifest)
     return folder
 
 

@@ -25,9 +25,10 @@ def test_analysis_files_are_complete_and_consistent(tiny_experiment):
             assert rec["ci_low"] <= rec["auc"] <= rec["ci_high"]
     assert exp.manifest["analysis"]["version"] == 1
     for arch in exp.backbones:
-        b = exp.backbone(arch)
-        assert b["calibration"]["temperature"] is not None
-        assert set(b["thresholds"]) == set(exp.labels.names)
+        b = exp.analysis().backbone(arch)
+        assert b.temperature is not None
+        assert set(b.thresholds()) == set(exp.labels.names)
+        assert "thresholds" not in exp.backbone(arch)  # stored once, in analysis.json
         proj = exp.load_arrays(runs.PROJECTIONS, arch)
         for m in ("pca", "tsne"):
             assert proj[f"coords_{m}"].shape == (n, 2) and np.isfinite(proj[f"coords_{m}"]).all()

@@ -18,7 +18,9 @@ from streamlit.testing.v1 import AppTest
 
 from tests.app_fixtures import (AUCS, AUCS_MULTILABEL, expected_counts, make_broken_folders,
                           make_fake_experiment)
-from covidviz import runs, ui
+from covidviz import runs
+from covidviz import ui
+from covidviz.io import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -273,7 +275,7 @@ def test_retrained_experiment_is_reread(runs_root):
     assert at.markdown and any("Labels:** COVID-19, Normal, Pneumonia" in m.value for m in at.markdown)
     manifest = json.loads((folder / runs.MANIFEST).read_text())
     manifest["backbones"]["densenet121"]["metrics"]["test"]["auc"]["COVID-19"] = 0.5
-    runs.atomic_write_json(folder / runs.MANIFEST, manifest)
+    atomic_write_json(folder / runs.MANIFEST, manifest)
     touch_manifest(folder)
     at.run()
     assert table_with_rows(at, "Macro average").loc["COVID-19", "DenseNet121"] == pytest.approx(0.5)

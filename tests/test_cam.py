@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from covidviz.cam import (COLORMAPS, METHOD_NAMES, METHODS, colormap_lut, compute_cam, compute_cams,
                           model_lock, overlay)
 from covidviz.data.preprocess import Preprocessing
-from covidviz.localisation import (box_to_mask, deletion_auc, deletion_curve, energy_inside,
+from covidviz.cam.localisation import (box_to_mask, deletion_auc, deletion_curve, energy_inside,
                                    pointing_game, random_heat)
 from covidviz.models import build_model
-from covidviz.synthetic import render_phantom
+from covidviz.data.synthetic import render_phantom
 
 SIZE = 64
 CLASSES = ("COVID-19", "Normal", "Pneumonia")

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covidviz import diagnose, runs
+from covidviz import inference, runs
+from covidviz.views import diagnose as diagnose_view
 from covidviz.analysis.calibration import apply_temperature
+from covidviz.runs.records import Analysis
 from covidviz.cam import METHODS
 from covidviz.data.imageio import decode_bytes, decode_upload, read_image
 from tests.dicom_factory import make_dicom
@@ -30,7 +32,7 @@ def exp(tiny_experiment):
 
 @pytest.fixture(scope="module")
 def predictor(exp):
-    return diagnose.Predictor(exp)
+    return inference.Predictor(exp)
 
 
 def _rows(exp, split):
@@ -53,7 +55,7 @@ def test_predict_reproduces_training_outputs_and_calibrates(exp, predictor):
             stored = exp.probabilities(arch)[r]
             assert np.allclose(b.raw_probs, stored, atol=2e-3), (arch, b.raw_probs, stored)
             assert np.allclose(b.features, np.asarray(exp.features(arch)[r], np.float32), atol=2e-2, rtol=2e-2)
-            temp = exp.backbone(arch)["calibration"]["temperature"]
+            temp = exp.analysis().backbone(arch).temperature
             assert np.allclose(b.probs, apply_temperature(b.raw_probs, temp, exp.labels.task))
             assert b.probs.sum() == pytest.approx(1.0) and b.top == int(np.argmax(b.probs))
             assert set(b.cams) == {"cam"} and b.cams["cam"].raw.shape == (1, *d.pixels.shape)
@@ -64,7 +66,7 @@ def test_calls_use_the_validation_thresholds_and_report_test_rates(exp, predicto
     analysis = exp.load_json(runs.ANALYSIS)
     for arch, b in d.backbones.items():
         for j, c in enumerate(b.calls):
-            thr = exp.backbone(arch)["thresholds"][c["class"]]["youden"]
+            thr = exp.analysis().backbone(arch).point(c["class"], "youden").threshold
             assert c["threshold"] == pytest.approx(thr)
             assert c["positive"] == (b.raw_probs[j] >= thr)
             test = analysis["backbones"][arch]["thresholds"]["per_class"][c["class"]]["points"]["youden"]["test"]
@@ -76,16 +78,16 @@ def test_similar_cases_are_training_images_and_ood_flags_non_xrays(exp, predicto
     r = int(_rows(exp, "train")[0])
     d = predictor.predict(np.asarray(exp.thumbnails()[r]))
     for b in d.backbones.values():
-        assert set(b.neighbors) <= train and len(b.neighbors) >= diagnose.K_SIMILAR
+        assert set(b.neighbors) <= train and len(b.neighbors) >= inference.K_SIMILAR
         assert b.neighbors[0] == r  # a training image finds itself first
         assert list(b.distances) == sorted(b.distances)
         assert not b.ood and b.nn_pct < 50
         assert set(b.coords) == {"pca", "tsne"} and b.som_node is not None
-    assert diagnose.ood_message(d) is None
+    assert diagnose_view.ood_message(d) is None
     for fake in (np.full((64, 64), 255, np.uint8), (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)):
         d = predictor.predict(fake, "photo.png")
         assert d.ood and all(b.ood and b.nn_pct > 99 and b.som_qe_pct > 99 for b in d.backbones.values())
-        msg = diagnose.ood_message(d)
+        msg = diagnose_view.ood_message(d)
         assert "99th percentile" in msg and "SOM" in msg and "nearest training image" in msg
 
 
@@ -109,10 +111,10 @@ def test_heatmaps_for_another_class_and_fixed_scale(exp, predictor):
         assert not np.allclose(maps["cam"].raw, b.cams["cam"].raw)
         scale = predictor.fixed_scale(arch, "cam")
         assert scale > 0 and predictor.fixed_scale(arch, "cam") == scale
-        fixed = diagnose.heat_for_display(b.cams["cam"], scale)
+        fixed = diagnose_view.heat_for_display(b.cams["cam"], scale)
         assert fixed.min() >= 0 and fixed.max() <= 1
         assert np.allclose(fixed, np.clip(b.cams["cam"].raw[0] / scale, 0, 1))
-        png = diagnose.overlay_png(np.asarray(exp.thumbnails()[4]), fixed, 0.5)
+        png = diagnose_view.overlay_png(np.asarray(exp.thumbnails()[4]), fixed, 0.5)
         assert Image.open(io.BytesIO(png)).size == (64, 64)
 
 
@@ -120,7 +122,7 @@ def test_concurrent_predictions_each_get_their_own_result(exp, predictor):
     rows = list(_rows(exp, "test")[:8])
     films = [np.asarray(exp.thumbnails()[r]) for r in rows]
     serial = [predictor.predict(f, methods=("cam", "gradcam")) for f in films]
-    results: dict[int, diagnose.Diagnosis] = {}
+    results: dict[int, inference.Diagnosis] = {}
     errors = []
     start = threading.Barrier(8)
 
@@ -150,7 +152,7 @@ def test_case_report_png(exp, predictor):
     film = np.asarray(exp.thumbnails()[2])
     d = predictor.predict(film, "case.png")
     heats = {a: b.cams["cam"].normalised[0] for a, b in d.backbones.items()}
-    png = diagnose.case_report_png(d, film, heats, list(exp.labels.names), {"tinycnn": "Tiny"}, "cam",
+    png = diagnose_view.case_report_png(d, film, heats, list(exp.labels.names), {"tinycnn": "Tiny"}, "cam",
                                    {"tinycnn": "weights random"})
     img = Image.open(io.BytesIO(png))
     assert img.format == "PNG" and img.mode == "RGB" and img.width > 1000
@@ -266,10 +268,13 @@ def test_multilabel_predictions_use_sigmoids_and_per_class_temperatures():
         name, backbones = "ml", ["tinycnn"]
         labels = LabelSpace(("Atelectasis", "Effusion", "Nodule"), MULTILABEL)
         preprocessing = Preprocessing(32)
-        manifest = {"backbones": {"tinycnn": {"calibration": {"temperature": [1.0, 2.0, 0.5]}}}}
+        manifest = {"backbones": {"tinycnn": {}}}
 
         def backbone(self, arch):
             return self.manifest["backbones"][arch]
+
+        def analysis(self):  # calibration only: no thresholds were chosen
+            return Analysis({"backbones": {"tinycnn": {"calibration": {"temperature": [1.0, 2.0, 0.5]}}}})
 
         def has_artifact(self, name, arch=None):
             return False
@@ -280,7 +285,7 @@ def test_multilabel_predictions_use_sigmoids_and_per_class_temperatures():
             torch.manual_seed(0)
             return Classifier(arch, 3).eval()
 
-    p = diagnose.Predictor(StandIn())
+    p = inference.Predictor(StandIn())
     d = p.predict(np.random.default_rng(0).integers(0, 255, (40, 50), dtype=np.uint8), "ml.png")
     b = d.backbones["tinycnn"]
     assert np.allclose(b.raw_probs, 1 / (1 + np.exp(-b.logits)))

@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from covidviz import latent, runs, ui
+from covidviz import runs, ui
+from covidviz.views import latent
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = str(REPO / "app_pages" / "latent.py")

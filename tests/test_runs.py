@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from covidviz import runs
+from covidviz.io import atomic_write_json
 from covidviz.data.imageio import read_image
 from covidviz.data.splits import check_no_leakage
 
@@ -113,6 +114,6 @@ def test_writer_never_replaces_without_overwrite(tiny_experiment, tmp_path):
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):
-    runs.atomic_write_json(tmp_path / "a.json", {"x": np.float32(1.5), "n": np.int64(3), "nan": np.float64("nan")})
+    atomic_write_json(tmp_path / "a.json", {"x": np.float32(1.5), "n": np.int64(3), "nan": np.float64("nan")})
     assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1.5, "n": 3, "nan": None}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]

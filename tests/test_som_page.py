@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from covidviz import runs, som_view, ui
+from covidviz import runs, ui
+from covidviz.views import som as som_view
 from covidviz.analysis.experiment import _som as write_som
 from covidviz.data.labels import MULTILABEL
 from tests.app_fixtures import make_fake_experiment

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covidviz.synthetic import (
+from covidviz.data.synthetic import (
     FINDINGS_MULTICLASS,
     FINDINGS_MULTILABEL,
     make_synthetic_dataset,

@@ -11,7 +11,8 @@ localisation) and writes, through the run format:
 - per backbone ``projections.npz/.json`` (PCA, t-SNE, UMAP maps, their quality, and the arrays of a
   ``MapPlacer`` for uploads plus the training images' nearest-neighbour distances for the
   out-of-distribution check), ``som.npz/.json`` and ``localisation.json``;
-- a manifest ``analysis`` record and, per backbone, its thresholds and calibration temperature.
+- a manifest ``analysis`` record (when, seed, what was computed); thresholds and calibration are
+  stored once, in ``analysis.json``.
 
 Each file is written atomically and the manifest last, so an interrupted analysis leaves the
 experiment as readable as it was before.
@@ -28,7 +29,8 @@ import numpy as np
 from covidviz import runs
 from covidviz.analysis.projection import METHODS as PROJECTION_METHODS
 from covidviz.analysis.projection import MapPlacer, fit_projections
-from covidviz.analysis.report import analyse_predictions, format_summary, thumbnail_baseline, to_json_ready
+from covidviz.analysis.report import analyse_predictions, format_summary, thumbnail_baseline
+from covidviz.io import to_json_ready
 from covidviz.analysis.som import fit_som
 from covidviz.data.labels import MULTICLASS, split_labels
 
@@ -114,7 +116,7 @@ def analyse_experiment(path: str | Path, *, seed: int = 0, n_boot: int = 1000, p
         rec = {"projections": _projections(exp, arch, label_idx, train_mask, seed, projections)}
         rec["som"] = _som(exp, arch, onehot, probs[arch], train_mask, seed)
         if localisation:
-            from covidviz.analysis.localise import localisation_report
+            from covidviz.analysis.localisation import localisation_report
 
             loc = localisation_report(exp, arch, max_images=max_localisation_images, seed=seed)
             if loc is not None:
@@ -122,17 +124,8 @@ def analyse_experiment(path: str | Path, *, seed: int = 0, n_boot: int = 1000, p
                 rec["localisation"] = {m: v["pointing_rate"] for m, v in loc["methods"].items()}
         per_backbone[arch] = rec
 
-    manifest_backbones = exp.manifest["backbones"]
-    for arch in exp.backbones:
-        b = report["backbones"][arch]
-        cal = b.get("calibration") or {}
-        manifest_backbones[arch]["calibration"] = {
-            "method": "temperature", "temperature": cal.get("temperature"),
-            "ece_before": (cal.get("before") or {}).get("ece"), "ece_after": (cal.get("after") or {}).get("ece")}
-        manifest_backbones[arch]["thresholds"] = {
-            cls: {k: (v or {}).get("threshold") for k, v in t["points"].items()}
-            for cls, t in b["thresholds"]["per_class"].items()}
-    exp.update_manifest(backbones=manifest_backbones, analysis={
+    # Thresholds and calibration live in analysis.json only (read through runs.records).
+    exp.update_manifest(analysis={
         "version": ANALYSIS_VERSION, "completed": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "seconds": round(time.time() - t0, 1), "seed": seed, "n_boot": n_boot,
         "projections": list(projections), "backbones": to_json_ready(per_backbone),

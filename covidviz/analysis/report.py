@@ -18,23 +18,7 @@ from covidviz.analysis.metrics import _f, compare_backbones, discrimination, has
 from covidviz.analysis.subgroups import COLUMNS, confounding, subgroup_aucs
 from covidviz.analysis.thresholds import argmax_confusion, operating_points
 from covidviz.data.labels import MULTICLASS, LabelSpace
-
-
-def to_json_ready(o):
-    """Recursively: numpy scalars/arrays -> Python, NaN/inf -> None, tuples -> lists."""
-    if isinstance(o, dict):
-        return {str(k): to_json_ready(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [to_json_ready(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return to_json_ready(o.tolist())
-    if isinstance(o, (bool, np.bool_)):
-        return bool(o)
-    if isinstance(o, (int, np.integer)):
-        return int(o)
-    if isinstance(o, (float, np.floating)):
-        return _f(o)
-    return o
+from covidviz.io import to_json_ready
 
 
 def _split_masks(images: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -29,7 +29,7 @@ A dataset is named on the command line (``train.py --data``) by a *spec* ``KIND:
 ``covid-chestxray:PATH``
     The ieee8023 COVID-19 image data collection (``metadata.csv`` + ``images/``); frontal X-rays only.
 ``synthetic:N[:OPTIONS]``
-    ``N`` procedural phantoms (``covidviz.synthetic``), generated once into a cache folder keyed by
+    ``N`` procedural phantoms (``covidviz.data.synthetic``), generated once into a cache folder keyed by
     the parameters and the generator's source. OPTIONS are ``,`` or ``:`` separated: the flag
     ``multilabel``, and ``difficulty=F``, ``confounder=F``, ``seed=I``, ``size=I``. Examples:
     ``synthetic:600``, ``synthetic:600:multilabel``, ``synthetic:600:difficulty=0.3,confounder=0.8``.
@@ -635,7 +635,7 @@ def load_covid_chestxray(root: str | Path, check_images: bool = True) -> Dataset
 # ---------------------------------------------------------------------------------------- synthetic
 
 def _synthetic_key(opts: dict) -> str:
-    from covidviz import synthetic
+    from covidviz.data import synthetic
     try:
         code = inspect.getsource(synthetic)  # a changed generator must not reuse stale phantoms
     except (OSError, TypeError):
@@ -647,7 +647,7 @@ def _synthetic_key(opts: dict) -> str:
 def synthetic_root(opts: dict, cache_dir: str | Path | None = None) -> Path:
     """Where the phantoms for ``opts`` live: ``<cache>/synthetic/<n>-<hash>``; generated once, atomically."""
     from covidviz.data.cache import default_cache_dir
-    from covidviz.synthetic import make_synthetic_dataset
+    from covidviz.data.synthetic import make_synthetic_dataset
 
     parent = Path(cache_dir) if cache_dir else default_cache_dir()
     target = parent / "synthetic" / f"{opts['n']}-{_synthetic_key(opts)}"

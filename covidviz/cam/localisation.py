@@ -24,7 +24,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from covidviz.cam import evaluating, resize_map
+from covidviz.cam.methods import evaluating
+from covidviz.cam.overlay import resize_map
+from covidviz.models import probabilities
 
 
 def box_to_mask(box: Mapping[str, float], height: int, width: int) -> np.ndarray:
@@ -96,11 +98,6 @@ class DeletionCurve:
     auc: float             # trapezoidal area under scores(fractions); lower = more faithful
 
 
-def _probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
-    # The same rule as training's: softmax for one-label problems, independent sigmoids otherwise.
-    return torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, dim=1)
-
-
 def _baseline(x: torch.Tensor, kind, sigma: float | None) -> torch.Tensor:
     if isinstance(kind, torch.Tensor):  # a caller-supplied counterfactual, e.g. a normal twin film
         base = kind.to(x.device, x.dtype)
@@ -158,7 +155,7 @@ def deletion_curve(model: torch.nn.Module, x: torch.Tensor, heat: np.ndarray, cl
             ks = torch.as_tensor(counts[start:start + batch_size], device=p.device).view(-1, 1, 1, 1)
             deleted = (rank_t < ks).to(x.dtype)              # (b, 1, H, W)
             batch = x * (1 - deleted) + base * deleted
-            probs = _probabilities(model(batch), task)[:, int(class_idx)]
+            probs = probabilities(model(batch), task)[:, int(class_idx)]
             scores.append(probs.float().cpu().numpy())
     scores = np.concatenate(scores)
     return DeletionCurve(fractions, scores, _trapezoid(scores, fractions))

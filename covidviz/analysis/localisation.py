@@ -20,7 +20,7 @@ from covidviz.cam import METHODS, compute_cams
 from covidviz.data.imageio import ImageDecodeError, read_image
 from covidviz.data.labels import split_labels
 from covidviz.data.preprocess import resize_square
-from covidviz.localisation import box_to_mask, deletion_auc, energy_inside, pointing_game, random_heat
+from covidviz.cam.localisation import box_to_mask, deletion_auc, energy_inside, pointing_game, random_heat
 
 BATCH = 16
 DELETION_IMAGES = 8

@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 
 from covidviz import runs
 from covidviz.data.labels import MULTILABEL, split_labels
+from covidviz.views.style import MISSING_COLOUR, NO_FINDING, PALETTE, UNKNOWN
 
 METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
 METHOD_ORDER = ("tsne", "umap", "pca")
@@ -35,14 +36,8 @@ COLOUR_BY = {
     "age": "Age",
 }
 NUMERIC = {"confidence", "age"}
-NO_FINDING = "No finding"
-UNKNOWN = "unknown"
 OUTCOMES = ("TP", "FN", "FP", "TN")
 OUTCOME_COLOURS = {"TP": "#009E73", "FN": "#D55E00", "FP": "#E69F00", "TN": "#56B4E9"}
-# Okabe-Ito first (colour-blind safe), then more distinct hues for 15-class problems.
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
-           "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF", "#1F77B4", "#9467BD", "#FF9896", "#AEC7E8")
-MISSING_COLOUR = "#BBBBBB"
 SELECTED_COLOUR = "#000000"
 NEIGHBOUR_COLOUR = "#FF00FF"
 UPLOAD_COLOUR = "#FF00FF"
@@ -116,7 +111,8 @@ def quality_rows(maps: Maps, method: str) -> list[tuple[str, str]]:
 
 def youden_threshold(exp: runs.Experiment, arch: str, cls: str) -> tuple[float, str]:
     """The validation-chosen Youden threshold for ``cls``, else 0.5; and where it came from."""
-    t = ((exp.backbone(arch).get("thresholds") or {}).get(cls) or {}).get("youden")
+    analysis = exp.analysis()
+    t = analysis.backbone(arch).point(cls, "youden").threshold if analysis is not None else None
     if t is None or not np.isfinite(float(t)):
         return 0.5, "0.5 (no Youden threshold stored)"
     return float(t), f"{float(t):.3f} (Youden, validation)"

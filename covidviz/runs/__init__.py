@@ -13,6 +13,9 @@ Nothing else in the project knows these file names. An experiment folder ``runs/
         history.json           per-epoch training history
         extra files            later analysis steps store theirs through ``artifact_path``
 
+The JSON files are read through the typed accessors of ``covidviz.runs.records`` (``Experiment.analysis()``,
+``Experiment.record(arch)``, ``Experiment.localisation(arch)``), so no page walks their raw dicts.
+
 Writes are atomic at the experiment level: everything is built in ``runs/.partial/<name>/`` (which
 also holds resumable checkpoints) and renamed to ``runs/<name>/`` at the very end. An interrupted
 run therefore never shows a half experiment to the app and never touches an earlier one; the app
@@ -33,6 +36,8 @@ import numpy as np
 import pandas as pd
 
 from covidviz.data.labels import LabelSpace
+from covidviz.runs.records import Analysis, Localisation, ManifestBackbone
+from covidviz.io import atomic_save_npy, atomic_save_npz, atomic_torch_save, atomic_write_json
 from covidviz.data.preprocess import Preprocessing
 
 SCHEMA_VERSION = 1
@@ -59,69 +64,6 @@ PROB_PREFIX = "p::"
 
 class RunFormatError(ValueError):
     """A folder is not a readable covidviz experiment; the message names the folder and the fault."""
-
-
-# ---------------------------------------------------------------- small atomic file helpers
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so readers see the old or the new content, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False).encode())
-
-
-def _finite(o):
-    """NaN/inf -> None, recursively: strict JSON that browsers and other tools can parse."""
-    if isinstance(o, float) and not np.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
-    return o
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def atomic_torch_save(path: Path, obj) -> None:
-    import io
-
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def prob_columns(labels: LabelSpace) -> list[str]:
@@ -174,7 +116,7 @@ class ExperimentWriter:
         return pd.read_parquet(self.workdir / IMAGES)
 
     def write_thumbnails(self, thumbs: np.ndarray) -> None:
-        _save_npy(self.workdir / THUMBNAILS, np.asarray(thumbs, dtype=np.uint8))
+        atomic_save_npy(self.workdir / THUMBNAILS, np.asarray(thumbs, dtype=np.uint8))
 
     def backbone_dir(self, arch: str) -> Path:
         d = self.workdir / BACKBONES / arch
@@ -188,7 +130,7 @@ class ExperimentWriter:
         tmp = d / (PREDICTIONS + ".tmp")
         predictions.reset_index(drop=True).to_parquet(tmp, index=False)
         os.replace(tmp, d / PREDICTIONS)
-        _save_npy(d / FEATURES, np.asarray(features, dtype=np.float16))
+        atomic_save_npy(d / FEATURES, np.asarray(features, dtype=np.float16))
         atomic_write_json(d / HISTORY, history)
 
     def commit(self) -> Path:
@@ -222,6 +164,20 @@ def partial_backbone_done(root: str | Path, name: str, arch: str) -> bool:
     if not (d / MANIFEST).exists() or arch not in json.loads((d / MANIFEST).read_text()).get("backbones", {}):
         return False
     return all((d / BACKBONES / arch / f).exists() for f in (WEIGHTS, PREDICTIONS, FEATURES, HISTORY))
+
+
+def pretrained_state(weights: str, arch: str):
+    """``--weights``: an experiment folder becomes that experiment's ``arch`` state (a
+    ``models.PretrainedState``); anything else is passed through unchanged for ``models.build_model``."""
+    from covidviz.models import PretrainedState
+
+    path = Path(weights) if weights else None
+    if path is None or not path.is_dir():
+        return weights
+    exp = read_experiment(path)
+    if arch not in exp.backbones:
+        raise ValueError(f"experiment {path} has no {arch} backbone (it has {', '.join(exp.backbones)})")
+    return PretrainedState(exp.load_state_dict(arch), f"experiment:{exp.name}/{arch}")
 
 
 def validate_name(name: str) -> None:
@@ -258,6 +214,36 @@ class Experiment:
     def backbone(self, arch: str) -> dict:
         return self.manifest["backbones"][arch]
 
+    def record(self, arch: str) -> ManifestBackbone:
+        """The backbone's training record in the manifest (init, epochs, metrics), typed."""
+        return ManifestBackbone(arch, self.manifest["backbones"][arch])
+
+    @property
+    def analysed(self) -> bool:
+        return self.has_artifact(ANALYSIS)
+
+    def analysis(self) -> Analysis | None:
+        """``analysis.json`` (typed), or None when ``train.py analyze`` has not run on this experiment."""
+        if not self.has_artifact(ANALYSIS):
+            return None
+        if "analysis" not in self._cache:
+            self._cache["analysis"] = Analysis(self.load_json(ANALYSIS))
+        return self._cache["analysis"]
+
+    def localisation(self, arch: str) -> Localisation | None:
+        """``localisation.json`` of a backbone (typed), or None (no lesion masks or boxes, or not analysed)."""
+        if not self.has_artifact(LOCALISATION, arch):
+            return None
+        return Localisation(self.load_json(LOCALISATION, arch))
+
+    def analysed_backbones(self, artifact: str = ANALYSIS) -> list[str]:
+        """Backbones that have ``artifact`` (e.g. ``PROJECTIONS``, ``SOM``), in experiment order;
+        with the default, those covered by analysis.json."""
+        if artifact == ANALYSIS:
+            a = self.analysis()
+            return [arch for arch in self.backbones if a is not None and a.has(arch)]
+        return [arch for arch in self.backbones if self.has_artifact(artifact, arch)]
+
     def artifact_path(self, name: str, arch: str | None = None) -> Path:
         """Path of a named file in the experiment (for analysis steps that add files)."""
         return (self.path / BACKBONES / arch / name) if arch else (self.path / name)
@@ -267,6 +253,7 @@ class Experiment:
 
     def save_json(self, name: str, obj, arch: str | None = None) -> None:
         atomic_write_json(self.artifact_path(name, arch), obj)
+        self._cache.pop("analysis", None)
 
     def load_json(self, name: str, arch: str | None = None):
         path = self.artifact_path(name, arch)
@@ -276,11 +263,7 @@ class Experiment:
             raise RunFormatError(f"{self.path}: cannot read {path.name} ({exc})") from exc
 
     def save_arrays(self, name: str, arrays: dict[str, np.ndarray], arch: str | None = None) -> None:
-        import io
-
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write_bytes(self.artifact_path(name, arch), buf.getvalue())
+        atomic_save_npz(self.artifact_path(name, arch), arrays)
 
     def load_arrays(self, name: str, arch: str | None = None) -> dict[str, np.ndarray]:
         path = self.artifact_path(name, arch)

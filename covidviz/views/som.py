@@ -22,15 +22,13 @@ import numpy as np
 import pandas as pd
 
 from covidviz.data.labels import MULTILABEL, LabelSpace, split_labels
+from covidviz.views.style import NO_FINDING, class_colours
 
 R = 1.0 / np.sqrt(3.0)          # circumradius of a hexagon whose neighbours are 1 apart
 N_LEVELS = 24                   # colour levels of a continuous layer
 PURITY_LEVELS = (0.5, 0.75, 1.0)  # upper edges of the purity bins of the dominant-class layer
 PURITY_ALPHA = (0.3, 0.6, 1.0)    # fill opacity of those bins
 EMPTY_COLOUR = "#e6e6e6"
-NO_FINDING = "No finding"
-OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
-EXTRA_COLOURS = ("#882255", "#44AA99", "#999933", "#AA4499", "#332288", "#DDCC77", "#117733", "#88CCEE")
 
 LAYERS = {
     "umatrix": "U-matrix (distance to neighbours)",
@@ -249,14 +247,6 @@ def closest_pairs(sim: np.ndarray, classes: list[str], top: int = 3) -> list[tup
 
 
 # ---------------------------------------------------------------- colours
-
-def class_colours(classes: list[str]) -> dict[str, str]:
-    palette = [c for c in OKABE_ITO if c != "#000000"] + list(EXTRA_COLOURS) + ["#000000"]
-    out = {c: palette[i % len(palette)] for i, c in enumerate(c for c in classes if c != NO_FINDING)}
-    if NO_FINDING in classes:
-        out[NO_FINDING] = "#8c8c8c"
-    return out
-
 
 def _rgba(hex_colour: str, alpha: float) -> str:
     h = hex_colour.lstrip("#")

@@ -1,4 +1,4 @@
-"""The diagnose step without Streamlit: one uploaded X-ray -> what every backbone of an experiment says.
+"""The inference service: one X-ray -> what every backbone of an experiment says (no Streamlit).
 
 ``Predictor(exp)`` holds one model per backbone (built once, shared by all sessions: the app keeps one
 ``Predictor`` per experiment in ``st.cache_resource``) and the analysis artefacts the page needs.
@@ -7,7 +7,7 @@
 with what that threshold achieved on test, the pooled features, CAM heat maps (``covidviz.cam``: one
 forward pass per backbone, the pooled features captured from that same pass), the k nearest TRAINING
 images in feature space, the upload's place on the stored maps and SOM, and an out-of-distribution
-check. ``case_report_png`` renders a one-page PNG report with PIL.
+check. Drawing the results (overlays, the case report) is ``covidviz.views.diagnose``'s job.
 
 Thread safety: every use of a model holds ``cam.model_lock(model)`` (CAM needs that anyway), so
 concurrent sessions never see each other's activations; two backbones still run in parallel.
@@ -46,19 +46,11 @@ from covidviz import runs
 from covidviz.analysis.calibration import apply_temperature
 from covidviz.analysis.projection import MapPlacer
 from covidviz.analysis.som import som_place
-from covidviz.cam import METHOD_NAMES, METHODS, CamResult, compute_cams, model_lock, overlay
-from covidviz.data.labels import MULTICLASS
+from covidviz.cam import METHODS, CamResult, compute_cams, model_lock
+from covidviz.models import probabilities
 
-UPLOAD_KEY = "upload"
 OOD_PERCENTILE = 99.0         # warn when the upload is farther from the training images than 99 % of them
 K_SIMILAR = 8
-OPERATING_POINTS = {
-    "youden": "Balanced (Youden's J)",
-    "high_sensitivity": "Rule-out (sensitivity ≥ 95 % on validation)",
-    "high_specificity": "Rule-in (specificity ≥ 95 % on validation)",
-}
-NOTICE = ("For research and education only — not for clinical diagnosis. These models were trained on "
-          "limited, possibly biased public data and have not been validated for patient care.")
 FIXED_SCALE_IMAGES = 16
 
 
@@ -124,7 +116,7 @@ class Predictor:
         self.task = self.labels.task
         self.archs = list(exp.backbones)
         self.models = {a: (models or {}).get(a) or exp.load_model(a) for a in self.archs}
-        self.analysis = exp.load_json(runs.ANALYSIS) if exp.has_artifact(runs.ANALYSIS) else None
+        self.analysis = exp.analysis()
         self._placers: dict = {}
         self._nn_sorted: dict = {}
         self._soms: dict = {}
@@ -165,17 +157,14 @@ class Predictor:
         return (int(w.shape[0]), int(w.shape[1])) if w.ndim == 3 else None
 
     def temperature(self, arch: str):
-        cal = (self.exp.backbone(arch).get("calibration") or {})
-        return cal.get("temperature")
+        return self.analysis.backbone(arch).temperature if self.analysis else None
 
     def operating_point(self, arch: str, cls: str, point: str = "youden") -> dict | None:
-        """``{"threshold", "val": {...}, "test": confusion_at(...)}`` of one class, or None."""
+        """The validation-chosen operating point of one class (``runs.records.OperatingPoint``), or None."""
         if not self.analysis:
             return None
-        b = (self.analysis.get("backbones") or {}).get(arch) or {}
-        per_class = ((b.get("thresholds") or {}).get("per_class") or {}).get(cls) or {}
-        p = (per_class.get("points") or {}).get(point)
-        return p if p and p.get("threshold") is not None else None
+        p = self.analysis.backbone(arch).point(cls, point)
+        return p if p.defined else None
 
     # ------------------------------------------------------------------ inference
 
@@ -219,7 +208,7 @@ class Predictor:
             t0 = time.perf_counter()
             cams, feats = self._forward(arch, pixels, None, tuple(methods))
             logits = next(iter(cams.values())).logits[0].astype(np.float64)
-            raw = _probs(logits, self.task)
+            raw = probabilities(logits, self.task)
             temp = self.temperature(arch)
             probs = apply_temperature(raw, temp, self.task) if temp is not None else raw.copy()
             res = BackboneResult(arch=arch, logits=logits, raw_probs=raw, probs=np.asarray(probs, np.float64),
@@ -234,12 +223,13 @@ class Predictor:
         calls = []
         for j, cls in enumerate(self.names):
             op = self.operating_point(arch, cls, point)
-            thr = None if op is None else float(op["threshold"])
-            test = (op or {}).get("test") or {}
+            thr = None if op is None else float(op.threshold)
+            test = op.test if op is not None else {}
             calls.append({"class": cls, "prob": float(probs[j]), "raw_prob": float(raw[j]), "threshold": thr,
                           "positive": None if thr is None else bool(raw[j] >= thr),
                           "test": {k: test.get(k) for k in ("sensitivity", "specificity", "ppv", "npv", "n")},
-                          "val": (op or {}).get("val")})
+                          "val": None if op is None else {"sensitivity": op.val_sensitivity,
+                                                          "specificity": op.val_specificity}})
         return calls
 
     def _place(self, arch: str, feats: np.ndarray, res: BackboneResult) -> None:
@@ -305,153 +295,3 @@ class Predictor:
         with self._lock:
             self._fixed["ref"] = batch
         return batch
-
-
-def _probs(logits: np.ndarray, task: str) -> np.ndarray:
-    if task == MULTICLASS:
-        z = logits - logits.max()
-        e = np.exp(z)
-        return e / e.sum()
-    return 0.5 * (1 + np.tanh(0.5 * logits))
-
-
-# ---------------------------------------------------------------------- display helpers (no streamlit)
-
-def display_image(gray: np.ndarray, max_side: int = 512) -> np.ndarray:
-    """The film at most ``max_side`` px on its long side, aspect kept (for overlays and the report)."""
-    from PIL import Image
-
-    gray = np.asarray(gray, np.uint8)
-    h, w = gray.shape
-    f = max_side / max(h, w)
-    if f >= 1:
-        return gray
-    img = Image.fromarray(gray, mode="L").resize((max(1, round(w * f)), max(1, round(h * f))), Image.BILINEAR)
-    return np.asarray(img)
-
-
-def heat_for_display(cam: CamResult, scale: float | None = None) -> np.ndarray:
-    """[0, 1] map of the first image: per-image min-max (``scale`` None) or ``raw / scale`` clipped."""
-    if scale is None:
-        return cam.normalised[0]
-    return np.clip(cam.raw[0] / max(scale, 1e-12), 0.0, 1.0)
-
-
-def overlay_image(gray: np.ndarray, heat: np.ndarray, alpha: float = 0.4, colormap: str = "jet") -> np.ndarray:
-    """RGB uint8 heat map over the film at display size (the film's own aspect: the model saw the
-    whole image, squashed to a square, so the square map is stretched back)."""
-    return overlay(display_image(gray), heat, alpha, colormap)
-
-
-def overlay_png(gray: np.ndarray, heat: np.ndarray, alpha: float = 0.4, colormap: str = "jet") -> bytes:
-    """PNG bytes of ``overlay_image`` (fast zlib level: 5x quicker than the default, still lossless)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(overlay_image(gray, heat, alpha, colormap)).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def ood_message(diag: Diagnosis, labels=None) -> str | None:
-    """One plain sentence per flagged backbone, or None when every backbone finds the image familiar."""
-    flagged = [(a, b) for a, b in diag.backbones.items() if b.ood]
-    if not flagged:
-        return None
-    parts = [f"{labels.get(a, a) if labels else a}: " + "; ".join(b.ood_reasons) for a, b in flagged]
-    return ("This image is unlike the training X-rays (above the 99th percentile of the training images). "
-            "It may be a photo, a lateral view, a CT slice or another modality; the results below are "
-            "shown but should not be trusted. " + " · ".join(parts) + ".")
-
-
-# ---------------------------------------------------------------------- the case report
-
-def _font(size: int, bold: bool = False):
-    from PIL import ImageFont
-
-    for path in (f"/usr/share/fonts/truetype/dejavu/DejaVuSans{'-Bold' if bold else ''}.ttf",):
-        if Path(path).exists():
-            return ImageFont.truetype(path, size)
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # very old Pillow
-        return ImageFont.load_default()
-
-
-def case_report_png(diag: Diagnosis, gray: np.ndarray, heats: dict[str, np.ndarray], names: list[str],
-                    arch_labels: dict[str, str] | None = None, method: str = "cam", extra: dict | None = None,
-                    alpha: float = 0.4, explained: dict[str, str] | None = None) -> bytes:
-    """A one-page PNG: the film, each backbone's heat map and probabilities with its call, the model
-    and experiment identity, the out-of-distribution verdict and the research-use notice."""
-    from PIL import Image, ImageDraw
-
-    arch_labels = arch_labels or {}
-    archs = list(diag.backbones)
-    tile = 360
-    margin = 30
-    cols = 1 + len(archs)
-    width = margin * 2 + cols * tile + (cols - 1) * 20
-    n_rows_text = len(names) + 4
-    height = 170 + tile + 60 + n_rows_text * 26 + 150 + (26 * 3 if diag.ood else 0)
-    img = Image.new("RGB", (width, height), "white")
-    d = ImageDraw.Draw(img)
-    title, small, bold = _font(26, True), _font(16), _font(17, True)
-    d.text((margin, 20), "covidviz case report", fill="#1F2A36", font=title)
-    when = time.strftime("%Y-%m-%d %H:%M %Z")
-    d.text((margin, 60), f"Image: {diag.name}    Experiment: {diag.experiment}    Generated: {when}",
-           fill="#333", font=small)
-    ident = "    ".join(f"{arch_labels.get(a, a)}: {v}" for a, v in (extra or {}).items())
-    if ident:
-        d.text((margin, 84), ident, fill="#333", font=small)
-    target = "each model's top class" if not explained else "the class named above each map"
-    d.text((margin, 108), f"Heat maps: {METHOD_NAMES.get(method, method)}, explaining {target}",
-           fill="#333", font=small)
-
-    def paste(rgb_or_gray, x, label):
-        im = Image.fromarray(rgb_or_gray)
-        f = tile / max(im.size)
-        im = im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))), Image.BILINEAR)
-        img.paste(im, (x + (tile - im.width) // 2, 170 + (tile - im.height) // 2))
-        d.text((x, 140), label, fill="#1F2A36", font=bold)
-
-    film = display_image(gray)
-    paste(film, margin, "X-ray (as given to the models)")
-    for i, arch in enumerate(archs):
-        x = margin + (i + 1) * (tile + 20)
-        b = diag.backbones[arch]
-        cls = (explained or {}).get(arch, names[b.top])
-        paste(overlay(film, heats[arch], alpha), x, f"{arch_labels.get(arch, arch)}: map for {cls}")
-
-    y = 170 + tile + 30
-    d.text((margin, y), "Class", fill="#1F2A36", font=bold)
-    for i, arch in enumerate(archs):
-        d.text((margin + 260 + i * 330, y), f"{arch_labels.get(arch, arch)} (calibrated p, call)",
-               fill="#1F2A36", font=bold)
-    y += 28
-    for j, cls in enumerate(names):
-        d.text((margin, y), cls, fill="#222", font=small)
-        for i, arch in enumerate(archs):
-            c = diag.backbones[arch].calls[j]
-            call = "no threshold" if c["positive"] is None else ("POSITIVE" if c["positive"] else "negative")
-            d.text((margin + 260 + i * 330, y), f"{c['prob']:.3f}   {call}", fill="#222", font=small)
-        y += 26
-    y += 6
-    d.text((margin, y), "Calls: the model's score against the validation-chosen (Youden) threshold of each class.",
-           fill="#555", font=small)
-    y += 30
-    if diag.ood:
-        msg = ood_message(diag, arch_labels) or ""
-        for line in _wrap(msg, 120)[:3]:
-            d.text((margin, y), line, fill="#B00020", font=small)
-            y += 26
-    d.rectangle((margin, y, width - margin, y + 80), outline="#B00020", width=3, fill="#FFF4F4")
-    for k, line in enumerate(_wrap(NOTICE, 105)[:3]):
-        d.text((margin + 12, y + 10 + k * 22), line, fill="#B00020", font=bold if k == 0 else small)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    import textwrap
-
-    return textwrap.wrap(text, width)

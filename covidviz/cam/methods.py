@@ -1,5 +1,4 @@
-"""Class activation maps for a ``Classifier``: classic CAM, Grad-CAM, Grad-CAM++, LayerCAM, Eigen-CAM;
-and heat-map overlays.
+"""Class activation maps for a ``Classifier``: classic CAM, Grad-CAM, Grad-CAM++, LayerCAM, Eigen-CAM.
 
 Why written here rather than taken from ``pytorch-grad-cam`` (each method is a few lines once the
 activations and gradients are in hand):
@@ -65,7 +64,6 @@ METHOD_HELP = {
 }
 GRADIENT_METHODS = frozenset({"gradcam", "gradcam++", "layercam"})
 
-COLORMAPS = ("jet", "inferno", "viridis", "cividis")
 
 
 @dataclass(frozen=True)
@@ -331,66 +329,3 @@ def compute_cam(model: nn.Module, x: torch.Tensor, class_idx: int | Sequence[int
                 method: str = "cam", layer: nn.Module | None = None) -> CamResult:
     """One method's maps for ``x`` ((3, H, W) or (N, 3, H, W)); see ``compute_cams``."""
     return compute_cams(model, x, class_idx, (method,), layer)[method]
-
-
-# ------------------------------------------------------------------------------------------------
-# overlays
-# ------------------------------------------------------------------------------------------------
-
-# Anchor colours sampled evenly from matplotlib's perceptually uniform maps (no matplotlib here);
-# linear interpolation between 10 anchors stays within a few RGB levels of the originals.
-_ANCHORS = {
-    "inferno": ["#000004", "#1b0c41", "#4a0c6b", "#781c6d", "#a52c60", "#cf4446", "#ed6925", "#fb9b06",
-                "#f7d13d", "#fcffa4"],
-    "viridis": ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58",
-                "#b5de2b", "#fde725"],
-    # cividis: designed to read the same for the common colour-vision deficiencies.
-    "cividis": ["#00224e", "#123570", "#3b496c", "#575d6d", "#707173", "#8a8678", "#a59c74", "#c3b369",
-                "#e1cc55", "#fee838"],
-}
-# matplotlib's jet, piecewise linear per channel (the look the CAM literature and the paper used).
-_JET = {
-    0: ([0, 0.35, 0.66, 0.89, 1], [0, 0, 1, 1, 0.5]),
-    1: ([0, 0.125, 0.375, 0.64, 0.91, 1], [0, 0, 1, 1, 0, 0]),
-    2: ([0, 0.11, 0.34, 0.65, 1], [0.5, 1, 1, 0, 0]),
-}
-
-
-def colormap_lut(name: str) -> np.ndarray:
-    """(256, 3) uint8 lookup table for one of ``COLORMAPS``."""
-    t = np.linspace(0.0, 1.0, 256)
-    if name == "jet":
-        rgb = np.stack([np.interp(t, *_JET[c]) for c in range(3)], 1)
-    elif name in _ANCHORS:
-        anchors = np.array([[int(h[i:i + 2], 16) for i in (1, 3, 5)] for h in _ANCHORS[name]]) / 255.0
-        pos = np.linspace(0.0, 1.0, len(anchors))
-        rgb = np.stack([np.interp(t, pos, anchors[:, c]) for c in range(3)], 1)
-    else:
-        raise ValueError(f"unknown colormap {name!r}; choose from {', '.join(COLORMAPS)}")
-    return np.round(rgb * 255).astype(np.uint8)
-
-
-def resize_map(heat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a float (h, w) map to ``shape`` (values keep their scale)."""
-    heat = np.asarray(heat, dtype=np.float32)
-    if heat.ndim != 2:
-        raise ValueError(f"expected a 2-D map, got shape {heat.shape}")
-    if heat.shape == tuple(shape):
-        return heat
-    t = torch.from_numpy(np.ascontiguousarray(heat))[None, None]
-    return F.interpolate(t, size=tuple(shape), mode="bilinear", align_corners=False)[0, 0].numpy()
-
-
-def overlay(gray: np.ndarray, heat: np.ndarray, alpha: float = 0.4, colormap: str = "jet") -> np.ndarray:
-    """Blend a [0, 1] heat map (any size; resized to the image) in ``colormap`` over a grayscale
-    uint8 (H, W) film: RGB uint8 (H, W, 3). ``alpha`` is the heat map's opacity."""
-    gray = np.asarray(gray)
-    if gray.ndim != 2:
-        raise ValueError(f"expected a grayscale (H, W) image, got shape {gray.shape}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError("alpha must be in [0, 1]")
-    lut = colormap_lut(colormap)
-    h = np.nan_to_num(resize_map(heat, gray.shape), nan=0.0)
-    colour = lut[np.round(np.clip(h, 0.0, 1.0) * 255).astype(np.int64)].astype(np.float32)
-    base = np.repeat(gray.astype(np.float32)[..., None], 3, axis=2)
-    return np.clip((1.0 - alpha) * base + alpha * colour + 0.5, 0, 255).astype(np.uint8)

@@ -1,0 +1,41 @@
+"""The only library code importing streamlit: cached loaders (``cache``), the chrome (``chrome``),
+session keys (``state``) and shared widgets (``widgets``). Pages use ``from covidviz import ui``."""
+
+from covidviz.ui.cache import *  # noqa: F403
+from covidviz.ui.cache import _compare_analysis, _experiment, _model, _stamp, _thumbnails  # noqa: F401
+from covidviz.ui.chrome import (
+    DEMO_COMMAND,
+    REAL_DATA_COMMAND,
+    REPO,
+    RUNS_ENV,
+    app_chrome,
+    no_experiment_help,
+    page_setup,
+    research_notice,
+    run_page,
+    runs_root,
+    sidebar_experiment_picker,
+)
+from covidviz.ui.state import CHROME_KEY, EXPERIMENT_KEY, UPLOAD_KEY, upload_for
+from covidviz.ui.widgets import show_thumbnails
+from covidviz.views.style import (  # noqa: F401  (transitional: pages move to views.style)
+    ARCH_LABELS,
+    NO_FINDING,
+    NOTICE,
+    NOTICE_TITLE,
+    OKABE_ITO,
+    SPLIT_LABELS,
+    arch_label,
+    backbone_colours,
+    format_seconds,
+    table_height,
+    task_label,
+)
+from covidviz.views.overview import (  # noqa: F401
+    auc_table,
+    label_split_counts,
+    leaked_patients,
+    patients_per_split,
+    source_confounding,
+    source_label_counts,
+)

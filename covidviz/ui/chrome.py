@@ -1,0 +1,115 @@
+"""The app's chrome, drawn once per run: where experiments live, the sidebar experiment picker, the
+research-use notice, the "no experiment yet" help, and ``run_page``, the one-line footer of every page."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import streamlit as st
+
+from covidviz import runs
+from covidviz.ui.cache import load_experiment
+from covidviz.ui.state import CHROME_KEY, EXPERIMENT_KEY
+from covidviz.views.style import NOTICE, NOTICE_TITLE
+
+REPO = Path(__file__).resolve().parents[2]
+RUNS_ENV = "COVIDVIZ_RUNS"
+DEMO_COMMAND = "python train.py --demo"
+REAL_DATA_COMMAND = "python train.py --data csv:../shared/data/covid3 --arch densenet121 resnet50 --epochs 1"
+
+
+def runs_root() -> Path:
+    """Folder holding the experiments: ``$COVIDVIZ_RUNS`` if set, else ``<repo>/runs``."""
+    value = os.environ.get(RUNS_ENV, "").strip()
+    return Path(value).expanduser() if value else REPO / "runs"
+
+
+def research_notice() -> None:
+    """The persistent disclaimer, at the top of every page."""
+    st.info(NOTICE, title=NOTICE_TITLE, icon=":material/info:")
+
+
+def _experiment_label(exp: runs.Experiment) -> str:
+    when = str(exp.manifest.get("completed") or exp.manifest.get("created") or "").replace("T", " ")[:16]
+    return f"{exp.path.name} · {when}" if when else exp.path.name
+
+
+def sidebar_experiment_picker() -> runs.Experiment | None:
+    """Sidebar: one warning per unreadable folder, then a selectbox of experiments (newest first).
+
+    The choice (the experiment's folder name) is kept in ``st.session_state["experiment"]``.
+    """
+    root = runs_root()
+    experiments, problems = runs.list_experiments(root)
+    with st.sidebar:
+        for problem in problems:
+            st.warning(f"Skipped a folder that is not a readable experiment: {problem}", icon=":material/warning:")
+        if not experiments:
+            st.session_state.pop(EXPERIMENT_KEY, None)
+            st.caption(f"No experiments in `{root}`.")
+            return None
+        by_name = {e.path.name: e for e in experiments}
+        if st.session_state.get(EXPERIMENT_KEY) not in by_name:
+            # The chosen experiment was deleted (or never chosen): fall back to the newest.
+            st.session_state.pop(EXPERIMENT_KEY, None)
+        chosen = st.selectbox("Experiment", list(by_name), key=EXPERIMENT_KEY,
+                              format_func=lambda n: _experiment_label(by_name[n]),
+                              help=f"Experiments found in {root} (set ${RUNS_ENV} to look elsewhere).")
+        st.caption(f"{len(experiments)} experiment(s) in `{root}`")
+    try:
+        return load_experiment(by_name[chosen].path)
+    except runs.RunFormatError as exc:  # deleted or replaced between the scan and the load
+        st.error(str(exc))
+        return None
+
+
+def no_experiment_help() -> None:
+    """What to run when there is nothing to show yet: the exact commands, from the repository root."""
+    root = runs_root()
+    out = "" if root.resolve() == (REPO / "runs").resolve() else f" --out {root}"
+    st.header("No experiment yet")
+    st.markdown(f"The app explores experiments written by `train.py` into `{root}`. "
+                f"To create one, run this in `{REPO}` (a few minutes on a CPU):")
+    st.code(DEMO_COMMAND + out, language="bash")
+    st.markdown("It trains the demo experiment on synthetic chest X-ray phantoms"
+                + ("" if out else " (`make demo` does the same)") + ". "
+                "For the real COVID-19 / Normal / Pneumonia X-rays (DenseNet121 and ResNet50):")
+    st.code(REAL_DATA_COMMAND + out, language="bash")
+    st.markdown("Then reload this page.")
+
+
+def app_chrome() -> runs.Experiment | None:
+    """Called by ``app.py`` on every run, before the page: picker + notice, drawn once."""
+    exp = sidebar_experiment_picker()
+    research_notice()
+    st.session_state[CHROME_KEY] = exp
+    return exp
+
+
+def page_setup(title: str) -> runs.Experiment | None:
+    """First call of every page: the chosen experiment.
+
+    Under ``app.py`` the router has already drawn the picker and notice this run, so the page only
+    reads its choice. Run on its own (``streamlit run app_pages/x.py``) the page draws them itself.
+    The flag is only ever set by ``app.py``, so a stand-alone page never skips its chrome.
+    """
+    if CHROME_KEY in st.session_state:
+        return st.session_state[CHROME_KEY]
+    st.set_page_config(page_title=f"covidviz · {title}", layout="wide")
+    exp = sidebar_experiment_picker()
+    research_notice()
+    return exp
+
+
+
+
+def run_page(title: str, render: Callable[[runs.Experiment], None]) -> None:
+    """The footer of every page script: the chosen experiment, then ``render(exp)`` or the help on
+    what to run when there is none yet."""
+    exp = page_setup(title)
+    if exp is None:
+        no_experiment_help()
+    else:
+        render(exp)

@@ -1,0 +1,18 @@
+"""Session-state keys shared between pages, defined once.
+
+Page-private keys stay in their page; these are the ones two places read or write.
+"""
+
+import streamlit as st
+
+EXPERIMENT_KEY = "experiment"      # the chosen experiment (its folder name), set by the sidebar picker
+CHROME_KEY = "_covidviz_chrome"    # set by app.py: a page must not draw the chrome a second time
+UPLOAD_KEY = "upload"              # the Diagnose page's last prediction (inference.Diagnosis.session_record)
+
+
+def upload_for(exp) -> dict | None:
+    """The Diagnose page's upload record if it belongs to ``exp`` (else None: another experiment's)."""
+    up = st.session_state.get(UPLOAD_KEY)
+    if not isinstance(up, dict) or up.get("experiment") not in (exp.name, exp.path.name, str(exp.path)):
+        return None
+    return up

@@ -1,0 +1,108 @@
+"""The app's look, defined once: palettes, chart font, names shown for backbones, splits and
+operating points, the research-use notice and small number formats. Streamlit-free.
+
+Every page and figure builder takes its colours and labels from here, so a class or a backbone has
+the same colour and name on every page and in the case report.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from covidviz.data.labels import MULTILABEL, LabelSpace
+
+NOTICE_TITLE = "For research and education only — not for clinical diagnosis."
+NOTICE = ("These models were trained on limited, possibly biased public data and have not been "
+          "validated for patient care. Do not use their outputs to diagnose, treat or triage anyone.")
+
+NO_FINDING = "No finding"           # display name of a multi-label image with no positive finding
+UNKNOWN = "unknown"                 # display name of a missing metadata value
+CHART_FONT = dict(size=14)
+MARGIN = dict(t=50, b=10, l=10, r=10)
+
+# Okabe-Ito (distinguishable with the common colour-vision deficiencies and in grayscale print), then
+# Tol's muted hues for 15-class problems; black last so it is the 16th colour, not the 8th.
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442")
+EXTRA_COLOURS = ("#882255", "#44AA99", "#999933", "#AA4499", "#332288", "#DDCC77", "#117733", "#88CCEE")
+PALETTE = OKABE_ITO + EXTRA_COLOURS + ("#000000",)
+NO_FINDING_COLOUR = "#8c8c8c"
+MISSING_COLOUR = "#BBBBBB"
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")  # a second cue besides colour
+SYMBOLS = ("circle", "diamond", "square", "triangle-up", "x", "star")
+
+ARCH_LABELS = {"densenet121": "DenseNet121", "resnet50": "ResNet50", "tinycnn": "Tiny CNN (test model)"}
+SPLIT_LABELS = {"train": "Train", "val": "Validation", "test": "Test"}
+
+# Operating points chosen on validation (analysis/thresholds.POINTS), as every page names them.
+OPERATING_POINTS = {
+    "youden": "Balanced (Youden's J)",
+    "high_sensitivity": "Rule-out (sensitivity ≥ 95 % on validation)",
+    "high_specificity": "Rule-in (specificity ≥ 95 % on validation)",
+}
+
+
+def colour(i: int) -> str:
+    """The i-th colour of the palette (wraps after 16)."""
+    return PALETTE[i % len(PALETTE)]
+
+
+def class_colours(classes) -> dict[str, str]:
+    """Class name -> colour, by position in ``classes``; "No finding" is always grey."""
+    out = {c: colour(i) for i, c in enumerate(c for c in classes if c != NO_FINDING)}
+    if NO_FINDING in classes:
+        out[NO_FINDING] = NO_FINDING_COLOUR
+    return out
+
+
+def arch_label(arch: str) -> str:
+    return ARCH_LABELS.get(arch, arch)
+
+
+def backbone_colours(archs) -> dict[str, str]:
+    """Display name -> colour, stable within an experiment so every chart agrees. ``archs``: the
+    experiment's backbones (or the experiment itself)."""
+    archs = getattr(archs, "backbones", archs)
+    return {arch_label(a): colour(i) for i, a in enumerate(archs)}
+
+
+def label_order(labels: LabelSpace) -> list[str]:
+    """The classes as tables list them: the label space's order, then "No finding" for multi-label."""
+    return list(labels.names) + ([NO_FINDING] if labels.task == MULTILABEL else [])
+
+
+def task_label(labels: LabelSpace) -> str:
+    if labels.task == MULTILABEL:
+        return "Multi-label (zero or more findings per image)"
+    return "Multi-class (exactly one label per image)"
+
+
+def format_seconds(seconds) -> str:
+    if seconds is None or not np.isfinite(seconds):
+        return "—"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def table_height(rows, max_rows: int = 25) -> int:
+    """Pixel height that shows every row (up to ``max_rows``) of a table (or a row count) without scrolling."""
+    n = len(rows) if hasattr(rows, "__len__") else int(rows)
+    return 35 * (min(n, max_rows) + 1) + 3
+
+
+def analyse_command(exp_path, repo) -> str:
+    """The command that analyses (or re-analyses) an experiment, relative to the repository when it
+    can be, so a user can paste it in the repository root."""
+    from pathlib import Path
+
+    path = Path(exp_path)
+    try:
+        shown = path.resolve().relative_to(Path(repo).resolve())
+    except ValueError:
+        shown = path
+    return f"python train.py analyze {shown}"
