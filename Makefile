@@ -4,14 +4,16 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8501
 
-.PHONY: venv demo app test test-slow test-data test-all bench clean-demo
+.PHONY: venv demo app test test-slow test-data test-all lint bench clean-demo
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# pyproject.toml is the one list of dependencies; the package is installed editable, so
+# `import covidviz` works from app_pages/, bench/, experiments/ and tests/ without sys.path edits.
+$(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
 ## Build the demo experiment (synthetic phantoms, DenseNet121 + ResNet50) unless it already exists.
@@ -23,7 +25,11 @@ demo: venv
 app: demo
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
-## The default suite: fast unit, AppTest, end-to-end and (if chromium is installed) browser tests.
+## ruff (pyflakes, pycodestyle, isort, bugbear, pyupgrade); settings in pyproject.toml.
+lint: venv
+	$(BIN)/ruff check .
+
+## The default suite: fast unit, view, AppTest, end-to-end and (if chromium is installed) browser tests.
 test: venv
 	$(BIN)/python -m pytest -q
 
@@ -37,8 +43,10 @@ test-data: venv
 
 test-all: test test-slow
 
+## Every benchmark in bench/, one after the other (tens of minutes on 2 cores; each prints its ratios).
+BENCHES := loader cam diagnose leak projection latent som_page
 bench: venv
-	$(BIN)/python bench/loader.py
+	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
 
 clean-demo:
 	rm -rf runs/demo

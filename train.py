@@ -81,7 +81,7 @@ def analyze_main(argv: list[str]) -> int:
     return 0
 
 
-def config_from_args(args) -> "RunConfig":
+def config_from_args(args) -> RunConfig:
     from covidviz.pipeline import DEMO_ARCHS, DEMO_DATA, RunConfig
     from covidviz.training import TrainConfig
 
@@ -124,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     from covidviz.data.imageio import ImageDecodeError
     from covidviz.data.splits import LeakageError
     from covidviz.models import WeightsUnavailable
-    from covidviz.pipeline import run_experiment
-
-    from covidviz.pipeline import default_name
+    from covidviz.pipeline import default_name, run_experiment
 
     cfg = config_from_args(args)
     if cfg.resume and not cfg.name:

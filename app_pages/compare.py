@@ -10,23 +10,15 @@ AUCs with confounding warnings, and the training curves. Runs under ``app.py`` o
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# `streamlit run app_pages/compare.py` puts only app_pages/ on sys.path; the library sits one level up.
-_REPO = str(Path(__file__).resolve().parents[1])
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-import streamlit as st  # noqa: E402
-from plotly.subplots import make_subplots  # noqa: E402
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
 
 from covidviz import runs, ui
-from covidviz.views import compare  # noqa: E402
-from covidviz.data.labels import MULTICLASS  # noqa: E402
+from covidviz.data.labels import MULTICLASS
+from covidviz.views import compare
 
 CHART_FONT = dict(size=14)
 MARGIN = dict(t=50, b=10, l=10, r=10)
@@ -441,38 +433,6 @@ def subgroups(exp, analysis, archs, cls, colours) -> None:
 
 # ---------------------------------------------------------------- training curves
 
-def training_curves(exp, archs, colours) -> None:
-    st.header("Training curves")
-    hist = {a: compare.history_frame(ui.history(exp, a)) for a in archs}
-    hist = {a: h for a, h in hist.items() if not h.empty and "epoch" in h}
-    if not hist:
-        st.info("No training history recorded.")
-        return
-    st.caption("Solid = training, dashed = validation loss; the diamond marks the kept (best-validation) epoch.")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss per epoch", "Validation AUC (macro) per epoch"))
-    for arch, h in hist.items():
-        n, colour = label(arch), colours[label(arch)]
-        for c, dash, what in (("train_loss", "solid", "training"), ("val_loss", "dash", "validation")):
-            if c in h:
-                fig.add_scatter(x=h["epoch"], y=h[c], mode="lines+markers", name=f"{n}, {what} loss",
-                                line=dict(color=colour, dash=dash), row=1, col=1)
-        if "val_auc" in h:
-            fig.add_scatter(x=h["epoch"], y=h["val_auc"], mode="lines+markers", name=f"{n}, validation AUC",
-                            line=dict(color=colour), row=1, col=2)
-            best = exp.backbone(arch).get("best_epoch")
-            hit = h[h["epoch"] == best]
-            if len(hit):
-                fig.add_scatter(x=hit["epoch"], y=hit["val_auc"], mode="markers", showlegend=False, row=1, col=2,
-                                marker=dict(symbol="diamond", size=14, color=colour, line=dict(color="white", width=1)),
-                                hovertemplate=f"{n}: kept epoch %{{x}}, AUC %{{y:.3f}}<extra></extra>")
-    fig.update_xaxes(title_text="Epoch", dtick=1 if max(len(h) for h in hist.values()) <= 20 else None)
-    fig.update_yaxes(title_text="Loss (cross-entropy)", row=1, col=1)
-    fig.update_yaxes(title_text="Validation AUC", row=1, col=2)
-    fig.update_layout(font=CHART_FONT, height=420, margin=dict(t=60, b=10, l=10, r=10),
-                      legend=dict(orientation="h", yanchor="top", y=-0.2, x=0))
-    st.plotly_chart(fig, width="stretch", key="cmp_training")
-
-
 # ---------------------------------------------------------------- page
 
 def not_analysed(exp, problem: str = "") -> None:
@@ -512,7 +472,7 @@ def render(exp) -> None:
     calibration(exp, analysis, archs, cls, colours)
     gallery(exp, analysis, archs, pair, cls, points)
     subgroups(exp, analysis, archs, cls, colours)
-    training_curves(exp, archs, colours)
+    ui.training_curves(exp, archs, key="cmp_training")
 
 
 experiment = ui.page_setup("Compare backbones")

@@ -11,22 +11,16 @@ Runs under ``app.py`` or on its own (``streamlit run app_pages/diagnose.py``).
 from __future__ import annotations
 
 import hashlib
-import sys
-from pathlib import Path
 
-_REPO = str(Path(__file__).resolve().parents[1])
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from covidviz import inference, ui  # noqa: E402
-from covidviz.views import diagnose as diagnose_view  # noqa: E402
-from covidviz.cam import COLORMAPS, METHOD_HELP, METHOD_NAMES, METHODS  # noqa: E402
-from covidviz.data.imageio import ImageDecodeError, decode_upload, read_image  # noqa: E402
+from covidviz import inference, ui
+from covidviz.cam import METHOD_HELP, METHOD_NAMES, METHODS
+from covidviz.data.imageio import ImageDecodeError, decode_upload, read_image
+from covidviz.views import diagnose as diagnose_view
 
 UPLOAD_TYPES = None  # accept any file: unknown types get our own clear message rather than a silent refusal
 SOURCE_UPLOAD, SOURCE_TEST = "Upload a file", "Pick a test image of this experiment"

@@ -10,20 +10,12 @@ Runs under ``app.py`` or on its own (``streamlit run app_pages/latent.py``).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# `streamlit run app_pages/latent.py` puts only app_pages/ on sys.path; the library sits one level up.
-_REPO = str(Path(__file__).resolve().parents[1])
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
+import numpy as np
+import pandas as pd
+import streamlit as st
 
 from covidviz import ui
-from covidviz.views import latent  # noqa: E402
+from covidviz.views import latent
 
 SEL = "latent_selection"        # selected images.parquet rows (list of int), shared by both maps
 SIGS = "latent_signatures"      # chart key -> signature of the selection last seen on it

@@ -8,20 +8,11 @@ training curves. Runs under ``app.py`` or on its own (``streamlit run app_pages/
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
 
-# `streamlit run app_pages/overview.py` puts only app_pages/ on sys.path; the library sits one level up.
-# (Checked first: under app.py this file runs on every rerun and must not grow sys.path.)
-_REPO = str(Path(__file__).resolve().parents[1])
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
-
-import pandas as pd  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from covidviz import ui  # noqa: E402
+from covidviz import ui
 
 CHART_FONT = dict(size=14)
 WIDE_INDEX = {"_index": st.column_config.Column(width="medium")}  # long finding names, e.g. Pleural_Thickening
@@ -205,66 +196,13 @@ def auc_chart(exp, aucs: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def training_curves(exp) -> None:
-    st.header("Training curves")
-    st.caption("Loss: lower is better; solid = training, dashed = validation. A validation loss that rises "
-               "while the training loss falls means over-fitting. The kept model is the best-validation "
-               "epoch (marked ◆).")
-    colours = ui.backbone_colours(exp)
-    hist = {arch: pd.DataFrame(ui.history(exp, arch)) for arch in exp.backbones}
-    hist = {a: h for a, h in hist.items() if not h.empty and "epoch" in h}
-    if not hist:
-        st.info("No training history recorded.")
-        return
-    if max(len(h) for h in hist.values()) == 1:
-        st.caption("Trained for a single epoch, so each curve is a single point.")
-    left, right = st.columns(2)
-    left.plotly_chart(loss_chart(hist, colours), width="stretch")
-    right.plotly_chart(val_auc_chart(exp, hist, colours), width="stretch")
-
-
-def _line_layout(fig: go.Figure, y_title: str, title: str, hist: dict) -> go.Figure:
-    fig.update_layout(title=title, xaxis_title="Epoch", yaxis_title=y_title, font=CHART_FONT, height=360,
-                      legend=dict(orientation="h", yanchor="top", y=-0.25), margin=dict(t=50, b=10, l=10, r=10))
-    if max(len(h) for h in hist.values()) <= 20:
-        fig.update_xaxes(dtick=1)  # whole epochs only; plotly would otherwise tick at 0.5
-    return fig
-
-
-def loss_chart(hist: dict, colours: dict) -> go.Figure:
-    fig = go.Figure()
-    for arch, h in hist.items():
-        name, colour = ui.arch_label(arch), colours[ui.arch_label(arch)]
-        for col, dash, what in (("train_loss", "solid", "training"), ("val_loss", "dash", "validation")):
-            if col in h:
-                fig.add_scatter(x=h["epoch"], y=h[col], name=f"{name}, {what}", mode="lines+markers",
-                                line=dict(color=colour, dash=dash))
-    return _line_layout(fig, "Loss", "Loss per epoch", hist)
-
-
-def val_auc_chart(exp, hist: dict, colours: dict) -> go.Figure:
-    fig = go.Figure()
-    for arch, h in hist.items():
-        name, colour = ui.arch_label(arch), colours[ui.arch_label(arch)]
-        if "val_auc" not in h:
-            continue
-        fig.add_scatter(x=h["epoch"], y=h["val_auc"], name=name, mode="lines+markers", line=dict(color=colour))
-        best = exp.backbone(arch).get("best_epoch")
-        hit = h[h["epoch"] == best]
-        if len(hit):
-            fig.add_scatter(x=hit["epoch"], y=hit["val_auc"], mode="markers", showlegend=False,
-                            marker=dict(symbol="diamond", size=14, color=colour, line=dict(color="white", width=1)),
-                            hovertemplate=f"{name}: best epoch %{{x}}, AUC %{{y:.3f}}<extra></extra>")
-    return _line_layout(fig, "Validation AUC (macro)", "Validation AUC per epoch", hist)
-
-
 def render(exp) -> None:
     identity(exp)
     init_warnings(exp)
     dataset_card(exp)
     sample_images(exp)
     model_card(exp)
-    training_curves(exp)
+    ui.training_curves(exp)
 
 
 experiment = ui.page_setup("Overview")

@@ -11,21 +11,15 @@ Runs under ``app.py`` or on its own (``streamlit run app_pages/som.py``).
 from __future__ import annotations
 
 import functools
-import sys
-from pathlib import Path
 
-_REPO = str(Path(__file__).resolve().parents[1])
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-import streamlit as st  # noqa: E402
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
 
 from covidviz import ui
-from covidviz.views import som as som_view  # noqa: E402
-from covidviz.data.labels import MULTILABEL  # noqa: E402
+from covidviz.data.labels import MULTILABEL
+from covidviz.views import som as som_view
 
 CHART_FONT = dict(size=14)
 SPLIT_CHOICES = {"All splits": None, "Training": ["train"], "Validation": ["val"], "Test": ["test"]}

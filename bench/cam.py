@@ -25,19 +25,15 @@ with ``--threads 1`` it is also the latency one core would see.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from covidviz.cam import METHODS, compute_cam, compute_cams  # noqa: E402
-from covidviz.data.preprocess import Preprocessing  # noqa: E402
-from covidviz.models import build_model, pick_device  # noqa: E402
-from covidviz.data.synthetic import render_phantom  # noqa: E402
+from covidviz.cam import METHODS, compute_cam, compute_cams
+from covidviz.data.preprocess import Preprocessing
+from covidviz.data.synthetic import render_phantom
+from covidviz.models import build_model, pick_device
 
 
 def _mid_layer(model, arch: str):

@@ -25,21 +25,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from covidviz import inference  # noqa: E402
-from covidviz.views import diagnose as diagnose_view  # noqa: E402
-from covidviz.data.labels import MULTICLASS, LabelSpace  # noqa: E402
-from covidviz.data.preprocess import Preprocessing  # noqa: E402
-from covidviz.models import Classifier  # noqa: E402
-from covidviz.runs.records import Analysis  # noqa: E402
+from covidviz import inference
+from covidviz.data.labels import MULTICLASS, LabelSpace
+from covidviz.data.preprocess import Preprocessing
+from covidviz.models import Classifier
+from covidviz.runs.records import Analysis
+from covidviz.views import diagnose as diagnose_view
 
 ARCHS = ("densenet121", "resnet50")
 

@@ -28,10 +28,8 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-from covidviz import runs  # noqa: E402
+from covidviz import runs
 
 NAMES = ["COVID-19", "Normal", "Pneumonia"]
 ARCHS = ("densenet121", "resnet50")

@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from diagnose import ARCHS, StandIn, film  # bench/diagnose.py
 
-import torch  # noqa: E402
-
-from covidviz import inference  # noqa: E402
-from covidviz.views import diagnose as diagnose_view  # noqa: E402
-from diagnose import ARCHS, StandIn, film  # noqa: E402  (bench/diagnose.py)
+from covidviz import inference
+from covidviz.views import diagnose as diagnose_view
 
 
 def rss_mb() -> float:

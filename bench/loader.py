@@ -18,7 +18,6 @@ machines are noisy, so only ratios from the same run mean anything).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,14 +26,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from covidviz.data.cache import build_cache  # noqa: E402
-from covidviz.data.imageio import read_image  # noqa: E402
-from covidviz.data.preprocess import Preprocessing  # noqa: E402
-from covidviz.models import build_model  # noqa: E402
-from covidviz.data.synthetic import render_phantom  # noqa: E402
-from covidviz.training import Batches  # noqa: E402
+from covidviz.data.cache import build_cache
+from covidviz.data.imageio import read_image
+from covidviz.data.preprocess import Preprocessing
+from covidviz.data.synthetic import render_phantom
+from covidviz.models import build_model
+from covidviz.training import Batches
 
 
 def main() -> None:

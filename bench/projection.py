@@ -31,16 +31,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from covidviz.analysis.projection import MapPlacer, fit_projections  # noqa: E402
-from covidviz.analysis.som import fit_som, som_place  # noqa: E402
+from covidviz.analysis.projection import MapPlacer, fit_projections
+from covidviz.analysis.som import fit_som, som_place
 
 BUDGET_S = 15 * 60
 

@@ -13,16 +13,14 @@ of the 2500-node map's reload to the default one's.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from tests.browser_support import chromium_page, streamlit_server  # noqa: E402
-from tests.test_browser_som import choose, make_big_experiment, open_page  # noqa: E402
+from tests.browser_support import chromium_page, streamlit_server
+from tests.test_browser_som import choose, make_big_experiment, open_page
 
 
 def measure(root: Path, log_dir: Path) -> dict:

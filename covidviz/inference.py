@@ -33,11 +33,9 @@ Backbones whose analysis artefacts are missing get empty coords/neighbours and N
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch

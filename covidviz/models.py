@@ -14,9 +14,9 @@ experiment folder (its backbone of the same architecture; the head is re-made fo
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

@@ -59,7 +59,7 @@ class RunConfig:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> "RunConfig":
+    def from_json(cls, d: dict) -> RunConfig:
         d = dict(d)
         d["train"] = TrainConfig(**d["train"])
         d["split_fractions"] = tuple(d["split_fractions"])

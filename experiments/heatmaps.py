@@ -18,12 +18,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from covidviz import runs  # noqa: E402
-from covidviz.cam import compute_cam, overlay  # noqa: E402
-from covidviz.data.imageio import read_image  # noqa: E402
-from covidviz.data.labels import split_labels  # noqa: E402
+from covidviz import runs
+from covidviz.cam import compute_cam, overlay
+from covidviz.data.imageio import read_image
+from covidviz.data.labels import split_labels
 
 TILE = 224
 

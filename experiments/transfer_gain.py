@@ -12,14 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from covidviz import runs  # noqa: E402
-from covidviz.analysis.metrics import compare_backbones  # noqa: E402
+from covidviz import runs
+from covidviz.analysis.metrics import compare_backbones
 
 
 def transfer_gain(pretrained: runs.Experiment, scratch: runs.Experiment, arch: str, n_boot: int = 1000) -> dict:

@@ -14,9 +14,9 @@ import pandas as pd
 import torch
 
 from covidviz import runs
-from covidviz.io import atomic_write_json
 from covidviz.data.labels import MULTICLASS, MULTILABEL
 from covidviz.data.table import make_table
+from covidviz.io import atomic_write_json
 
 MULTICLASS_NAMES = ["COVID-19", "Normal", "Pneumonia"]
 MULTILABEL_NAMES = ["Effusion", "Pneumonia", "Cardiomegaly"]

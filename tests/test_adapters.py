@@ -16,8 +16,16 @@ import pytest
 from PIL import Image
 
 from covidviz.data import adapters
-from covidviz.data.adapters import (KINDS, kermany_patient, load_dataset, load_datasets, map_ieee_finding,
-                                    parse_spec, parse_synthetic_options, read_nih_entries)
+from covidviz.data.adapters import (
+    KINDS,
+    kermany_patient,
+    load_dataset,
+    load_datasets,
+    map_ieee_finding,
+    parse_spec,
+    parse_synthetic_options,
+    read_nih_entries,
+)
 from covidviz.data.imageio import image_size
 from covidviz.data.labels import MULTICLASS, MULTILABEL
 from covidviz.data.table import COLUMNS

@@ -9,17 +9,42 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from covidviz.analysis.calibration import (apply_temperature, brier, calibrate, ece, ece_from, fit_temperature,
-                                           reliability_bins)
-from covidviz.analysis.metrics import (PatientBootstrap, auc_per_class, compare_backbones, delong_covariance,
-                                       delong_test, discrimination, downsample_curve, holm, macro_auc, pr_points,
-                                       rank_auc, roc_points, weighted_auc)
+from covidviz.analysis.calibration import (
+    apply_temperature,
+    brier,
+    calibrate,
+    ece,
+    ece_from,
+    fit_temperature,
+    reliability_bins,
+)
+from covidviz.analysis.metrics import (
+    PatientBootstrap,
+    auc_per_class,
+    compare_backbones,
+    delong_covariance,
+    delong_test,
+    discrimination,
+    downsample_curve,
+    holm,
+    macro_auc,
+    pr_points,
+    rank_auc,
+    roc_points,
+    weighted_auc,
+)
 from covidviz.analysis.report import analyse_predictions, format_summary, thumbnail_baseline
-from covidviz.io import to_json_ready
 from covidviz.analysis.subgroups import age_group, confounding, cramers_v, subgroup_aucs
-from covidviz.analysis.thresholds import (argmax_confusion, choose_thresholds, confusion_at, operating_points,
-                                          ppv_npv_at_prevalence, wilson_ci)
+from covidviz.analysis.thresholds import (
+    argmax_confusion,
+    choose_thresholds,
+    confusion_at,
+    operating_points,
+    ppv_npv_at_prevalence,
+    wilson_ci,
+)
 from covidviz.data.labels import LabelSpace
+from covidviz.io import to_json_ready
 
 NAMES3 = ("COVID-19", "Normal", "Pneumonia")
 

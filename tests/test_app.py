@@ -16,11 +16,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.app_fixtures import (AUCS, AUCS_MULTILABEL, expected_counts, make_broken_folders,
-                          make_fake_experiment)
-from covidviz import runs
-from covidviz import ui
+from covidviz import runs, ui
 from covidviz.io import atomic_write_json
+from tests.app_fixtures import AUCS, AUCS_MULTILABEL, expected_counts, make_broken_folders, make_fake_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -162,8 +160,13 @@ def test_overview_model_card_shows_the_test_aucs(runs_root):
     assert list(record.loc["Stopped early"]) == ["no", "yes"]
     assert list(record.loc["Initial weights"]) == ["Random (no pretraining)"] * 2
     assert list(record.loc["Training time"]) == ["1 min 23 s", "1 min 24 s"]
-    # AUC bar chart + loss curves + validation AUC curves
-    assert len(at.get("plotly_chart")) == 3
+    # AUC bar chart + one training-curves figure (loss panel, validation-AUC panel with the kept epoch)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2
+    curves = json.loads(charts[1].proto.spec)
+    names = {t.get("name") for t in curves["data"]}
+    assert {"DenseNet121, training loss", "ResNet50, validation AUC"} <= names
+    assert sum(t.get("marker", {}).get("symbol") == "diamond" for t in curves["data"]) == 2  # one kept epoch each
 
 
 def test_overview_shows_init_warning_and_skipped_images(runs_root):
@@ -231,7 +234,7 @@ def test_broken_folders_are_named_and_the_good_experiment_still_shows(runs_root)
     assert any(f"{runs_root / 'bad'}:" in w and "unreadable" in w for w in warnings)
     assert any(f"{runs_root / 'foreign'}:" in w and "not a covidviz experiment" in w for w in warnings)
     assert len(warnings) == 2
-    assert at.sidebar.selectbox[0].options == [f"good · 2026-11-25 19:00"]
+    assert at.sidebar.selectbox[0].options == ["good · 2026-11-25 19:00"]
     assert at.title[0].value == "Overview: good"
 
 
@@ -322,4 +325,4 @@ def test_overview_of_a_real_tiny_experiment(tmp_path, monkeypatch, request):
         macro = exp.backbone(arch)["metrics"]["test"]["macro_auc"]
         shown = aucs.loc["Macro average", ui.arch_label(arch)]
         assert (np.isnan(shown) if macro is None else shown == pytest.approx(macro))
-    assert len(at.get("plotly_chart")) == 3
+    assert len(at.get("plotly_chart")) == 2

@@ -7,8 +7,6 @@ Heatmaps button under a gallery thumbnail shows both backbones' CAM overlays. Sa
 
 from __future__ import annotations
 
-import pytest
-
 from covidviz.data.labels import MULTICLASS, MULTILABEL, NIH_FINDINGS
 from tests.browser_support import CHROMIUM_MARKS, SCREENSHOTS, chromium_page, streamlit_server
 from tests.test_compare_page import make_analysed

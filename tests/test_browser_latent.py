@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.latent import ARCHS, GALLERY_JS, RINGED_JS, SELECTED_COUNT_JS, DRAWN_JS, box_around, build_experiment, drag_box
+from bench.latent import (
+    ARCHS,
+    DRAWN_JS,
+    GALLERY_JS,
+    RINGED_JS,
+    SELECTED_COUNT_JS,
+    box_around,
+    build_experiment,
+    drag_box,
+)
 from covidviz import runs
 from tests.browser_support import CHROMIUM_MARKS, SCREENSHOTS, chromium_page, streamlit_server
 

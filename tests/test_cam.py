@@ -13,13 +13,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from covidviz.cam import (COLORMAPS, METHOD_NAMES, METHODS, colormap_lut, compute_cam, compute_cams,
-                          model_lock, overlay)
+from covidviz.cam import COLORMAPS, METHOD_NAMES, METHODS, colormap_lut, compute_cam, compute_cams, model_lock, overlay
+from covidviz.cam.localisation import (
+    box_to_mask,
+    deletion_auc,
+    deletion_curve,
+    energy_inside,
+    pointing_game,
+    random_heat,
+)
 from covidviz.data.preprocess import Preprocessing
-from covidviz.cam.localisation import (box_to_mask, deletion_auc, deletion_curve, energy_inside,
-                                   pointing_game, random_heat)
-from covidviz.models import build_model
 from covidviz.data.synthetic import render_phantom
+from covidviz.models import build_model
 
 SIZE = 64
 CLASSES = ("COVID-19", "Normal", "Pneumonia")

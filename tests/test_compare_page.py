@@ -18,11 +18,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from covidviz import runs, ui
-from covidviz.views import compare
 from covidviz.analysis.report import analyse_predictions
 from covidviz.data.labels import MULTICLASS, MULTILABEL, NIH_FINDINGS
-from covidviz.data.table import make_table
 from covidviz.data.synthetic import FINDINGS_MULTILABEL, render_phantom
+from covidviz.data.table import make_table
+from covidviz.views import compare
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = str(REPO / "app_pages" / "compare.py")

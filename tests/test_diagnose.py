@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 
 from covidviz import inference, runs
-from covidviz.views import diagnose as diagnose_view
 from covidviz.analysis.calibration import apply_temperature
-from covidviz.runs.records import Analysis
 from covidviz.cam import METHODS
 from covidviz.data.imageio import decode_bytes, decode_upload, read_image
+from covidviz.runs.records import Analysis
+from covidviz.views import diagnose as diagnose_view
 from tests.dicom_factory import make_dicom
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from covidviz import runs
 from covidviz.data.imageio import read_image

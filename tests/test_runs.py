@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from covidviz import runs
-from covidviz.io import atomic_write_json
 from covidviz.data.imageio import read_image
 from covidviz.data.splits import check_no_leakage
+from covidviz.io import atomic_write_json
 
 
 def test_round_trip_of_trained_experiment(tiny_experiment):

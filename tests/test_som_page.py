@@ -15,9 +15,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from covidviz import runs, ui
-from covidviz.views import som as som_view
 from covidviz.analysis.experiment import _som as write_som
 from covidviz.data.labels import MULTILABEL
+from covidviz.views import som as som_view
 from tests.app_fixtures import make_fake_experiment
 
 REPO = Path(__file__).resolve().parents[1]

@@ -30,9 +30,9 @@ from covidviz import runs
 from covidviz.analysis.projection import METHODS as PROJECTION_METHODS
 from covidviz.analysis.projection import MapPlacer, fit_projections
 from covidviz.analysis.report import analyse_predictions, format_summary, thumbnail_baseline
-from covidviz.io import to_json_ready
 from covidviz.analysis.som import fit_som
 from covidviz.data.labels import MULTICLASS, split_labels
+from covidviz.io import to_json_ready
 
 log = logging.getLogger(__name__)
 

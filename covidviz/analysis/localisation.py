@@ -17,10 +17,10 @@ import torch
 
 from covidviz import runs
 from covidviz.cam import METHODS, compute_cams
+from covidviz.cam.localisation import box_to_mask, deletion_auc, energy_inside, pointing_game, random_heat
 from covidviz.data.imageio import ImageDecodeError, read_image
 from covidviz.data.labels import split_labels
 from covidviz.data.preprocess import resize_square
-from covidviz.cam.localisation import box_to_mask, deletion_auc, energy_inside, pointing_game, random_heat
 
 BATCH = 16
 DELETION_IMAGES = 8

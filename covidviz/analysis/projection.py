@@ -329,7 +329,7 @@ class MapPlacer:
         self._sq = np.einsum("ij,ij->i", self._ref64, self._ref64)
 
     @classmethod
-    def from_projection(cls, result: dict, mask: np.ndarray | None = None, k: int = KNN_K) -> "MapPlacer":
+    def from_projection(cls, result: dict, mask: np.ndarray | None = None, k: int = KNN_K) -> MapPlacer:
         """Build from ``fit_projections``' result; ``mask`` (N,) bool picks the reference rows (e.g. train)."""
         rows = np.arange(len(result["pca50"])) if mask is None else np.flatnonzero(np.asarray(mask, bool))
         return cls(result["pca50"][rows], {m: c[rows] for m, c in result["coords"].items()},
@@ -382,7 +382,7 @@ class MapPlacer:
         return d
 
     @classmethod
-    def from_arrays(cls, d) -> "MapPlacer":
+    def from_arrays(cls, d) -> MapPlacer:
         methods = [str(m) for m in np.asarray(d["methods"]).reshape(-1)]
         reducer = {key: d[f"reducer_{key}"] for key in ("mean", "scale", "pca_mean", "components")}
         return cls(d["ref_pca"], {m: d[f"coords_{m}"] for m in methods}, reducer, index=d["index"],

@@ -67,8 +67,18 @@ from pathlib import Path
 import pandas as pd
 
 from covidviz.data.imageio import image_size
-from covidviz.data.labels import (COVID, MULTICLASS, MULTILABEL, NORMAL, PNEUMONIA, LabelSpace, canonical,
-                                  infer_label_space, join_labels, split_labels)
+from covidviz.data.labels import (
+    COVID,
+    MULTICLASS,
+    MULTILABEL,
+    NORMAL,
+    PNEUMONIA,
+    LabelSpace,
+    canonical,
+    infer_label_space,
+    join_labels,
+    split_labels,
+)
 from covidviz.data.table import concat_tables, make_table
 
 log = logging.getLogger(__name__)

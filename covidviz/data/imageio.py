@@ -58,7 +58,7 @@ def _decode_pil(data: bytes, name: str) -> np.ndarray:
     return _decode_pil_full(data, name).gray
 
 
-def _decode_pil_full(data: bytes, name: str) -> "DecodedImage":
+def _decode_pil_full(data: bytes, name: str) -> DecodedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -97,7 +97,7 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
     return _decode_dicom_full(data, name).gray
 
 
-def _decode_dicom_full(data: bytes, name: str) -> "DecodedImage":
+def _decode_dicom_full(data: bytes, name: str) -> DecodedImage:
     try:
         import pydicom
         try:

@@ -116,7 +116,7 @@ class LabelSpace:
         return {"names": list(self.names), "task": self.task}
 
     @classmethod
-    def from_json(cls, d: dict) -> "LabelSpace":
+    def from_json(cls, d: dict) -> LabelSpace:
         return cls(tuple(d["names"]), d["task"])
 
 

@@ -39,7 +39,7 @@ class Preprocessing:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> "Preprocessing":
+    def from_json(cls, d: dict) -> Preprocessing:
         return cls(int(d["image_size"]), int(d.get("channels", 3)), tuple(d["mean"]), tuple(d["std"]),
                    d.get("resize", cls.resize))
 

@@ -17,7 +17,15 @@ from covidviz.ui.chrome import (
     sidebar_experiment_picker,
 )
 from covidviz.ui.state import CHROME_KEY, EXPERIMENT_KEY, UPLOAD_KEY, upload_for
-from covidviz.ui.widgets import show_thumbnails
+from covidviz.ui.widgets import show_thumbnails, training_curves
+from covidviz.views.overview import (  # noqa: F401
+    auc_table,
+    label_split_counts,
+    leaked_patients,
+    patients_per_split,
+    source_confounding,
+    source_label_counts,
+)
 from covidviz.views.style import (  # noqa: F401  (transitional: pages move to views.style)
     ARCH_LABELS,
     NO_FINDING,
@@ -30,12 +38,4 @@ from covidviz.views.style import (  # noqa: F401  (transitional: pages move to v
     format_seconds,
     table_height,
     task_label,
-)
-from covidviz.views.overview import (  # noqa: F401
-    auc_table,
-    label_split_counts,
-    leaked_patients,
-    patients_per_split,
-    source_confounding,
-    source_label_counts,
 )

@@ -8,7 +8,8 @@ import numpy as np
 import streamlit as st
 
 from covidviz import runs
-from covidviz.ui.cache import thumbnails
+from covidviz.ui.cache import history, thumbnails
+from covidviz.views.training import CAPTION, history_frames, training_curves_figure
 
 
 def show_thumbnails(exp: runs.Experiment, rows: Sequence[int], captions: Sequence[str] | None = None,
@@ -20,3 +21,18 @@ def show_thumbnails(exp: runs.Experiment, rows: Sequence[int], captions: Sequenc
         st.caption("No images.")
         return
     st.image([np.asarray(thumbs[r]) for r in rows], caption=list(captions) if captions else None, width=width)
+
+
+def training_curves(exp: runs.Experiment, archs: Sequence[str] | None = None, key: str | None = None) -> None:
+    """The "Training curves" section (one figure, ``views.training``) for the given backbones."""
+    st.header("Training curves")
+    archs = list(archs or exp.backbones)
+    frames = history_frames({a: history(exp, a) for a in archs})
+    if not frames:
+        st.info("No training history recorded.")
+        return
+    st.caption(CAPTION)
+    if max(len(h) for h in frames.values()) == 1:
+        st.caption("Trained for a single epoch, so each curve is a single point.")
+    fig = training_curves_figure(frames, {a: exp.record(a).get("best_epoch") for a in archs}, list(exp.backbones))
+    st.plotly_chart(fig, width="stretch", key=key)

@@ -381,6 +381,3 @@ def baseline_auc(analysis: dict, cls: str) -> float | None:
 
 
 # ---------------------------------------------------------------- training curves
-
-def history_frame(history: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(history or [])
