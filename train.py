@@ -19,8 +19,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
 
-DATA_KINDS = "folder, csv, nih, covid-chestxray, synthetic"
+from covidviz.analysis.projection import METHODS as PROJECTIONS
+from covidviz.data.adapters import KINDS
+
+if TYPE_CHECKING:
+    from covidviz.pipeline import RunConfig
+
+DATA_KINDS = ", ".join(KINDS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="disable random affine/contrast augmentation")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-analysis", action="store_true", help="skip the analysis step (run it later with `analyze`)")
-    p.add_argument("--projections", nargs="+", default=["pca", "tsne", "umap"], choices=["pca", "tsne", "umap"],
+    p.add_argument("--projections", nargs="+", default=list(PROJECTIONS), choices=PROJECTIONS,
                    help="latent maps to fit in the analysis (umap's first fit compiles for ~30 s)")
     return p
 
@@ -62,7 +69,7 @@ def build_analyze_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="experiment folder, e.g. runs/demo")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
-    p.add_argument("--projections", nargs="+", default=["pca", "tsne", "umap"], choices=["pca", "tsne", "umap"])
+    p.add_argument("--projections", nargs="+", default=list(PROJECTIONS), choices=PROJECTIONS)
     p.add_argument("--no-localisation", action="store_true", help="skip CAM localisation scoring")
     return p
 
@@ -74,7 +81,7 @@ def analyze_main(argv: list[str]) -> int:
 
     try:
         analyse_experiment(args.experiment, seed=args.seed, n_boot=args.n_boot, projections=tuple(args.projections),
-                           localisation=not args.no_localisation)
+                           localisation=not args.no_localisation, say=print)
     except (RunFormatError, ValueError) as exc:
         print(f"train.py analyze: error: {exc}", file=sys.stderr)
         return 2
@@ -82,7 +89,7 @@ def analyze_main(argv: list[str]) -> int:
 
 
 def config_from_args(args) -> RunConfig:
-    from covidviz.pipeline import DEMO_ARCHS, DEMO_DATA, RunConfig
+    from covidviz.pipeline import DEMO_ARCHS, DEMO_DATA, RunConfig  # noqa: F811 (the TYPE_CHECKING name, at run time)
     from covidviz.training import TrainConfig
 
     if args.demo:
@@ -120,7 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["analyze"]:
         return analyze_main(argv[1:])
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from covidviz.data.imageio import ImageDecodeError
     from covidviz.data.splits import LeakageError
     from covidviz.models import WeightsUnavailable
@@ -134,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     cfg.name = cfg.name or default_name(cfg.data)
     try:
-        run_experiment(cfg)
+        run_experiment(cfg, say=print)
     except (FileNotFoundError, FileExistsError, ValueError, WeightsUnavailable, ImageDecodeError, LeakageError) as exc:
         print(f"train.py: error: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch
 import covidviz
 from covidviz import runs
 from covidviz.analysis.metrics import auc_per_class, macro_auc
+from covidviz.analysis.projection import METHODS as PROJECTION_METHODS
 from covidviz.data.adapters import load_datasets
 from covidviz.data.cache import build_cache, default_cache_dir
 from covidviz.data.labels import LabelSpace
@@ -49,7 +51,7 @@ class RunConfig:
     resume: bool = False
     overwrite: bool = False
     analysis: bool = True
-    projections: tuple[str, ...] = ("pca", "tsne", "umap")
+    projections: tuple[str, ...] = PROJECTION_METHODS
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_json(self) -> dict:
@@ -132,8 +134,11 @@ def _split_card(cfg: RunConfig, table: pd.DataFrame) -> dict:
     }
 
 
-def run_experiment(cfg: RunConfig) -> Path | None:
-    """Train every backbone of ``cfg`` on one split; return the published folder (rank 0)."""
+def run_experiment(cfg: RunConfig, say: Callable[[str], None] | None = None) -> Path | None:
+    """Train every backbone of ``cfg`` on one split; return the published folder (rank 0).
+
+    Progress lines and summaries go to ``say`` (the CLI passes ``print``); by default they are logged."""
+    say = say or log.info
     dist = dist_info()
     device = pick_device(cfg.device)
     if dist.world > 1 and device.type == "cuda":
@@ -180,7 +185,7 @@ def run_experiment(cfg: RunConfig) -> Path | None:
     for arch in cfg.archs:
         if runs.partial_backbone_done(cfg.out, name, arch):
             if dist.main:
-                print(f"[{arch}] already finished in the partial run; skipping")
+                say(f"[{arch}] already finished in the partial run; skipping")
             continue
         torch.manual_seed(cfg.train.seed)
         model, init = build_model(arch, labels.num_classes, runs.pretrained_state(cfg.weights, arch))
@@ -205,17 +210,17 @@ def run_experiment(cfg: RunConfig) -> Path | None:
             "metrics": metrics,
         }
         writer.write_manifest(m)
-        _print_summary(arch, metrics["test"], res)
+        say(_summary_line(arch, metrics["test"], res))
     _barrier(dist)
     if not dist.main:
         return None
     if cfg.analysis:
         from covidviz.analysis.experiment import analyse_experiment
 
-        print("analysing: metrics with CIs, calibration, maps, SOM, CAM localisation ...")
-        analyse_experiment(writer.workdir, seed=cfg.train.seed, projections=cfg.projections)
+        say("analysing: metrics with CIs, calibration, maps, SOM, CAM localisation ...")
+        analyse_experiment(writer.workdir, seed=cfg.train.seed, projections=cfg.projections, say=say)
     final = writer.commit()
-    print(f"experiment written to {final}")
+    say(f"experiment written to {final}")
     return final
 
 
@@ -224,8 +229,8 @@ def _split_metrics(onehot: np.ndarray, probs: np.ndarray, labels: LabelSpace) ->
     return {"auc": per_class, "macro_auc": macro_auc(per_class), "n": int(len(onehot))}
 
 
-def _print_summary(arch: str, test: dict, res) -> None:
+def _summary_line(arch: str, test: dict, res) -> str:
     macro = test["macro_auc"]
     parts = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in test["auc"].items())
-    print(f"[{arch}] best epoch {res.best_epoch}/{res.epochs_trained}; test AUC macro "
-          f"{macro:.3f} ({parts})" if macro is not None else f"[{arch}] test AUC n/a")
+    return (f"[{arch}] best epoch {res.best_epoch}/{res.epochs_trained}; test AUC macro "
+            f"{macro:.3f} ({parts})" if macro is not None else f"[{arch}] test AUC n/a")

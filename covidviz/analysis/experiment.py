@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +92,11 @@ def _som(exp: runs.Experiment, arch: str, onehot, probs, train_mask, seed) -> di
 
 def analyse_experiment(path: str | Path, *, seed: int = 0, n_boot: int = 1000, projections=PROJECTION_METHODS,
                        localisation: bool = True, max_localisation_images: int = 120,
-                       print_summary: bool = True) -> dict:
-    """Compute and store the analysis of the experiment at ``path``; returns the metrics report."""
+                       say: Callable[[str], None] | None = None) -> dict:
+    """Compute and store the analysis of the experiment at ``path``; returns the metrics report.
+
+    The summary tables go to ``say`` (the CLI passes ``print``); by default they are logged."""
+    say = say or log.info
     t0 = time.time()
     exp = runs.read_experiment(path)
     images, labels = exp.images(), exp.labels
@@ -130,13 +134,12 @@ def analyse_experiment(path: str | Path, *, seed: int = 0, n_boot: int = 1000, p
         "seconds": round(time.time() - t0, 1), "seed": seed, "n_boot": n_boot,
         "projections": list(projections), "backbones": to_json_ready(per_backbone),
         "task": MULTICLASS if labels.task == MULTICLASS else labels.task})
-    if print_summary:
-        print(format_summary(report, labels))
-        for arch, rec in per_backbone.items():
-            q = rec["projections"]["quality"]
-            maps = ", ".join(f"{m} trust {q[m]['trustworthiness']:.2f}" for m in rec["projections"]["methods"] if m in q)
-            som = rec["som"]
-            loc = rec.get("localisation")
-            print(f"[{arch}] maps: {maps}; SOM {som['grid'][0]}x{som['grid'][1]} QE {som['quantization_error']:.3f} "
-                  f"TE {som['topographic_error']:.3f}" + (f"; CAM pointing game {loc}" if loc else ""))
+    say(format_summary(report, labels))
+    for arch, rec in per_backbone.items():
+        q = rec["projections"]["quality"]
+        maps = ", ".join(f"{m} trust {q[m]['trustworthiness']:.2f}" for m in rec["projections"]["methods"] if m in q)
+        som = rec["som"]
+        loc = rec.get("localisation")
+        say(f"[{arch}] maps: {maps}; SOM {som['grid'][0]}x{som['grid'][1]} QE {som['quantization_error']:.3f} "
+            f"TE {som['topographic_error']:.3f}" + (f"; CAM pointing game {loc}" if loc else ""))
     return report

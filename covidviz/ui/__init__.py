@@ -1,8 +1,9 @@
-"""The only library code importing streamlit: cached loaders (``cache``), the chrome (``chrome``),
-session keys (``state``) and shared widgets (``widgets``). Pages use ``from covidviz import ui``."""
+"""The only library code importing streamlit: cached loaders (``cache`` and one ``<page>_cache`` per
+page), the chrome (``chrome``), session keys (``state``) and shared widgets (``widgets``).
+Pages use ``from covidviz import ui``; this module only re-exports."""
 
-from covidviz.ui.cache import *  # noqa: F403
-from covidviz.ui.cache import _compare_analysis, _experiment, _model, _stamp, _thumbnails  # noqa: F401
+from covidviz.ui.cache import *
+from covidviz.ui.cache import _experiment, _model, _stamp, _thumbnails
 from covidviz.ui.chrome import (
     DEMO_COMMAND,
     REAL_DATA_COMMAND,
@@ -16,6 +17,11 @@ from covidviz.ui.chrome import (
     runs_root,
     sidebar_experiment_picker,
 )
+from covidviz.ui.compare_cache import *
+from covidviz.ui.compare_cache import _compare_analysis
+from covidviz.ui.diagnose_cache import *
+from covidviz.ui.latent_cache import *
+from covidviz.ui.som_cache import *
 from covidviz.ui.state import CHROME_KEY, EXPERIMENT_KEY, UPLOAD_KEY, upload_for
 from covidviz.ui.widgets import show_thumbnails, training_curves
 from covidviz.views.overview import (  # noqa: F401

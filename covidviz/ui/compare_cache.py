@@ -1,0 +1,63 @@
+"""Cached loaders of the Compare backbones page (shared by every session; keyed like ``ui.cache``)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from covidviz import runs
+from covidviz.cam import OVERLAY_ALPHA, compute_cam, overlay
+from covidviz.data.imageio import ImageDecodeError, read_image
+from covidviz.ui.cache import _experiment, _model, _stamp
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _compare_analysis(path: str, stamp: int):
+    from covidviz.views import compare
+
+    return compare.load_analysis(_experiment(path, stamp))
+
+
+def compare_analysis(exp: runs.Experiment) -> dict | None:
+    """analysis.json of an experiment (None when not analysed yet); a private copy."""
+    return _compare_analysis(str(exp.path), _stamp(exp.path))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _compare_test(path: str, stamp: int):
+    from covidviz.views import compare
+
+    exp = _experiment(path, stamp)
+    probs = {a: exp.probabilities(a) for a in exp.backbones}
+    onehot, test_probs, rows = compare.test_arrays(exp.images(), exp.labels, probs)
+    for arr in (onehot, rows, *test_probs.values()):
+        arr.setflags(write=False)
+    return onehot, test_probs, rows
+
+
+def compare_test(exp: runs.Experiment):
+    """(test one-hot, arch -> test probabilities, images.parquet rows of the test images): shared, read-only."""
+    return _compare_test(str(exp.path), _stamp(exp.path))
+
+
+@st.cache_data(show_spinner="Computing heatmaps…", max_entries=64)
+def _compare_heatmap(path: str, stamp: int, arch: str, row: int, cls_idx: int | None):
+    """(CAM overlay RGB uint8 or None, explained class index or None, message)."""
+    exp = _experiment(path, stamp)
+    image_path = str(exp.images().iloc[row]["path"])
+    try:
+        gray = read_image(image_path)
+    except (ImageDecodeError, OSError, ValueError) as exc:
+        return None, None, f"The original image cannot be read ({exc})."
+    pre = exp.preprocessing
+    res = compute_cam(_model(path, stamp, arch), pre.to_tensor(pre.to_model_pixels(gray)),
+                      None if cls_idx is None else int(cls_idx), method="cam")
+    flat = "" if float(res.raw[0].max()) > 0 else "The map is flat: no positive evidence for this class anywhere."
+    return overlay(gray, res.normalised[0], alpha=OVERLAY_ALPHA), int(res.class_idx[0]), flat
+
+
+def compare_heatmap(exp: runs.Experiment, arch: str, row: int, cls_idx: int | None):
+    """(overlay RGB or None, explained class, message) of one image (images.parquet row) for class
+    ``cls_idx`` (None: the backbone's top class); message says why there is no map, or that it is flat."""
+    return _compare_heatmap(str(exp.path), _stamp(exp.path), arch, int(row), cls_idx)
+
+

@@ -1,0 +1,41 @@
+"""Cached loaders of the Self-organizing map page (shared by every session; keyed like ``ui.cache``)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from covidviz import runs
+from covidviz.ui.cache import _experiment, _stamp, _thumbnails
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _som(path: str, stamp: int, arch: str) -> dict | None:
+    exp = _experiment(path, stamp)
+    if not (exp.has_artifact(runs.SOM, arch) and exp.has_artifact(runs.SOM_INFO, arch)):
+        return None
+    arrays = exp.load_arrays(runs.SOM, arch)
+    arrays.pop("weights", None)  # the page never needs them; keeps the cached copy small
+    return {"arrays": arrays, "info": exp.load_json(runs.SOM_INFO, arch)}
+
+
+def som_result(exp: runs.Experiment, arch: str) -> dict | None:
+    """``{"arrays": som.npz without weights, "info": som.json}`` of a backbone, or None if not analysed."""
+    return _som(str(exp.path), _stamp(exp.path), arch)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _som_mosaic(path: str, stamp: int, arch: str) -> str | None:
+    from covidviz.views.som import prototype_mosaic
+
+    som = _som(path, stamp, arch)
+    if som is None:
+        return None
+    a = som["arrays"]
+    return prototype_mosaic(a["hex_xy"], _thumbnails(path, stamp), a["prototype"])
+
+
+def som_mosaic(exp: runs.Experiment, arch: str) -> str | None:
+    """Data-URI PNG of every node's prototype thumbnail at its hexagon (cached per experiment)."""
+    return _som_mosaic(str(exp.path), _stamp(exp.path), arch)
+
+
