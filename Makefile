@@ -46,7 +46,7 @@ test-all: test test-slow
 ## Every benchmark in bench/, one after the other (tens of minutes on 2 cores; each prints its ratios).
 BENCHES := loader cam diagnose leak projection latent som_page
 bench: venv
-	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
+	@for b in $(BENCHES); do echo "== python -m bench.$$b"; $(BIN)/python -m bench.$$b || exit 1; done
 
 clean-demo:
 	rm -rf runs/demo

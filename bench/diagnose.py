@@ -18,7 +18,7 @@ Prints median milliseconds and the median per-round ratio to ``bare`` (targets: 
 The clock is process CPU time by default (``--clock cpu``), so other jobs on a shared 2-core machine
 stretch wall time but not the ratios.
 
-    python bench/diagnose.py [--size 224] [--repeats 5] [--threads N] [--clock cpu|wall]
+    python -m bench.diagnose [--size 224] [--repeats 5] [--threads N] [--clock cpu|wall]
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class StandIn:
 def film(side: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:side, 0:side] / side
-    lungs = np.exp(-(((x - 0.32) / 0.14) ** 2 + ((y - 0.5) / 0.3) ** 2)) + np.exp(-(((x - 0.68) / 0.14) ** 2 + ((y - 0.5) / 0.3) ** 2))
+    lungs = sum(np.exp(-(((x - cx) / 0.14) ** 2 + ((y - 0.5) / 0.3) ** 2)) for cx in (0.32, 0.68))
     img = 200 - 120 * lungs + rng.normal(0, 10, (side, side))
     return np.clip(img, 0, 255).astype(np.uint8)
 

@@ -11,7 +11,7 @@ coordinates and quality numbers). Then serves ``app_pages/latent.py`` and measur
    the selection ringed (the thumbnails wait for the browser's main thread, which the two 100k-point
    map redraws occupy).
 
-    .venv/bin/python bench/latent.py [--n 100000] [--select 1000] [--keep DIR]
+    python -m bench.latent [--n 100000] [--select 1000] [--keep DIR]
 
 Prints the figures (seconds) and the sizes involved.
 """
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
-
 from covidviz import runs
+
+REPO = Path(__file__).resolve().parents[1]
 
 NAMES = ["COVID-19", "Normal", "Pneumonia"]
 ARCHS = ("densenet121", "resnet50")

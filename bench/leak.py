@@ -7,7 +7,7 @@ Grad-CAM for both backbones, an overlay PNG per backbone and, every 10th, a heat
 and a case report: what a long-running app session does. Prints the process's resident set size
 (VmRSS) after a warm-up and every ``--every`` predictions, and the growth from warm-up to the end.
 
-    python bench/leak.py [--n 300] [--size 128] [--warmup 20] [--threads N]
+    python -m bench.leak [--n 300] [--size 128] [--warmup 20] [--threads N]
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import gc
 from pathlib import Path
 
 import torch
-from diagnose import ARCHS, StandIn, film  # bench/diagnose.py
 
+from bench.diagnose import ARCHS, StandIn, film
 from covidviz import inference
 from covidviz.views import diagnose as diagnose_view
 

@@ -12,7 +12,7 @@ one run, on this machine:
 and prints images/second and the ratios, which are what to compare across machines (these 2-core
 machines are noisy, so only ratios from the same run mean anything).
 
-    python bench/loader.py [--n 96] [--size 224] [--arch densenet121]
+    python -m bench.loader [--n 96] [--size 224] [--arch densenet121]
 """
 
 from __future__ import annotations

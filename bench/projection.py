@@ -24,7 +24,7 @@ The budget: the whole analysis of 100k images in at most 15 minutes on 2 cores. 
 - Quality: trustworthiness and kNN agreement on a 2000-point sample (neighbours searched among all
   N points), so it stays in seconds at any N.
 
-    python bench/projection.py [--sizes 1000 10000 100000] [--tsne-jobs 2] [--skip-umap]
+    python -m bench.projection [--sizes 1000 10000 100000] [--tsne-jobs 2] [--skip-umap]
 """
 
 from __future__ import annotations

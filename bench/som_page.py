@@ -1,6 +1,6 @@
 """How long the SOM page takes to show its maps in headless chromium, for a 10,000-image experiment.
 
-    .venv/bin/python bench/som_page.py [--n 10000] [--big-grid 50 50]
+    python -m bench.som_page [--n 10000] [--big-grid 50 50]
 
 Builds (in a temp folder) a fake experiment with two backbones through ``runs.ExperimentWriter`` and
 the analysis step's SOM writer on clustered random features: once with the default grid (about
@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 from tests.browser_support import chromium_page, streamlit_server
 from tests.test_browser_som import choose, make_big_experiment, open_page
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def measure(root: Path, log_dir: Path) -> dict:

@@ -130,7 +130,6 @@ def ece_from(conf, correct, n_bins: int = N_BINS) -> float | None:
     if conf.size == 0:
         return None
     b = _bin_index(conf, n_bins)
-    cnt = np.bincount(b, minlength=n_bins)
     gap = np.abs(np.bincount(b, weights=conf, minlength=n_bins) - np.bincount(b, weights=correct, minlength=n_bins))
     return _f(gap.sum() / conf.size)  # sum_b |sum conf - sum acc| / N == sum_b n_b/N |mean gap|
 

@@ -227,7 +227,7 @@ def pd_factorize(values) -> tuple[np.ndarray, np.ndarray]:
     ser = pd.Series(list(values), dtype=object)
     missing = ser.isna() | (ser.astype(str) == "")
     if missing.any():  # an image without a patient id is its own patient
-        ser = ser.astype(str).where(~missing, ["\0img%d" % i for i in range(len(ser))])
+        ser = ser.astype(str).where(~missing, [f"\0img{i}" for i in range(len(ser))])
     codes, uniq = pd.factorize(ser.astype(str), sort=True)
     return codes.astype(np.int64), np.asarray(uniq)
 

@@ -104,8 +104,8 @@ def _decode_dicom_full(data: bytes, name: str) -> DecodedImage:
             from pydicom.pixels import apply_modality_lut, apply_voi_lut
         except ImportError:  # pydicom < 3
             from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
-    except ImportError:  # pragma: no cover - pydicom is a hard requirement
-        raise ImageDecodeError("reading DICOM needs pydicom (pip install pydicom)")
+    except ImportError as exc:  # pragma: no cover - pydicom is a hard requirement
+        raise ImageDecodeError("reading DICOM needs pydicom (pip install pydicom)") from exc
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception as exc:

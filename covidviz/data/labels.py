@@ -135,7 +135,7 @@ def infer_label_space(per_dataset: list[tuple[str, list[list[str]]]]) -> LabelSp
     multi-label space in which normal images are the empty set.
     """
     tasks = {task for task, _ in per_dataset}
-    class_sets = [frozenset(l for labs in labels for l in labs) for _, labels in per_dataset]
+    class_sets = [frozenset(lab for labs in labels for lab in labs) for _, labels in per_dataset]
     if tasks == {MULTICLASS} and len(set(class_sets)) == 1:
         names = sorted(class_sets[0], key=lambda n: (n != COVID, n != NORMAL, n))
         return LabelSpace(tuple(names), MULTICLASS)

@@ -13,10 +13,10 @@ Rules of ``make_split``:
   folder is folded into train by the adapter for the same reason.
 - Patients with no given split are allocated over all three splits by ``fractions``.
 - Stratification: each patient is a vector of image counts per class (multi-label: per finding,
-  plus a "no finding" column) and, when the table mixes sources, per source. Allocation first makes sure every split gets at least one patient of
-  every class when there are enough patients of that class (rarest class first; priority train,
-  then test, then val), then places the remaining patients greedily, largest first (seeded order
-  among equals), into the split whose per-class and total deficit it reduces most. This is a form
+  plus a "no finding" column) and, when the table mixes sources, per source. Allocation first
+  makes sure every split gets at least one patient of every class when there are enough patients
+  of that class (rarest class first; priority train, then test, then val), then places the
+  remaining patients greedily, largest first (seeded order among equals), into the split whose per-class and total deficit it reduces most. This is a form
   of iterative stratification; it keeps rare multi-label findings spread over the splits.
 
 Why not sklearn's ``StratifiedGroupKFold``: it gives k equal folds (1/k each) and one label per

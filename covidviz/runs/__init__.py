@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +35,9 @@ import numpy as np
 import pandas as pd
 
 from covidviz.data.labels import LabelSpace
-from covidviz.runs.records import Analysis, Localisation, ManifestBackbone
-from covidviz.io import atomic_save_npy, atomic_save_npz, atomic_torch_save, atomic_write_json
 from covidviz.data.preprocess import Preprocessing
+from covidviz.io import atomic_save_npy, atomic_save_npz, atomic_torch_save, atomic_write_json
+from covidviz.runs.records import Analysis, Localisation, ManifestBackbone
 
 SCHEMA_VERSION = 1
 FORMAT_NAME = "covidviz-experiment"
