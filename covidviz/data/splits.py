@@ -17,7 +17,8 @@ Rules of ``make_split``:
   makes sure every split gets at least one patient of every class when there are enough patients
   of that class (rarest class first; priority train, then test, then val), then places the
   remaining patients greedily, largest first (seeded order among equals), into the split whose
-  per-class and total deficit it reduces most. This is a form of iterative stratification; it keeps rare multi-label findings spread over the splits.
+  per-class and total deficit it reduces most. This is a form of iterative stratification; it
+  keeps rare multi-label findings spread over the splits.
 
 Why not sklearn's ``StratifiedGroupKFold``: it gives k equal folds (1/k each) and one label per
 sample, so it cannot honour 70/15/15, pre-assigned given splits, multi-label findings, or the "every
