@@ -8,15 +8,16 @@ import streamlit as st
 
 from covidviz import ui
 
-st.set_page_config(page_title="covidviz", page_icon=":material/pulmonology:", layout="wide")
+st.set_page_config(page_title="covidviz", page_icon=ui.FAVICON, layout="wide")
 
-# One line per page: later pages (diagnose, compare, latent space, SOM) are appended here.
+# One line per page; the glossary's url_path is what covidviz.views.glossary links to.
 PAGES = [
     st.Page("app_pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
     st.Page("app_pages/diagnose.py", title="Diagnose", icon=":material/stethoscope:"),
     st.Page("app_pages/compare.py", title="Compare backbones", icon=":material/compare_arrows:"),
     st.Page("app_pages/latent.py", title="Latent space", icon=":material/scatter_plot:"),
     st.Page("app_pages/som.py", title="Self-organizing map", icon=":material/hexagon:"),
+    st.Page("app_pages/glossary.py", title="Glossary", icon=":material/menu_book:", url_path="glossary"),
 ]
 
 page = st.navigation(PAGES)

@@ -6,6 +6,7 @@ from covidviz.ui.cache import *
 from covidviz.ui.cache import _experiment, _model, _stamp, _thumbnails
 from covidviz.ui.chrome import (
     DEMO_COMMAND,
+    FAVICON,
     REAL_DATA_COMMAND,
     REPO,
     RUNS_ENV,

@@ -15,6 +15,8 @@ from covidviz.ui.state import CHROME_KEY, EXPERIMENT_KEY
 from covidviz.views.style import NOTICE, NOTICE_TITLE
 
 REPO = Path(__file__).resolve().parents[2]
+# A local favicon: a Material icon would be fetched from a font CDN, which fails offline (hospital networks).
+FAVICON = str(REPO / "assets" / "favicon.png")
 RUNS_ENV = "COVIDVIZ_RUNS"
 DEMO_COMMAND = "python train.py --demo"
 REAL_DATA_COMMAND = "python train.py --data csv:../shared/data/covid3 --arch densenet121 resnet50 --epochs 1"
@@ -97,7 +99,7 @@ def page_setup(title: str) -> runs.Experiment | None:
     """
     if CHROME_KEY in st.session_state:
         return st.session_state[CHROME_KEY]
-    st.set_page_config(page_title=f"covidviz · {title}", layout="wide")
+    st.set_page_config(page_title=f"covidviz · {title}", page_icon=FAVICON, layout="wide")
     exp = sidebar_experiment_picker()
     research_notice()
     return exp
@@ -105,11 +107,11 @@ def page_setup(title: str) -> runs.Experiment | None:
 
 
 
-def run_page(title: str, render: Callable[[runs.Experiment], None]) -> None:
+def run_page(title: str, render: Callable[[runs.Experiment | None], None], needs_experiment: bool = True) -> None:
     """The footer of every page script: the chosen experiment, then ``render(exp)`` or the help on
-    what to run when there is none yet."""
+    what to run when there is none yet (pages that need no experiment, e.g. the glossary, always render)."""
     exp = page_setup(title)
-    if exp is None:
+    if exp is None and needs_experiment:
         no_experiment_help()
     else:
         render(exp)

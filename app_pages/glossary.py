@@ -1,0 +1,31 @@
+"""Glossary page: every statistic and map the app shows, in plain words, with how to read it.
+
+Captions on the other pages link here (``covidviz.views.glossary.link``); each term has an anchor.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from covidviz import ui
+from covidviz.views import glossary
+
+
+def render(_exp) -> None:
+    st.title("Glossary")
+    st.caption("What each number and picture in this app means, and how to read it. "
+               "Terms are grouped by the page where you meet them most.")
+    search = st.text_input("Find a term", key="glossary_search", placeholder="e.g. PPV, U-matrix, Youden")
+    needle = search.strip().lower()
+    for group in glossary.GROUPS:
+        found = [e for e in glossary.entries(group)
+                 if not needle or needle in e.term.lower() or needle in e.what.lower()]
+        if not found:
+            continue
+        st.header(group, divider="gray")
+        for e in found:
+            st.subheader(e.term, anchor=glossary.slug(e.term))
+            st.markdown(f"{e.what}  \n**How to read it:** {e.read}")
+
+
+ui.run_page("Glossary", render, needs_experiment=False)
