@@ -46,10 +46,12 @@ from covidviz.analysis.projection import MapPlacer
 from covidviz.analysis.som import som_place
 from covidviz.cam import METHODS, CamResult, compute_cams, model_lock
 from covidviz.models import probabilities
+from covidviz.runs.records import OperatingPoint, Rate
 
 OOD_PERCENTILE = 99.0         # warn when the upload is farther from the training images than 99 % of them
 K_SIMILAR = 8
 FIXED_SCALE_IMAGES = 16
+TEST_RATES = ("sensitivity", "specificity", "ppv", "npv")  # what a call's threshold achieved on test
 
 
 @dataclass
@@ -60,7 +62,7 @@ class BackboneResult:
     probs: np.ndarray              # (C,) temperature-calibrated probabilities (what the page shows)
     features: np.ndarray           # (D,) pooled features
     top: int                       # index of the highest probability
-    calls: list[dict]              # per class: name, prob, raw_prob, threshold, positive, test rates
+    calls: list[dict]              # per class: class, prob, raw_prob, threshold, positive, test (TEST_RATES -> Rate), val
     cams: dict[str, CamResult]     # method -> maps for the top class (1 image)
     coords: dict[str, list[float]] = field(default_factory=dict)
     neighbors: list[int] = field(default_factory=list)
@@ -157,7 +159,7 @@ class Predictor:
     def temperature(self, arch: str):
         return self.analysis.backbone(arch).temperature if self.analysis else None
 
-    def operating_point(self, arch: str, cls: str, point: str = "youden") -> dict | None:
+    def operating_point(self, arch: str, cls: str, point: str = "youden") -> OperatingPoint | None:
         """The validation-chosen operating point of one class (``runs.records.OperatingPoint``), or None."""
         if not self.analysis:
             return None
@@ -222,10 +224,9 @@ class Predictor:
         for j, cls in enumerate(self.names):
             op = self.operating_point(arch, cls, point)
             thr = None if op is None else float(op.threshold)
-            test = op.test if op is not None else {}
             calls.append({"class": cls, "prob": float(probs[j]), "raw_prob": float(raw[j]), "threshold": thr,
                           "positive": None if thr is None else bool(raw[j] >= thr),
-                          "test": {k: test.get(k) for k in ("sensitivity", "specificity", "ppv", "npv", "n")},
+                          "test": {k: (op.rate(k) if op is not None else Rate(None)) for k in TEST_RATES},
                           "val": None if op is None else {"sensitivity": op.val_sensitivity,
                                                           "specificity": op.val_specificity}})
         return calls

@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from covidviz import runs, ui
 from covidviz.io import atomic_write_json
+from covidviz.views.style import NOTICE, arch_label
 from tests.app_fixtures import AUCS, AUCS_MULTILABEL, expected_counts, make_broken_folders, make_fake_experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def run_app(script: str = APP) -> AppTest:
 
 
 def notices(at: AppTest) -> list:
-    return [i for i in at.info if ui.NOTICE in i.value]
+    return [i for i in at.info if NOTICE in i.value]
 
 
 def metric(at: AppTest, label: str) -> str:
@@ -220,8 +221,28 @@ def test_source_confounding_is_called_out(runs_root):
     at.run()
     notes = [w.value for w in at.warning if "source confounding" in w.value]
     assert len(notes) == 1
+    assert "Not analysed yet: a quick check of the class x source table says" in notes[0]  # labelled fallback
     assert "100% of the COVID-19 images come from source 'covid-hospital'" in notes[0]
     assert "which supplies none of the other images" in notes[0]
+
+
+def test_analysed_experiment_shows_the_analysis_confounding_sentences(runs_root):
+    """Overview says what Compare says: the analysis's Cramér's V sentences, not the quick share rule."""
+    folder = make_fake_experiment(runs_root, "analysed")
+    images = pd.read_parquet(folder / runs.IMAGES)
+    images.loc[images["labels"] == "COVID-19", "source"] = "covid-hospital"  # the share rule would flag this
+    images.to_parquet(folder / runs.IMAGES, index=False)
+    sentence = "Image source predicts COVID-19 (Cramér's V 0.93): compare the per-source AUCs."
+    atomic_write_json(folder / runs.ANALYSIS, {"confounding": [sentence], "backbones": {}})
+    touch_manifest(folder)
+    at = run_app()
+    notes = [w.value for w in at.warning if "onfounding" in w.value]
+    assert notes == [f"**Confounding.** {sentence}"]
+    atomic_write_json(folder / runs.ANALYSIS, {"confounding": [], "backbones": {}})
+    touch_manifest(folder)
+    at.run()
+    assert not [w.value for w in at.warning if "onfounding" in w.value]  # the analysis found none: no quick check
+    assert any("found no attribute" in c.value for c in at.caption)
 
 
 # ---------------------------------------------------------------- broken folders and switching
@@ -243,13 +264,19 @@ def test_selecting_another_experiment_switches_the_page(runs_root):
     make_fake_experiment(runs_root, "newer", n=60, completed="2026-11-25T19:00:00")
     at = run_app()
     picker = at.sidebar.selectbox[0]
-    assert picker.value == "newer"  # newest first, chosen by default
-    assert at.title[0].value == "Overview: newer"
-    assert metric(at, "Images") == "60"
+    # The newest is listed first and marked, but not chosen: the default must not change when a training lands.
+    assert picker.value is None
+    assert picker.options == ["newer · 2026-11-25 19:00 · newest", "older · 2026-11-20 09:00"]
+    assert any(h.value == "Choose an experiment" for h in at.header) and not at.title
+    assert "exp" not in at.query_params
 
-    picker.select("older").run()
+    at.sidebar.selectbox[0].select("newer").run()
+    assert at.title[0].value == "Overview: newer" and metric(at, "Images") == "60"
+    assert at.query_params["exp"] == "newer"  # in the address: a reload or a shared link opens it
+
+    at.sidebar.selectbox[0].select("older").run()
     assert not at.exception
-    assert at.session_state["experiment"] == "older"
+    assert at.session_state["experiment"] == "older" and at.query_params["exp"] == "older"
     assert at.title[0].value == "Overview: older"
     assert metric(at, "Images") == "40"
     assert table_with_columns(at, "Train", "Validation", "Test", "All")["All"].sum() == 40
@@ -259,13 +286,34 @@ def test_selecting_another_experiment_switches_the_page(runs_root):
     assert at.title[0].value == "Overview: older"
 
 
-def test_deleted_experiment_falls_back_to_the_newest(runs_root):
+def test_the_address_names_the_experiment(runs_root):
+    make_fake_experiment(runs_root, "older", n=40, completed="2026-11-20T09:00:00")
+    make_fake_experiment(runs_root, "newer", n=60, completed="2026-11-25T19:00:00")
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["exp"] = "older"
+    at.run()
+    assert not at.exception
+    assert at.sidebar.selectbox[0].value == "older" and at.title[0].value == "Overview: older"
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["exp"] = "no-such-experiment"
+    at.run()
+    assert at.sidebar.selectbox[0].value is None  # a stale link: nothing chosen rather than a wrong one
+
+
+def test_demo_is_the_default_when_present(runs_root):
+    make_fake_experiment(runs_root, "demo", completed="2026-11-20T09:00:00")
+    make_fake_experiment(runs_root, "newer", completed="2026-11-25T19:00:00")
+    at = run_app()
+    assert at.sidebar.selectbox[0].value == "demo" and at.title[0].value == "Overview: demo"
+
+
+def test_deleted_experiment_falls_back_to_the_only_one_left(runs_root):
     make_fake_experiment(runs_root, "older", completed="2026-11-20T09:00:00")
     make_fake_experiment(runs_root, "newer", completed="2026-11-25T19:00:00")
     at = run_app()
     at.sidebar.selectbox[0].select("older").run()
     assert at.title[0].value == "Overview: older"
-    shutil.rmtree(runs_root / "older")
+    shutil.rmtree(runs_root / "older")  # deleted while open: the only experiment left is shown
     at.run()
     assert not at.exception
     assert at.title[0].value == "Overview: newer"
@@ -323,6 +371,6 @@ def test_overview_of_a_real_tiny_experiment(tmp_path, monkeypatch, request):
     aucs = table_with_rows(at, "Macro average")
     for arch in exp.backbones:
         macro = exp.backbone(arch)["metrics"]["test"]["macro_auc"]
-        shown = aucs.loc["Macro average", ui.arch_label(arch)]
+        shown = aucs.loc["Macro average", arch_label(arch)]
         assert (np.isnan(shown) if macro is None else shown == pytest.approx(macro))
     assert len(at.get("plotly_chart")) == 2

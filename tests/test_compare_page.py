@@ -1,5 +1,5 @@
 """The "Compare backbones" page (``app_pages/compare.py``) through AppTest, and its data shaping
-(``covidviz/compare.py``).
+(``covidviz/views/compare*.py``; more in ``test_views_compare.py``).
 
 Experiments: the trained ``tiny_experiment`` (tinycnn + DenseNet121 on phantoms, real weights and
 images, so heatmaps work) and ``make_analysed`` below: experiments with known labels and probabilities,
@@ -22,7 +22,8 @@ from covidviz.analysis.report import analyse_predictions
 from covidviz.data.labels import MULTICLASS, MULTILABEL, NIH_FINDINGS
 from covidviz.data.synthetic import FINDINGS_MULTILABEL, render_phantom
 from covidviz.data.table import make_table
-from covidviz.views import compare
+from covidviz.views import compare, compare_gallery, compare_operating
+from covidviz.views.style import analyse_command
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = str(REPO / "app_pages" / "compare.py")
@@ -183,7 +184,7 @@ def test_not_analysed_experiment_names_the_command(runs_root):
     at = run_page()
     assert any("not been analysed" in w.value for w in at.warning)
     assert [c.value for c in at.code] == [f"python train.py analyze {folder.resolve()}"]
-    assert compare.analyse_command(REPO / "runs" / "x", REPO) == "python train.py analyze runs/x"
+    assert analyse_command(REPO / "runs" / "x", REPO) == "python train.py analyze runs/x"
 
 
 def test_broken_or_stale_analysis(runs_root):
@@ -379,11 +380,25 @@ def test_gallery_controls_and_heatmaps(tiny, tiny_experiment):
         wrong = ((pa.argmax(1) != truth) & (pa.max(1) >= level)) | ((pb.argmax(1) != truth) & (pb.max(1) >= level))
         assert any(c.value.startswith(f"{int(wrong.sum())} of {int(test.sum())} test images") for c in at.caption), level
 
-    # (The tiny models rarely disagree; their confident mistakes at >= 0.5 fill the gallery.)
+    # One Heatmaps button per gallery image (however many confident mistakes the tiny models make).
     at.slider(key="cmp_confident").set_value(0.5).run()
     wrong = ((pa.argmax(1) != truth) & (pa.max(1) >= 0.5)) | ((pb.argmax(1) != truth) & (pb.max(1) >= 0.5))
+    buttons = [bt for bt in ok(at).button if bt.key and bt.key.startswith("cmp_heat_")]
+    assert len(buttons) == min(int(wrong.sum()), 24)
+    if not wrong.any():
+        assert any(s.value == "No such test images." for s in at.success)
+
+
+def test_gallery_heatmaps_explain_each_backbones_call(runs_root, tmp_path):
+    """Real images and (random) weights, probabilities that disagree by construction: the Heatmaps
+    button under a thumbnail shows both backbones' maps, each for the class that backbone predicted."""
+    folder = make_analysed(runs_root, "heat", ["COVID-19", "Normal", "Pneumonia"], MULTICLASS,
+                           ["densenet121", "resnet50"], n=80, images_dir=tmp_path / "images")
+    exp = runs.read_experiment(folder)
+    a, b = exp.backbones
+    at = run_page()
     buttons = [bt for bt in at.button if bt.key and bt.key.startswith("cmp_heat_")]
-    assert wrong.any() and len(buttons) == min(int(wrong.sum()), 24)
+    assert buttons, "the fixture's backbones should disagree on some test images"
     row = int(buttons[0].key.removeprefix("cmp_heat_"))
     buttons[0].click().run()
     ok(at)
@@ -431,7 +446,7 @@ def test_multilabel_14_findings_confounding_and_gallery(runs_root):
     at.selectbox(key="cmp_class").set_value(cls).run()
     ok(at)
     # Multi-label gallery: disagreement on this finding at each backbone's Youden threshold.
-    t = [compare.presets(analysis, arch, cls)["youden"] for arch in ("densenet121", "resnet50")]
+    t = [compare_operating.presets(runs.Analysis(analysis), arch, cls)["youden"] for arch in ("densenet121", "resnet50")]
     ya, sa, _ = arrays_of(folder, "densenet121", cls)
     _, sb, _ = arrays_of(folder, "resnet50", cls)
     disagree = int(((sa >= t[0]) != (sb >= t[1])).sum())
@@ -460,15 +475,16 @@ def test_three_backbones_pair_selector(runs_root):
     assert any(c.value.startswith("Difference = ResNet50 − Tiny CNN") for c in at.caption)
 
 
-# ---------------------------------------------------------------- covidviz.compare (no streamlit)
+# ---------------------------------------------------------------- covidviz.views.compare* (no streamlit)
 
 def test_class_table_csv_numbers_and_flipped_pair(tmp_path):
     folder = make_analysed(tmp_path, "mc", ["COVID-19", "Normal", "Pneumonia"], MULTICLASS,
                            ["densenet121", "resnet50"], n=160)
     analysis = json.loads((folder / runs.ANALYSIS).read_text())
     names = analysis["meta"]["names"]
-    fwd = compare.class_table(analysis, ["densenet121", "resnet50"], names, str, ("densenet121", "resnet50"))
-    rev = compare.class_table(analysis, ["densenet121", "resnet50"], names, str, ("resnet50", "densenet121"))
+    typed = runs.Analysis(analysis)
+    fwd = compare.class_table(typed, ["densenet121", "resnet50"], names, str, ("densenet121", "resnet50"))
+    rev = compare.class_table(typed, ["densenet121", "resnet50"], names, str, ("resnet50", "densenet121"))
     np.testing.assert_allclose(fwd["Difference"], -rev["Difference"])
     np.testing.assert_allclose(fwd["Difference CI low"], -rev["Difference CI high"])
     assert (fwd["Winner"] == rev["Winner"]).all()
@@ -486,11 +502,11 @@ def test_disagreements_by_hand():
     onehot = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], float)
     pa = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.3, 0.7]])
     pb = np.array([[0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.95, 0.05]])
-    d = compare.disagreements(onehot, pa, pb, MULTICLASS, names, kind="disagree")
+    d = compare_gallery.disagreements(onehot, pa, pb, MULTICLASS, names, kind="disagree")
     assert list(d["pos"]) == [3, 1] and d["total"].iloc[0] == 2  # gaps 0.65, 0.3
-    d = compare.disagreements(onehot, pa, pb, MULTICLASS, names, confident=0.75, kind="confident")
+    d = compare_gallery.disagreements(onehot, pa, pb, MULTICLASS, names, confident=0.75, kind="confident")
     assert list(d["pos"]) == [3, 2]  # b 0.95 wrong, a 0.8 wrong
-    d = compare.disagreements(onehot, pa, pb, MULTILABEL, names, cls="B", thresholds=(0.5, 0.65), kind="disagree")
+    d = compare_gallery.disagreements(onehot, pa, pb, MULTILABEL, names, cls="B", thresholds=(0.5, 0.65), kind="disagree")
     # p(B): a .1 .4 .8 .7 (>= .5: 2, 3), b .2 .7 .6 .05 (>= .65: 1) -> disagree on 1, 2, 3 by gap .3 .2 .65
     assert list(d["pos"]) == [3, 1, 2]
 
@@ -498,7 +514,7 @@ def test_disagreements_by_hand():
 def test_operating_point_prevalence():
     y = np.array([1, 1, 1, 0, 0, 0, 0, 0])
     s = np.array([0.9, 0.8, 0.2, 0.7, 0.1, 0.1, 0.3, 0.2])
-    c = compare.operating_point(y, s, 0.5, prevalence=0.5)
+    c = compare_operating.operating_point(y, s, 0.5, prevalence=0.5)
     assert (c["tp"], c["fn"], c["fp"], c["tn"]) == (2, 1, 1, 4)
     assert c["tpr"] == pytest.approx(2 / 3) and c["fpr"] == pytest.approx(1 / 5)
     assert c["at_prevalence"]["ppv"] == pytest.approx((2 / 3) / (2 / 3 + 1 / 5))

@@ -15,7 +15,7 @@ from covidviz import inference, runs
 from covidviz.analysis.calibration import apply_temperature
 from covidviz.cam import METHODS
 from covidviz.data.imageio import decode_bytes, decode_upload, read_image
-from covidviz.runs.records import Analysis
+from covidviz.runs.records import Analysis, Rate
 from covidviz.views import diagnose as diagnose_view
 from tests.dicom_factory import make_dicom
 
@@ -70,7 +70,8 @@ def test_calls_use_the_validation_thresholds_and_report_test_rates(exp, predicto
             assert c["threshold"] == pytest.approx(thr)
             assert c["positive"] == (b.raw_probs[j] >= thr)
             test = analysis["backbones"][arch]["thresholds"]["per_class"][c["class"]]["points"]["youden"]["test"]
-            assert c["test"]["sensitivity"] == test["sensitivity"] and c["test"]["npv"] == test["npv"]
+            assert c["test"]["sensitivity"] == Rate.of(test["sensitivity"]) and c["test"]["npv"] == Rate.of(test["npv"])
+            assert c["test"]["sensitivity"].value == (test["sensitivity"] or {}).get("value")
 
 
 def test_similar_cases_are_training_images_and_ood_flags_non_xrays(exp, predictor):

@@ -141,6 +141,26 @@ class BackboneAnalysis:
     def subgroup_rows(self) -> list[dict]:
         return list(_d(self.raw.get("subgroups")).get("rows") or [])
 
+    def calibration_scores(self, when: str, cls: str | None = None) -> dict[str, float | None]:
+        """``{"ece", "brier"}`` on test ``before`` | ``after`` temperature scaling; of one class when
+        ``cls`` is given (multi-label stores both per class; multi-class only the Brier score, so its
+        ECE stays the overall one)."""
+        s = _d(_d(self.raw.get("calibration")).get(when))
+        if cls is None:
+            return {"ece": s.get("ece"), "brier": s.get("brier")}
+        ece = _d(s.get("ece_per_class")).get(cls) if "ece_per_class" in s else s.get("ece")
+        return {"ece": ece, "brier": _d(s.get("brier_per_class")).get(cls)}
+
+    def reliability(self, when: str, cls: str | None = None) -> list[dict]:
+        """Reliability bins (``centre``, ``confidence``, ``accuracy``, ``count``) on test ``before`` |
+        ``after`` temperature scaling: of ``cls`` where stored per class (multi-label), else the
+        stored default (top class for multi-class, every (image, class) pair pooled for multi-label)."""
+        s = _d(_d(self.raw.get("calibration")).get(when))
+        per_class = _d(s.get("reliability_per_class"))
+        if cls and cls in per_class:
+            return list(per_class[cls] or [])
+        return list(s.get("reliability") or [])
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -167,6 +187,27 @@ class Analysis:
     @property
     def meta(self) -> dict:
         return _d(self.raw.get("meta"))
+
+    @property
+    def names(self) -> list[str]:
+        """The class names in the analysis' order (the order of per-class temperatures)."""
+        return list(self.meta.get("names") or [])
+
+    @property
+    def task(self) -> str | None:
+        return self.meta.get("task")
+
+    @property
+    def n_boot(self) -> int | None:
+        """Patient-bootstrap resamples behind every CI."""
+        return self.meta.get("n_boot")
+
+    def n_images(self, split: str = "test") -> int | None:
+        return _d(self.meta.get("n")).get(split)
+
+    @property
+    def n_patients_test(self) -> int | None:
+        return self.meta.get("n_patients_test")
 
     @property
     def archs(self) -> list[str]:
@@ -202,10 +243,19 @@ class Analysis:
         return _d(self.raw.get("baseline"))
 
     def baseline_auc(self, cls: str) -> float | None:
+        """The baseline's test AUC of a class (``"macro"``: the macro average)."""
         test = _d(self.baseline.get("test"))
         if cls == "macro":
             return test.get("macro_auc")
-        return _d(test.get("auc")).get(cls)
+        if "auc" in test:
+            return _d(test.get("auc")).get(cls)
+        return _d(_d(test.get("per_class")).get(cls)).get("auc")  # the layout analysis/report.py writes
+
+    @property
+    def baseline_source(self) -> dict | None:
+        """How well the baseline tells the image source (``accuracy``, ``majority``,
+        ``majority_accuracy``), or None (fewer than two sources, or no baseline)."""
+        return self.baseline.get("source") or None
 
 
 @dataclass(frozen=True)
@@ -234,6 +284,18 @@ class ManifestBackbone:
     def get(self, key: str, default=None):
         return self.raw.get(key, default)
 
+    @property
+    def output_stride(self) -> int:
+        """Input size / last-feature-map size the backbone was built with (32 for experiments written
+        before the option existed, which were all trained at torchvision's native stride)."""
+        return int(self.raw.get("output_stride") or 32)
+
+    @property
+    def cam_grid(self) -> tuple[int, int] | None:
+        """(h, w) cells of the default CAM map at the experiment's image size; None when not recorded."""
+        g = self.raw.get("cam_grid")
+        return (int(g[0]), int(g[1])) if isinstance(g, (list, tuple)) and len(g) == 2 else None
+
 
 @dataclass(frozen=True)
 class Localisation:
@@ -261,3 +323,148 @@ class Localisation:
     @property
     def n_images(self) -> int | None:
         return self.raw.get("n_images")
+
+    @property
+    def default_method(self) -> str:
+        """The method of the app's first map ("cam" for analyses written before it was recorded)."""
+        return _d(self.raw.get("default")).get("method") or "cam"
+
+    @property
+    def default_layer(self) -> str:
+        """The layer of the app's first map ("block4", the last block, for older analyses)."""
+        return _d(self.raw.get("default")).get("layer") or "block4"
+
+    @property
+    def default_rate(self) -> float | None:
+        """The pointing game of the default map (method at layer)."""
+        return self.layer_pointing_rate(self.default_method, self.default_layer)
+
+    @property
+    def layers(self) -> list[str]:
+        """Layers scored (last block first); just the default one for older analyses."""
+        return list(_d(self.raw.get("layers"))) or [self.default_layer]
+
+    def _layer_methods(self, layer: str | None) -> dict:
+        if layer is None:
+            return self.methods
+        per_layer = _d(self.raw.get("layers"))
+        if layer in per_layer:
+            return _d(_d(per_layer[layer]).get("methods"))
+        return self.methods if layer == self.default_layer else {}
+
+    def layer_methods(self, layer: str | None = None) -> list[str]:
+        """Methods scored at ``layer`` (default layer when None), without the "random" baseline."""
+        return [m for m in self._layer_methods(layer) if m != "random"]
+
+    def layer_pointing_rate(self, method: str, layer: str | None = None) -> float | None:
+        """Pointing game of ``method`` at ``layer`` ("random": the chance level for that layer's grid)."""
+        return _d(self._layer_methods(layer).get(method)).get("pointing_rate")
+
+    def energy_inside(self, method: str, layer: str | None = None) -> float | None:
+        """Mean share of the map's positive energy inside the lesion."""
+        return _d(self._layer_methods(layer).get(method)).get("energy_inside")
+
+    def grid(self, layer: str | None = None) -> tuple[int, int] | None:
+        """(h, w) cells of ``layer``'s maps (the default layer when None); None when not recorded."""
+        g = _d(_d(self.raw.get("layers")).get(layer)).get("grid") if layer is not None else None
+        g = g or (self.raw.get("grid") if layer in (None, self.default_layer) else None)
+        return (int(g[0]), int(g[1])) if isinstance(g, (list, tuple)) and len(g) == 2 else None
+
+
+@dataclass(frozen=True)
+class ManifestInfo:
+    """The experiment-level part of ``manifest.json``: when and with what it was made, the dataset
+    card (sources, skipped images) and the training configuration."""
+
+    raw: dict = field(repr=False)
+
+    @property
+    def created(self) -> str | None:
+        return self.raw.get("created")
+
+    @property
+    def completed(self) -> str | None:
+        return self.raw.get("completed")
+
+    @property
+    def version(self) -> str | None:
+        """The covidviz version that trained the experiment."""
+        return self.raw.get("covidviz_version")
+
+    @property
+    def config(self) -> dict:
+        """The resolved training configuration, as written (nested)."""
+        return _d(self.raw.get("config"))
+
+    @property
+    def settings(self) -> dict:
+        """The configuration with the optimisation settings (nested under ``train``) lifted to the top."""
+        return {**self.config, **_d(self.config.get("train"))}
+
+    @property
+    def dataset(self) -> dict:
+        return _d(self.raw.get("dataset"))
+
+    @property
+    def data_specs(self) -> list[str]:
+        """The ``--data KIND:PATH`` specs the experiment was trained on."""
+        return [str(s) for s in (self.dataset.get("specs") or self.config.get("data") or [])]
+
+    @property
+    def sources(self) -> list[dict]:
+        """One dict per dataset: ``kind``, ``root``, ``description``, ``n_images``, ``n_skipped``."""
+        return [s for s in self.dataset.get("sources") or [] if isinstance(s, dict)]
+
+    @property
+    def skipped(self) -> list:
+        """Unreadable images, one ``{"path", "reason"}`` each."""
+        return list(self.dataset.get("skipped") or [])
+
+
+@dataclass(frozen=True)
+class OodInfo:
+    """``ood.json``: the out-of-distribution detector's record (``covidviz.ood.detector``): which
+    score is used, the false-alarm rate its cut-off was chosen for on validation, and per detector the
+    cut-off and the false-alarm rates it gave on validation and test."""
+
+    raw: dict = field(repr=False)
+
+    @property
+    def version(self) -> int | None:
+        return self.raw.get("version")
+
+    @property
+    def detector(self) -> str | None:
+        """The detector the verdict uses (``mahalanobis`` | ``knn`` | ``energy``)."""
+        return self.raw.get("detector")
+
+    @property
+    def detectors(self) -> list[str]:
+        return [str(d) for d in self.raw.get("detectors") or []]
+
+    @property
+    def archs(self) -> list[str]:
+        """The backbones combined into the one score."""
+        return [str(a) for a in self.raw.get("archs") or []]
+
+    @property
+    def false_alarm_rate(self) -> float | None:
+        """The stated rate: the share of in-distribution images the cut-off is chosen to flag."""
+        return self.raw.get("false_alarm_rate")
+
+    @property
+    def n_val(self) -> int | None:
+        return self.raw.get("n_val")
+
+    def _detail(self, detector: str | None) -> dict:
+        return _d(_d(self.raw.get("detectors_detail")).get(detector or self.detector))
+
+    def cutoff(self, detector: str | None = None) -> float | None:
+        return self._detail(detector).get("cutoff")
+
+    def val_false_alarm(self, detector: str | None = None) -> float | None:
+        return self._detail(detector).get("val_false_alarm")
+
+    def test_false_alarm(self, detector: str | None = None) -> float | None:
+        """The share of the experiment's own test images flagged at the cut-off (None: no test images)."""
+        return self._detail(detector).get("test_false_alarm")

@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 FAVICON = str(REPO / "assets" / "favicon.png")
 RUNS_ENV = "COVIDVIZ_RUNS"
 DEMO_COMMAND = "python train.py --demo"
+DEMO_NAME = "demo"                  # the demo experiment: the default when present
+EXPERIMENT_PARAM = "exp"            # the URL query parameter holding the chosen experiment
 REAL_DATA_COMMAND = "python train.py --data csv:../shared/data/covid3 --arch densenet121 resnet50 --epochs 1"
 
 
@@ -33,15 +35,38 @@ def research_notice() -> None:
     st.info(NOTICE, title=NOTICE_TITLE, icon=":material/info:")
 
 
-def _experiment_label(exp: runs.Experiment) -> str:
+def _experiment_label(exp: runs.Experiment, newest: bool = False) -> str:
     when = str(exp.manifest.get("completed") or exp.manifest.get("created") or "").replace("T", " ")[:16]
-    return f"{exp.path.name} · {when}" if when else exp.path.name
+    label = f"{exp.path.name} · {when}" if when else exp.path.name
+    return label + (" · newest" if newest else "")
+
+
+def default_experiment(names: list[str], url_choice: str | None) -> str | None:
+    """Which experiment a new session opens: the one in the URL (a shared link), else ``demo``, else
+    the only one. Never "the newest": the default must not change when another training lands."""
+    if url_choice in names:
+        return url_choice
+    if DEMO_NAME in names:
+        return DEMO_NAME
+    return names[0] if len(names) == 1 else None
+
+
+def _remember_choice() -> None:
+    """Put the chosen experiment in the URL, so a reload or a shared link opens the same one."""
+    chosen = st.session_state.get(EXPERIMENT_KEY)
+    if chosen:
+        st.query_params[EXPERIMENT_PARAM] = chosen
+    else:
+        st.query_params.pop(EXPERIMENT_PARAM, None)
 
 
 def sidebar_experiment_picker() -> runs.Experiment | None:
-    """Sidebar: one warning per unreadable folder, then a selectbox of experiments (newest first).
+    """Sidebar: one warning per unreadable folder, then a selectbox of experiments (newest first,
+    marked, but not chosen for you).
 
-    The choice (the experiment's folder name) is kept in ``st.session_state["experiment"]``.
+    The choice (the experiment's folder name) lives in ``st.session_state[EXPERIMENT_KEY]`` and in the
+    URL (``?exp=NAME``). Widget values of other pages are keyed per experiment (``state.scoped``), so
+    nothing carries over when the choice changes.
     """
     root = runs_root()
     experiments, problems = runs.list_experiments(root)
@@ -53,18 +78,35 @@ def sidebar_experiment_picker() -> runs.Experiment | None:
             st.caption(f"No experiments in `{root}`.")
             return None
         by_name = {e.path.name: e for e in experiments}
+        names = list(by_name)                 # newest first (runs.list_experiments)
         if st.session_state.get(EXPERIMENT_KEY) not in by_name:
-            # The chosen experiment was deleted (or never chosen): fall back to the newest.
-            st.session_state.pop(EXPERIMENT_KEY, None)
-        chosen = st.selectbox("Experiment", list(by_name), key=EXPERIMENT_KEY,
-                              format_func=lambda n: _experiment_label(by_name[n]),
-                              help=f"Experiments found in {root} (set ${RUNS_ENV} to look elsewhere).")
+            # A new session, or the chosen experiment was deleted: the URL's, demo, or the only one.
+            st.session_state[EXPERIMENT_KEY] = default_experiment(names, st.query_params.get(EXPERIMENT_PARAM))
+        chosen = st.selectbox("Experiment", names, key=EXPERIMENT_KEY, on_change=_remember_choice,
+                              format_func=lambda n: _experiment_label(by_name[n], newest=n == names[0] and len(names) > 1),
+                              placeholder="Choose an experiment…",
+                              help=f"Experiments found in {root} (set ${RUNS_ENV} to look elsewhere). The choice is "
+                                   "kept in the page address, so a link opens the same experiment.")
         st.caption(f"{len(experiments)} experiment(s) in `{root}`")
+    if chosen is None:
+        st.query_params.pop(EXPERIMENT_PARAM, None)
+        return None
+    st.query_params[EXPERIMENT_PARAM] = chosen  # page switches drop the query string: put it back
     try:
         return load_experiment(by_name[chosen].path)
     except runs.RunFormatError as exc:  # deleted or replaced between the scan and the load
         st.error(str(exc))
         return None
+
+
+def choose_experiment_help() -> None:
+    """Experiments exist but none is chosen: say so, and list them (newest first)."""
+    experiments, _ = runs.list_experiments(runs_root())
+    st.header("Choose an experiment")
+    st.markdown("Pick one in the sidebar. The app does not pick the newest for you, so what you are looking "
+                "at never changes because another training finished. Found here (newest first):")
+    st.markdown("\n".join(f"- {_experiment_label(e, newest=k == 0)}: {', '.join(e.labels.names)}"
+                          for k, e in enumerate(experiments)))
 
 
 def no_experiment_help() -> None:
@@ -112,6 +154,9 @@ def run_page(title: str, render: Callable[[runs.Experiment | None], None], needs
     what to run when there is none yet (pages that need no experiment, e.g. the glossary, always render)."""
     exp = page_setup(title)
     if exp is None and needs_experiment:
-        no_experiment_help()
+        if st.session_state.get(EXPERIMENT_KEY) is None and runs.list_experiments(runs_root())[0]:
+            choose_experiment_help()
+        else:
+            no_experiment_help()
     else:
         render(exp)

@@ -5,21 +5,30 @@ from __future__ import annotations
 import streamlit as st
 
 from covidviz import runs
-from covidviz.cam import OVERLAY_ALPHA, compute_cam, overlay
+from covidviz.cam import DEFAULT_COLORMAP, OVERLAY_ALPHA, compute_cam, overlay
 from covidviz.data.imageio import ImageDecodeError, read_image
 from covidviz.ui.cache import _experiment, _model, _stamp
 
 
+def _analysis_stamp(exp: runs.Experiment) -> int:
+    """analysis.json's modification time: re-analysing (which leaves the manifest alone) is picked up."""
+    try:
+        return exp.artifact_path(runs.ANALYSIS).stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
-def _compare_analysis(path: str, stamp: int):
-    from covidviz.views import compare
+def _compare_analysis(path: str, stamp: int, analysis_stamp: int = 0) -> runs.Analysis | None:
+    # A fresh read (not the shared Experiment's memoised copy), so a rewritten file is seen; pickled
+    # by st.cache_data, so every session gets its own copy of the frozen Analysis and its dicts.
+    return runs.read_experiment(path).analysis()
 
-    return compare.load_analysis(_experiment(path, stamp))
 
-
-def compare_analysis(exp: runs.Experiment) -> dict | None:
-    """analysis.json of an experiment (None when not analysed yet); a private copy."""
-    return _compare_analysis(str(exp.path), _stamp(exp.path))
+def compare_analysis(exp: runs.Experiment) -> runs.Analysis | None:
+    """The experiment's analysis, typed (None when not analysed yet); raises ``runs.RunFormatError``
+    when analysis.json cannot be read."""
+    return _compare_analysis(str(exp.path), _stamp(exp.path), _analysis_stamp(exp))
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -52,7 +61,7 @@ def _compare_heatmap(path: str, stamp: int, arch: str, row: int, cls_idx: int | 
     res = compute_cam(_model(path, stamp, arch), pre.to_tensor(pre.to_model_pixels(gray)),
                       None if cls_idx is None else int(cls_idx), method="cam")
     flat = "" if float(res.raw[0].max()) > 0 else "The map is flat: no positive evidence for this class anywhere."
-    return overlay(gray, res.normalised[0], alpha=OVERLAY_ALPHA), int(res.class_idx[0]), flat
+    return overlay(gray, res.normalised[0], alpha=OVERLAY_ALPHA, colormap=DEFAULT_COLORMAP), int(res.class_idx[0]), flat
 
 
 def compare_heatmap(exp: runs.Experiment, arch: str, row: int, cls_idx: int | None):

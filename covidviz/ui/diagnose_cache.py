@@ -18,5 +18,5 @@ def _diagnose_predictor(path: str, stamp: int):
 
 
 def diagnose_predictor(exp: runs.Experiment):
-    """The shared ``covidviz.diagnose.Predictor`` of an experiment (models + analysis artefacts)."""
+    """The shared ``covidviz.inference.Predictor`` of an experiment (models + analysis artefacts)."""
     return _diagnose_predictor(str(exp.path), _stamp(exp.path))

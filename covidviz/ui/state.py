@@ -16,3 +16,9 @@ def upload_for(exp) -> dict | None:
     if not isinstance(up, dict) or up.get("experiment") not in (exp.name, exp.path.name, str(exp.path)):
         return None
     return up
+
+
+def scoped(exp, name: str) -> str:
+    """A widget key private to one experiment: no widget value survives a switch of experiment
+    (a prevalence set for nih14 must not be read as COVID-19's on the demo)."""
+    return f"{exp.path.name}::{name}"

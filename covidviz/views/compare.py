@@ -1,125 +1,210 @@
-"""Data shaping for the "Compare backbones" page (no streamlit here, so everything is unit-testable).
+"""Data shaping for the "Compare backbones" page: selection, the ROC/PR curves, the per-class,
+calibration and subgroup tables, and the page's longer texts. Streamlit-free.
 
-The page reads the experiment's ``analysis.json`` (layout: ``covidviz.analysis.report``) for the
-stored curves, CIs, paired tests, thresholds, calibration and subgroups, and recomputes from the
-stored TEST probabilities only what the user changes interactively: the confusion counts at a free
-threshold, PPV/NPV at another prevalence, and the disagreement gallery.
+The page reads the experiment's analysis (``covidviz.runs.records.Analysis``) for the stored curves,
+CIs, paired tests, thresholds, calibration and subgroups, and recomputes from the stored TEST
+probabilities only what the user changes interactively (``compare_operating``: the confusion counts at
+a free threshold, PPV/NPV at another prevalence; ``compare_gallery``). Figures: ``compare_figures``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
-from covidviz import runs
-from covidviz.analysis.thresholds import POINTS, confusion_at, ppv_npv_at_prevalence
-from covidviz.data.labels import MULTICLASS
+from covidviz.data.labels import MULTICLASS, LabelSpace
+from covidviz.runs.records import Analysis, ClassMetrics
+from covidviz.views.style import arch_label, task_label
 
 MACRO = "Macro average (all classes)"
 ALPHA = 0.05
-PRESET_LABELS = {"youden": "Youden (best sens + spec on validation)",
-                 "high_sensitivity": "High sensitivity (≥ 95% on validation)",
-                 "high_specificity": "High specificity (≥ 95% on validation)"}
-CUSTOM = "custom"
+COLUMN_NAMES = {"source": "Source", "sex": "Sex", "age_group": "Age group", "view": "View"}
+CURVES_CAPTION = ("ROC: each point is one threshold; the further up-left, the better. Legend: test AUC with its "
+                  "95% CI (patient bootstrap). Line style differs per backbone as well as colour. "
+                  "Precision–recall shows how many positive calls are right, which matters for rare findings.")
+NO_CONFOUNDING = ("No attribute (source, sex, age group, view) is strongly associated with a class in this "
+                  "experiment (Cramér's V below the warning level).")
+SUBGROUP_CAPTION = ("A subgroup where a class is absent (or the only label) has no AUC and is shown without a point. "
+                    "Small groups have wide intervals: do not read much into a difference that the intervals cover.")
 
 
-# ---------------------------------------------------------------- the analysis file
+# ---------------------------------------------------------------- selection
 
-def load_analysis(exp: runs.Experiment) -> dict | None:
-    """The experiment's analysis.json, or None when ``train.py analyze`` has not been run on it."""
-    if not exp.has_artifact(runs.ANALYSIS):
-        return None
-    return exp.load_json(runs.ANALYSIS)
-
-
-def analyse_command(exp_path: str | Path, repo: str | Path) -> str:
-    """The exact command that writes analysis.json (path relative to the repository when inside it)."""
-    p = Path(exp_path).resolve()
-    try:
-        shown = p.relative_to(Path(repo).resolve())
-    except ValueError:
-        shown = p
-    return f"python train.py analyze {shown}"
-
-
-def analysed_backbones(analysis: dict, backbones: list[str]) -> list[str]:
+def analysed_backbones(analysis: Analysis, backbones: list[str]) -> list[str]:
     """Backbones of the experiment that the analysis covers (in experiment order)."""
-    return [a for a in backbones if a in (analysis.get("backbones") or {})]
+    return [a for a in backbones if analysis.has(a)]
 
 
-def comparison(analysis: dict, a: str, b: str) -> tuple[dict | None, bool]:
-    """The stored paired comparison of ``a`` and ``b`` and whether it is stored as (b, a)
-    (then every difference must be negated to read as a - b)."""
-    for cmp in analysis.get("comparisons") or []:
-        if (cmp["a"], cmp["b"]) == (a, b):
-            return cmp, False
-        if (cmp["a"], cmp["b"]) == (b, a):
-            return cmp, True
-    return None, False
+def class_options(names) -> list[str]:
+    """The class selector's choices: every class, then the macro average."""
+    return list(names) + [MACRO]
+
+
+def pair_options(archs: list[str]) -> list[str]:
+    """Every unordered pair of backbones as ``"a|b"`` (a before b in experiment order)."""
+    return [f"{a}|{b}" for i, a in enumerate(archs) for b in archs[i + 1:]]
+
+
+def pair_label(option: str) -> str:
+    return " vs ".join(arch_label(x) for x in option.split("|"))
+
+
+def default_pair(archs: list[str]) -> tuple[str, str] | None:
+    """The pair compared without asking: None for one backbone, the first two otherwise (the page asks
+    when there are more)."""
+    return (archs[0], archs[1]) if len(archs) >= 2 else None
+
+
+def parse_pair(option: str) -> tuple[str, str]:
+    a, b = option.split("|")
+    return a, b
+
+
+# ---------------------------------------------------------------- texts
+
+def _q(v) -> str:
+    return "?" if v is None else str(v)
+
+
+def header_caption(analysis: Analysis, labels: LabelSpace) -> str:
+    return (f"Test split: {_q(analysis.n_images('test'))} images from {_q(analysis.n_patients_test)} patients · "
+            f"{task_label(labels)} · 95% CIs from {_q(analysis.n_boot)} patient-bootstrap resamples. "
+            "Thresholds and temperatures were chosen on the validation split and judged on test.")
+
+
+def confounding_banner(n: int) -> str:
+    return (f"**{n} confounding warning(s):** an attribute such as the image source predicts a class, so part "
+            "of any AUC may be shortcut learning. See *Subgroups* below.")
+
+
+def stale_text(archs: list[str], command: str) -> str:
+    """Backbones trained after the analysis: not shown, and the command that includes them."""
+    return (f"{', '.join(arch_label(a) for a in archs)} trained after the last analysis, so not shown. Run "
+            f"`{command}` to include it.")
+
+
+def one_backbone_text(arch: str) -> str:
+    return (f"Only one backbone ({arch_label(arch)}) in this experiment: comparison needs two. The curves, "
+            "operating points and calibration below describe it alone. Train another backbone on the same "
+            "split, e.g. `python train.py --data ... --arch densenet121 resnet50`.")
+
+
+def difference_caption(a: str, b: str, n_classes: int) -> str:
+    return (f"Difference = {arch_label(a)} − {arch_label(b)} AUC on the same test images, with DeLong's 95% CI and "
+            f"two-sided p-value (DeLong); in brackets the Holm-adjusted p, which allows for testing "
+            f"{n_classes} classes. "
+            "A winner is named only where the Holm-adjusted p < 0.05 (macro row: where the paired "
+            "patient-bootstrap 95% CI of the difference excludes 0). '—': no significant difference, "
+            "which is not evidence that the backbones are equal.")
+
+
+def baseline_text(analysis: Analysis, cls: str) -> str | None:
+    """The trivial thumbnail baseline's test AUC for ``cls`` (or the macro average), as a sentence."""
+    base = analysis.baseline_auc("macro" if cls == MACRO else cls)
+    if base is None:
+        return None
+    what = "the macro average" if cls == MACRO else cls
+    return (f"Trivial baseline (logistic regression on 32×32 thumbnails) test AUC for {what}: "
+            f"**{base:.3f}**. A backbone not clearly above it may be using shortcuts, not lungs.")
+
+
+def mean_ap_text(analysis: Analysis, archs: list[str]) -> str:
+    """What the macro view shows instead of a precision-recall curve: each backbone's mean AP."""
+    aps = []
+    for arch in archs:
+        ap = analysis.backbone(arch).macro.ap
+        aps.append(f"{arch_label(arch)} {ap:.3f}" if ap is not None else f"{arch_label(arch)} n/a")
+    return ("Precision–recall curves are per class: choose a class above. Mean average precision over "
+            "classes: " + ", ".join(aps) + ".")
+
+
+def source_baseline_text(analysis: Analysis) -> str | None:
+    """How well the thumbnails alone tell the image source (a shortcut a CNN could take), or None."""
+    src = analysis.baseline_source
+    if not src or src.get("accuracy") is None:
+        return None
+    return (f"A logistic regression on 32×32 thumbnails tells the image source with accuracy "
+            f"**{src['accuracy']:.0%}** (always guessing '{src['majority']}': {src['majority_accuracy']:.0%}).")
+
+
+def confounding_for(analysis: Analysis, cls: str | None = None) -> list[str]:
+    """Confounding sentences (all, or those naming ``cls``)."""
+    details = analysis.confounding_details
+    if cls is None or not details:
+        return analysis.confounding
+    return [d["sentence"] for d in details if d.get("class") == cls]
 
 
 # ---------------------------------------------------------------- curves
 
-def _auc_text(d: dict | None) -> str:
-    if not d or d.get("auc") is None:
+def _metrics(analysis: Analysis, arch: str, cls: str) -> ClassMetrics:
+    b = analysis.backbone(arch)
+    return b.macro if cls == MACRO else b.metrics(cls)
+
+
+def auc_text(m: ClassMetrics) -> str:
+    if m.auc is None:
         return "AUC n/a"
-    ci = "" if d.get("ci_low") is None else f" (95% CI {d['ci_low']:.3f}–{d['ci_high']:.3f})"
-    return f"AUC {d['auc']:.3f}{ci}"
+    ci = "" if m.ci_low is None else f" (95% CI {m.ci_low:.3f}–{m.ci_high:.3f})"
+    return f"AUC {m.auc:.3f}{ci}"
 
 
-def roc_curves(analysis: dict, archs: list[str], cls: str) -> dict[str, dict]:
+def roc_curves(analysis: Analysis, archs: list[str], cls: str) -> dict[str, dict]:
     """arch -> {"fpr", "tpr", "auc", "ci_low", "ci_high", "text"} for a class or ``MACRO``
     (None curve where the class has a single outcome in the test split)."""
     out = {}
     for arch in archs:
-        test = analysis["backbones"][arch]["test"]
-        d = test["macro"] if cls == MACRO else test["per_class"].get(cls) or {}
-        roc = d.get("roc") or None
+        m = _metrics(analysis, arch, cls)
+        roc = m.roc or None
         out[arch] = {"fpr": roc["fpr"] if roc else None, "tpr": roc["tpr"] if roc else None,
-                     "auc": d.get("auc"), "ci_low": d.get("ci_low"), "ci_high": d.get("ci_high"),
-                     "text": _auc_text(d)}
+                     "auc": m.auc, "ci_low": m.ci_low, "ci_high": m.ci_high, "text": auc_text(m)}
     return out
 
 
-def pr_curves(analysis: dict, archs: list[str], cls: str) -> dict[str, dict]:
+def missing_roc(analysis: Analysis, archs: list[str], cls: str) -> list[str]:
+    """Backbones without a ROC curve for ``cls`` (a single outcome in the test split)."""
+    return [a for a, c in roc_curves(analysis, archs, cls).items() if c["fpr"] is None]
+
+
+def pr_curves(analysis: Analysis, archs: list[str], cls: str) -> dict[str, dict]:
     """arch -> {"precision", "recall", "ap", "prevalence"} of one class (None curve if undefined)."""
     out = {}
     for arch in archs:
-        d = analysis["backbones"][arch]["test"]["per_class"].get(cls) or {}
-        pr = d.get("pr") or None
+        m = analysis.backbone(arch).metrics(cls)
+        pr = m.pr or None
         out[arch] = {"precision": pr["precision"] if pr else None, "recall": pr["recall"] if pr else None,
-                     "ap": d.get("ap"), "prevalence": pr.get("prevalence") if pr else None}
+                     "ap": m.ap, "prevalence": pr.get("prevalence") if pr else None}
     return out
 
 
 # ---------------------------------------------------------------- per-class table
 
-def class_table(analysis: dict, archs: list[str], names: list[str], label=str,
+def _num(v) -> float:
+    return np.nan if v is None else float(v)
+
+
+def class_table(analysis: Analysis, archs: list[str], names: list[str], label=arch_label,
                 pair: tuple[str, str] | None = None) -> pd.DataFrame:
     """One row per class (+ the macro average): positives in test, AUC and 95% CI per backbone, and for
     ``pair`` = (a, b) the difference a - b, its DeLong 95% CI, p-value, Holm-adjusted p-value and the
     winner, named only when the Holm-adjusted p < 0.05 (macro: when the paired bootstrap CI of the
     difference excludes 0). Numbers are floats (NaN where undefined), so the CSV is machine-readable.
     """
-    cmp, flip = comparison(analysis, *pair) if pair else (None, False)
+    cmp, flip = analysis.comparison(*pair) if pair else (None, False)
     sign = -1.0 if flip else 1.0
     rows = []
-    for cls in list(names) + [MACRO]:
-        first = analysis["backbones"][archs[0]]["test"]
-        d0 = first["macro"] if cls == MACRO else first["per_class"].get(cls, {})
+    for cls in class_options(names):
+        first = _metrics(analysis, archs[0], cls)
         row = {"Class": "Macro average" if cls == MACRO else cls,
-               "Test positives": np.nan if cls == MACRO else d0.get("n_pos", np.nan)}
+               "Test positives": np.nan if cls == MACRO else _num(first.n_pos)}
         for arch in archs:
-            test = analysis["backbones"][arch]["test"]
-            d = test["macro"] if cls == MACRO else test["per_class"].get(cls, {})
-            row[f"{label(arch)} AUC"] = _num(d.get("auc"))
-            row[f"{label(arch)} CI low"] = _num(d.get("ci_low"))
-            row[f"{label(arch)} CI high"] = _num(d.get("ci_high"))
+            m = _metrics(analysis, arch, cls)
+            row[f"{label(arch)} AUC"] = _num(m.auc)
+            row[f"{label(arch)} CI low"] = _num(m.ci_low)
+            row[f"{label(arch)} CI high"] = _num(m.ci_high)
         if pair and cmp is not None:
             a, b = pair
-            c = cmp["macro"] if cls == MACRO else cmp["per_class"].get(cls, {})
+            c = cmp.macro if cls == MACRO else cmp.per_class(cls)
             diff = _num(c.get("diff")) * sign
             if cls == MACRO:  # no DeLong test for the macro: the paired patient bootstrap CI
                 lo, hi = _num(c.get("boot_ci_low")) * sign, _num(c.get("boot_ci_high")) * sign
@@ -138,28 +223,25 @@ def class_table(analysis: dict, archs: list[str], names: list[str], label=str,
     return pd.DataFrame(rows).set_index("Class")
 
 
-def _num(v) -> float:
-    return np.nan if v is None else float(v)
-
-
-def display_table(table: pd.DataFrame, archs: list[str], label=str) -> pd.DataFrame:
+def display_table(table: pd.DataFrame, archs: list[str], label=arch_label) -> pd.DataFrame:
     """``class_table`` as text: 'AUC (low–high)' per backbone, signed difference with CI, p-values."""
     out = pd.DataFrame(index=table.index)
     out["Test positives"] = [("" if not np.isfinite(v) else f"{int(v)}") for v in table["Test positives"]]
     for arch in archs:
         n = label(arch)
-        out[f"{n} AUC (95% CI)"] = [_ci_text(a, lo, hi) for a, lo, hi in
+        out[f"{n} AUC (95% CI)"] = [ci_text(a, lo, hi) for a, lo, hi in
                                     zip(table[f"{n} AUC"], table[f"{n} CI low"], table[f"{n} CI high"])]
     if "Difference" in table:
         out["Winner"] = [w or "—" for w in table["Winner"]]  # beside the AUCs: the first thing to read
-        out["Difference (95% CI)"] = [_ci_text(d, lo, hi, signed=True) for d, lo, hi in
+        out["Difference (95% CI)"] = [ci_text(d, lo, hi, signed=True) for d, lo, hi in
                                       zip(table["Difference"], table["Difference CI low"], table["Difference CI high"])]
         out["p (Holm)"] = [p_text(p) if not np.isfinite(p) else f"{p_text(p)} ({p_text(h)})"
-                                    for p, h in zip(table["p-value (DeLong)"], table["p-value (Holm)"])]
+                           for p, h in zip(table["p-value (DeLong)"], table["p-value (Holm)"])]
     return out
 
 
-def _ci_text(v, lo, hi, signed: bool = False) -> str:
+def ci_text(v, lo, hi, signed: bool = False) -> str:
+    """'0.812 (0.780–0.843)', or signed '+0.031 (-0.010, +0.072)'; 'n/a' when undefined."""
     if v is None or not np.isfinite(v):
         return "n/a"
     f = "+.3f" if signed else ".3f"
@@ -174,7 +256,7 @@ def p_text(p) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-# ---------------------------------------------------------------- operating points
+# ---------------------------------------------------------------- test split
 
 def test_arrays(images: pd.DataFrame, labels, probs: dict[str, np.ndarray]) -> tuple[np.ndarray, dict, np.ndarray]:
     """(test one-hot (N, C), arch -> test probabilities (N, C) float64, images.parquet rows of the test images)."""
@@ -184,175 +266,69 @@ def test_arrays(images: pd.DataFrame, labels, probs: dict[str, np.ndarray]) -> t
     return onehot, {a: np.asarray(p, np.float64)[test] for a, p in probs.items()}, rows
 
 
-def presets(analysis: dict, arch: str, cls: str) -> dict[str, float | None]:
-    """Validation-chosen thresholds of one backbone and class: {youden|high_sensitivity|high_specificity: t}."""
-    points = (analysis["backbones"][arch]["thresholds"]["per_class"].get(cls) or {}).get("points") or {}
-    return {p: (points.get(p) or {}).get("threshold") for p in POINTS}
-
-
-def operating_point(y, s, threshold: float | None, prevalence: float | None = None) -> dict:
-    """``confusion_at`` on the test labels/scores, plus PPV/NPV at ``prevalence`` (Bayes) and the ROC
-    coordinates (fpr, tpr) of the point."""
-    c = confusion_at(y, s, threshold)
-    sens = (c["sensitivity"] or {}).get("value") if c["sensitivity"] else None
-    spec = (c["specificity"] or {}).get("value") if c["specificity"] else None
-    c["fpr"] = None if spec is None else 1.0 - spec
-    c["tpr"] = sens
-    c["at_prevalence"] = ppv_npv_at_prevalence(sens, spec, prevalence) if prevalence is not None else None
-    return c
-
-
-def confusion_frame(c: dict, cls: str) -> pd.DataFrame:
-    """2x2 table: rows = truth, columns = the call at the threshold."""
-    return pd.DataFrame([[c["tp"], c["fn"]], [c["fp"], c["tn"]]],
-                        index=pd.Index([f"{cls} present", f"{cls} absent"], name="Truth"),
-                        columns=[f"Called {cls}", f"Called not {cls}"])
-
-
-def rates_table(points: dict[str, dict], label=str, prevalence: float | None = None) -> pd.DataFrame:
-    """Per backbone: threshold, sensitivity, specificity, PPV and NPV on test (k/n and Wilson 95% CI);
-    PPV/NPV at ``prevalence`` when given."""
-    rows = {}
-    for arch, c in points.items():
-        r = {"Threshold": "—" if c["threshold"] is None else f"{c['threshold']:.3f}"}
-        for key, name in (("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("ppv", "PPV"), ("npv", "NPV")):
-            r[name] = _rate_text(c[key], c, key)
-        if prevalence is not None:
-            at = c.get("at_prevalence") or {}
-            r[f"PPV at {prevalence:.1%} prevalence"] = _pct(at.get("ppv"))
-            r[f"NPV at {prevalence:.1%} prevalence"] = _pct(at.get("npv"))
-        rows[label(arch)] = r
-    return pd.DataFrame(rows).rename_axis("On test")
-
-
-_NUMERATORS = {"sensitivity": "tp", "specificity": "tn", "ppv": "tp", "npv": "tn"}
-
-
-def _rate_text(rate: dict | None, c: dict, key: str) -> str:
-    if not rate or rate.get("value") is None:
-        return "n/a (no images)" if rate is not None else "—"
-    ci = "" if rate.get("ci_low") is None else f" [{rate['ci_low']:.0%}–{rate['ci_high']:.0%}]"
-    return f"{rate['value']:.1%} ({c[_NUMERATORS[key]]}/{rate['n']}){ci}"
-
-
-def _pct(v) -> str:
-    return "n/a" if v is None or not np.isfinite(v) else f"{v:.1%}"
-
 
 # ---------------------------------------------------------------- calibration
 
-def calibration_table(analysis: dict, archs: list[str], label=str, cls: str | None = None) -> pd.DataFrame:
+def calibration_class(task: str, cls: str) -> str | None:
+    """The class whose own calibration is shown: ``cls`` for multi-label, None (the overall view) for
+    multi-class or the macro average."""
+    return None if (task == MULTICLASS or cls == MACRO) else cls
+
+
+def has_calibration(analysis: Analysis, archs: list[str]) -> bool:
+    return any(analysis.backbone(a).calibration for a in archs)
+
+
+def reliability_caption(task: str, cls: str) -> str:
+    per_class = calibration_class(task, cls)
+    what = ("top-class probability vs how often the top class is right" if task == MULTICLASS else
+            (f"probability of {cls} vs how often {cls} is present" if per_class else
+             "every (image, finding) probability pooled vs how often the finding is present"))
+    return (f"Reliability on test: {what}, in 15 equal-width bins (marker size ∝ number of predictions). "
+            "On the dotted diagonal the probabilities mean what they say. ECE: the average gap (lower is "
+            "better); Brier: mean squared error of the probabilities (lower is better). The temperature is "
+            "fitted on validation; T > 1 softens over-confident probabilities. It changes no ranking, so "
+            "AUCs stay the same.")
+
+
+def reliability(analysis: Analysis, arch: str, when: str, cls: str | None = None) -> list[dict]:
+    """Reliability bins (``centre``, ``confidence``, ``accuracy``, ``count``) before/after; per class
+    for multi-label when ``cls`` is given, else the stored default (top class / pooled)."""
+    return analysis.backbone(arch).reliability(when, cls)
+
+
+def calibration_table(analysis: Analysis, archs: list[str], label=arch_label, cls: str | None = None) -> pd.DataFrame:
     """Per backbone: temperature, ECE and Brier before/after temperature scaling (test split).
     ``cls`` (multi-label only): that class's ECE/Brier/temperature instead of the averages."""
     rows = {}
     for arch in archs:
-        cal = analysis["backbones"][arch].get("calibration")
-        if not cal:
+        b = analysis.backbone(arch)
+        if not b.calibration:
             rows[label(arch)] = {"Temperature": "—"}
             continue
-        t = cal.get("temperature")
-        names = analysis["meta"]["names"]
+        t = b.temperature
         if isinstance(t, list):
+            names = analysis.names
             t = t[names.index(cls)] if cls in names else None
             t_text = "per class" if t is None else f"{t:.2f}"
         else:
             t_text = "—" if t is None else f"{t:.2f}"
         r = {"Temperature": t_text}
-        for when, name in (("before", "before"), ("after", "after")):
-            s = cal.get(when) or {}
-            e = (s.get("ece_per_class") or {}).get(cls) if cls and "ece_per_class" in s else s.get("ece")
-            b = (s.get("brier_per_class") or {}).get(cls) if cls else s.get("brier")
-            r[f"ECE {name}"] = "—" if e is None else f"{e:.3f}"
-            r[f"Brier {name}"] = "—" if b is None else f"{b:.3f}"
+        for when in ("before", "after"):
+            s = b.calibration_scores(when, cls)
+            r[f"ECE {when}"] = "—" if s["ece"] is None else f"{s['ece']:.3f}"
+            r[f"Brier {when}"] = "—" if s["brier"] is None else f"{s['brier']:.3f}"
         rows[label(arch)] = r
     return pd.DataFrame(rows).rename_axis("Calibration (test)")
 
 
-def reliability(analysis: dict, arch: str, when: str, cls: str | None = None) -> list[dict]:
-    """Reliability bins (``centre``, ``confidence``, ``accuracy``, ``count``) before/after; per class
-    for multi-label when ``cls`` is given, else the stored default (top class / pooled)."""
-    cal = analysis["backbones"][arch].get("calibration") or {}
-    s = cal.get(when) or {}
-    if cls and cls in (s.get("reliability_per_class") or {}):
-        return s["reliability_per_class"][cls]
-    return s.get("reliability") or []
-
-
-# ---------------------------------------------------------------- disagreement gallery
-
-def disagreements(onehot: np.ndarray, pa: np.ndarray, pb: np.ndarray, task: str, names: list[str],
-                  cls: str | None = None, thresholds: tuple[float, float] = (0.5, 0.5),
-                  confident: float = 0.9, kind: str = "disagree", limit: int = 24) -> pd.DataFrame:
-    """Test images (positions in the test arrays) where two backbones disagree or either is confidently
-    wrong, most different first.
-
-    Multi-class: the decision is the argmax; "confidently wrong" = a wrong argmax with probability
-    >= ``confident``. Multi-label (``cls`` required): a backbone calls ``cls`` present when its probability
-    >= its threshold; "confidently wrong" = probability >= ``confident`` on an image without the finding
-    or <= 1 - ``confident`` on one with it. Columns: pos, truth, p_a, p_b, call_a, call_b, wrong_a,
-    wrong_b, gap (|p_a - p_b| of the class shown).
-    """
-    onehot = np.asarray(onehot)
-    if task == MULTICLASS:
-        truth = np.argmax(onehot, axis=1)
-        ca, cb = np.argmax(pa, axis=1), np.argmax(pb, axis=1)
-        conf_a, conf_b = pa.max(axis=1), pb.max(axis=1)
-        wrong_a, wrong_b = ca != truth, cb != truth
-        confident_a, confident_b = wrong_a & (conf_a >= confident), wrong_b & (conf_b >= confident)
-        idx = np.arange(len(truth))
-        gap = np.abs(pa[idx, truth] - pb[idx, truth])
-        frame = pd.DataFrame({"pos": idx, "truth": [names[t] for t in truth],
-                              "call_a": [names[c] for c in ca], "call_b": [names[c] for c in cb],
-                              "p_a": conf_a, "p_b": conf_b, "wrong_a": wrong_a, "wrong_b": wrong_b,
-                              "confident_a": confident_a, "confident_b": confident_b, "gap": gap})
-        disagree = ca != cb
-    else:
-        if cls not in names:
-            raise ValueError(f"multi-label disagreements need a class, one of {names}")
-        j = names.index(cls)
-        y = onehot[:, j] > 0
-        sa, sb = pa[:, j], pb[:, j]
-        ta, tb = thresholds
-        ca, cb = sa >= ta, sb >= tb
-        wrong_a, wrong_b = ca != y, cb != y
-        confident_a = (~y & (sa >= confident)) | (y & (sa <= 1 - confident))
-        confident_b = (~y & (sb >= confident)) | (y & (sb <= 1 - confident))
-        word = {True: cls, False: f"no {cls}"}
-        frame = pd.DataFrame({"pos": np.arange(len(y)), "truth": [word[bool(v)] for v in y], "positive": y,
-                              "call_a": [word[bool(v)] for v in ca], "call_b": [word[bool(v)] for v in cb],
-                              "p_a": sa, "p_b": sb, "wrong_a": wrong_a, "wrong_b": wrong_b,
-                              "confident_a": confident_a, "confident_b": confident_b, "gap": np.abs(sa - sb)})
-        disagree = ca != cb
-    keep = disagree if kind == "disagree" else (frame["confident_a"] | frame["confident_b"]).to_numpy()
-    frame = frame[keep]
-    if kind != "disagree":  # most confident mistake first
-        worst = np.maximum(np.where(frame["confident_a"], _wrongness(frame, "a", task), 0),
-                           np.where(frame["confident_b"], _wrongness(frame, "b", task), 0))
-        frame = frame.assign(_k=worst).sort_values(["_k", "pos"], ascending=[False, True]).drop(columns="_k")
-    else:
-        frame = frame.sort_values(["gap", "pos"], ascending=[False, True])
-    return frame.head(limit).reset_index(drop=True).assign(total=int(keep.sum()))
-
-
-def _wrongness(frame: pd.DataFrame, side: str, task: str) -> np.ndarray:
-    """How confident the wrong call is: the top probability (multi-class), else p or 1 - p."""
-    p = frame[f"p_{side}"].to_numpy()
-    if task == MULTICLASS:
-        return p
-    positive = frame["positive"].to_numpy()
-    return np.where(positive, 1 - p, p)
-
-
 # ---------------------------------------------------------------- subgroups
 
-COLUMN_NAMES = {"source": "Source", "sex": "Sex", "age_group": "Age group", "view": "View"}
-
-
-def subgroup_table(analysis: dict, archs: list[str], cls: str, label=str) -> pd.DataFrame:
+def subgroup_table(analysis: Analysis, archs: list[str], cls: str, label=arch_label) -> pd.DataFrame:
     """Long table for one class: column, group, n images / patients / positives, per backbone AUC + CI."""
     rows = {}
     for arch in archs:
-        for r in (analysis["backbones"][arch].get("subgroups") or {}).get("rows") or []:
+        for r in analysis.backbone(arch).subgroup_rows:
             if r["class"] != cls:
                 continue
             key = (r["column"], r["value"])
@@ -364,20 +340,12 @@ def subgroup_table(analysis: dict, archs: list[str], cls: str, label=str) -> pd.
     return pd.DataFrame(list(rows.values()))
 
 
-def confounding_for(analysis: dict, cls: str | None = None) -> list[str]:
-    """Confounding sentences (all, or those naming ``cls``)."""
-    details = analysis.get("confounding_details") or []
-    if cls is None or not details:
-        return list(analysis.get("confounding") or [])
-    return [d["sentence"] for d in details if d.get("class") == cls]
-
-
-def baseline_auc(analysis: dict, cls: str) -> float | None:
-    base = analysis.get("baseline") or {}
-    test = base.get("test") or {}
-    if cls == MACRO:
-        return test.get("macro_auc")
-    return ((test.get("per_class") or {}).get(cls) or {}).get("auc")
-
-
-# ---------------------------------------------------------------- training curves
+def subgroup_display(table: pd.DataFrame, archs: list[str], label=arch_label) -> pd.DataFrame:
+    """``subgroup_table`` as text: counts, then 'AUC (low–high)' per backbone that has a column."""
+    shown = table[["Attribute", "Group", "Images", "Patients", "Positives"]].copy()
+    for arch in archs:
+        n = label(arch)
+        if f"{n} AUC" in table:
+            shown[f"{n} AUC (95% CI)"] = [ci_text(v, lo, hi) for v, lo, hi in
+                                          zip(table[f"{n} AUC"], table[f"{n} CI low"], table[f"{n} CI high"])]
+    return shown

@@ -1,14 +1,33 @@
-"""The Overview page's tables, Streamlit-free: images per class and split, patients, sources, the
-AUC table, training curves and the confounding sentences (the analysis's, or a labelled fallback)."""
+"""The Overview page's content, Streamlit-free: the identity line and configuration summary, images
+per class and split, patients, sources, the confounding sentences (the analysis's, or a labelled
+fallback), the training record, the AUC table and chart."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 
 from covidviz.data.labels import MULTILABEL, LabelSpace, split_labels
 from covidviz.data.table import SPLITS
-from covidviz.views.style import NO_FINDING, SPLIT_LABELS, arch_label, label_order
+from covidviz.runs.records import Analysis, ManifestInfo
+from covidviz.views.style import (
+    CHART_FONT,
+    NO_FINDING,
+    SPLIT_LABELS,
+    arch_label,
+    backbone_colours,
+    format_seconds,
+    label_order,
+)
+
+SMALL_TEST = 100  # below this many test images an AUC's 95% interval is typically wider than ±0.1
+FALLBACK_CONFOUNDING = "Not analysed yet: a quick check of the class x source table says "
+NO_CONFOUNDING = ("The analysis found no attribute (source, sex, age group, view) strongly associated with a "
+                  "class (Cramér's V below the warning level).")
+CONFIG_KEYS = (("epochs", "Epochs (max)"), ("batch_size", "Batch size"), ("lr", "Learning rate"),
+               ("weight_decay", "Weight decay"), ("patience", "Early-stopping patience"),
+               ("weights", "Initial weights asked for"), ("seed", "Seed"))
 
 
 def _findings(images: pd.DataFrame) -> pd.DataFrame:
@@ -113,3 +132,142 @@ def example_rows(images: pd.DataFrame, labels: LabelSpace, split: str = "test",
             for name in label_order(labels)}
 
 
+# ---------------------------------------------------------------- identity
+
+def identity_caption(exp) -> str:
+    """"created … · completed … · covidviz … · folder `…`" (the parts the manifest has)."""
+    info = ManifestInfo(exp.manifest)
+    dates = [f"created {info.created}" if info.created else "",
+             f"completed {info.completed}" if info.completed else "",
+             f"covidviz {info.version}" if info.version else ""]
+    return " · ".join(d.replace("T", " ") for d in dates if d) + f" · folder `{exp.path}`"
+
+
+def config_text(info: ManifestInfo) -> str:
+    """One markdown line: the data specs and the main training settings."""
+    settings = info.settings
+    parts = [f"{label}: **{settings[k]}**" for k, label in CONFIG_KEYS if settings.get(k) is not None]
+    specs = ", ".join(f"`{s}`" for s in info.data_specs)
+    if specs:
+        parts.insert(0, f"Data: {specs}")
+    return " · ".join(parts)
+
+
+def init_warnings(exp) -> list[str]:
+    """One markdown sentence per backbone whose initialisation went wrong (e.g. random instead of ImageNet)."""
+    out = []
+    for arch in exp.backbones:
+        warning = exp.record(arch).init.get("warning")
+        if warning:
+            out.append(f"**{arch_label(arch)}:** {warning}")
+    return out
+
+
+# ---------------------------------------------------------------- dataset card
+
+def single_source_text(sources: pd.DataFrame) -> str | None:
+    """Why the class x source table is not shown (one source only), or None when it is."""
+    if sources.shape[1] > 1:
+        return None
+    return (f"All images come from one source ({', '.join(map(str, sources.columns)) or 'unknown'}), so this "
+            "experiment cannot show source confounding; it may still exist across datasets.")
+
+
+def confounding_warnings(analysis: Analysis | None, source_table: pd.DataFrame) -> list[str]:
+    """Markdown warnings: the analysis's Cramér's V sentences (the ones the Compare page shows); for an
+    experiment not analysed yet, the class x source share rule's, clearly labelled as a fallback."""
+    if analysis is not None:
+        return [f"**Confounding.** {s}" for s in analysis.confounding]
+    return [f"**Possible source confounding.** {FALLBACK_CONFOUNDING}{note}"
+            for note in source_confounding(source_table)]
+
+
+def sources_table(info: ManifestInfo) -> pd.DataFrame:
+    """The datasets the experiment was built from (one row each; empty when unknown)."""
+    return pd.DataFrame(info.sources)
+
+
+def skipped_table(info: ManifestInfo) -> pd.DataFrame:
+    """The images that could not be read: ``path`` and ``reason``."""
+    return pd.DataFrame(info.skipped, columns=["path", "reason"])
+
+
+# ---------------------------------------------------------------- model card
+
+def n_test_images(exp) -> list[int | None]:
+    """Test images per backbone (None where the manifest does not say)."""
+    return [exp.record(a).n("test") for a in exp.backbones]
+
+
+def n_text(ns: list) -> str:
+    """"n = 120", "n = 100 / 120" or "n unknown"."""
+    known = sorted({int(n) for n in ns if n is not None})
+    return f"n = {known[0]}" if len(known) == 1 else ("n = " + " / ".join(map(str, known)) if known else "n unknown")
+
+
+def small_test_warning(ns: list, small: int = SMALL_TEST) -> str | None:
+    """A warning when the smallest test set is below ``small`` images (AUCs too uncertain to quote)."""
+    known = [int(n) for n in ns if n is not None]
+    if not known or min(known) >= small:
+        return None
+    return (f"Only {min(known)} test images: these AUCs are very uncertain and may change a lot with other "
+            "patients. Use them to compare backbones on this split, not as expected accuracy.")
+
+
+def training_record(exp) -> pd.DataFrame:
+    """One column per backbone, one row per fact: reads like a model card and fits any width."""
+    record = {}
+    for arch in exp.backbones:
+        b = exp.record(arch)
+        best_auc = b.get("best_val_auc")
+        facts = {
+            "Initial weights": init_text(b.init),
+            "Epochs trained": _text(b.get("epochs_trained")),
+            "Best epoch (kept)": _text(b.get("best_epoch")),
+            "Best validation AUC (macro)": "—" if best_auc is None else f"{float(best_auc):.3f}",
+            "Training time": format_seconds(b.get("train_seconds")),
+            "Device": _text(b.get("device")),
+            "Embedding size": _text(b.get("feature_dim")),
+        }
+        if b.get("stopped_early") is not None:
+            facts["Stopped early"] = "yes" if b.get("stopped_early") else "no"
+        record[arch_label(arch)] = facts
+    # Strings throughout: one column mixes counts, times and names.
+    return pd.DataFrame(record).fillna("—").rename_axis("Training")
+
+
+def _text(value) -> str:
+    return "—" if value is None else str(value)
+
+
+def init_text(init: dict) -> str:
+    """Where the starting weights really came from ('source'), not only what was asked ('weights')."""
+    asked, source = init.get("weights"), str(init.get("source") or init.get("weights") or "—")
+    if source == "random":
+        return "Random (no pretraining)" + ("" if asked in (None, "", "none") else f"; asked for '{asked}'")
+    if source == "imagenet":
+        return "ImageNet (pretrained)"
+    for prefix, text in (("experiment:", "Earlier experiment "), ("file:", "File ")):
+        if source.startswith(prefix):
+            return text + source.removeprefix(prefix)
+    return source
+
+
+def auc_chart(aucs: pd.DataFrame, archs) -> go.Figure:
+    """Horizontal grouped bars of ``auc_table`` (columns: backbone display names); class names stay
+    readable however many findings there are. ``archs``: the experiment's backbones (fixes the colours)."""
+    colours = backbone_colours(archs)
+    fig = go.Figure()
+    for backbone in aucs.columns:
+        fig.add_bar(y=list(aucs.index), x=aucs[backbone], name=backbone, orientation="h",
+                    marker_color=colours.get(backbone),
+                    text=[f"{v:.2f}" if pd.notna(v) else "n/a" for v in aucs[backbone]], textposition="outside",
+                    hovertemplate="%{y}<br>" + backbone + ": AUC %{x:.3f}<extra></extra>")
+    # Unlabelled: a text annotation would sit on the bars; the caption explains the dotted line.
+    fig.add_vline(x=0.5, line_dash="dot", line_color="#555")
+    bar_px = 16 * len(aucs.columns) + 12
+    fig.update_layout(barmode="group", xaxis=dict(title="Test AUC", range=[0, 1.12], tickvals=[i / 10 for i in range(11)]),
+                      yaxis=dict(autorange="reversed", title=None), legend_title_text="Backbone",
+                      font=CHART_FONT, height=max(280, 90 + bar_px * len(aucs)),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0), margin=dict(t=40, b=10, l=10, r=10))
+    return fig
