@@ -79,7 +79,7 @@ def make_big_experiment(root: Path, name: str = "big", n: int = 10_000, archs=("
             from covidviz.analysis import experiment as analysis
 
             real = analysis.fit_som
-            analysis.fit_som = lambda *a, **kw: real(*a, **{**kw, "grid": grid, "iterations": iterations})
+            analysis.fit_som = lambda *a, _real=real, **kw: _real(*a, **{**kw, "grid": grid, "iterations": iterations})
             try:
                 write_som(exp, arch, onehot, exp.probabilities(arch), train, seed)
             finally:

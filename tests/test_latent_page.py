@@ -1,4 +1,5 @@
-"""The latent-space page: pure data shaping (covidviz.latent) and the page through AppTest.
+"""The latent-space page: pure data shaping (views.latent, views.latent_selection) and the page
+through AppTest.
 
 AppTest cannot draw a lasso and Streamlit refuses to set a chart's selection through session state,
 so the selection is tested in two halves: ``selection_rows`` on a selection payload built from the
@@ -20,6 +21,7 @@ from streamlit.testing.v1 import AppTest
 
 from covidviz import runs, ui
 from covidviz.views import latent
+from covidviz.views import latent_selection as selection
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = str(REPO / "app_pages" / "latent.py")
@@ -90,39 +92,41 @@ def test_selection_rows_from_plotly_points():
                       {"curve_number": 2, "point_index": 3, "customdata": {"0": 9, "1": 0.5}},  # as chromium sends it
                       {"curve_number": 0, "point_index": 1}],                        # no customdata
            "point_indices": [4, 0, 0, 0, 1], "box": [{}], "lasso": []}
-    assert list(latent.selection_rows(sel)) == [7, 2, 9]
-    assert len(latent.selection_rows(None)) == 0 and len(latent.selection_rows({"points": []})) == 0
-    assert latent.selection_signature(sel) != latent.selection_signature(None)
+    assert list(selection.selection_rows(sel)) == [7, 2, 9]
+    assert len(selection.selection_rows(None)) == 0 and len(selection.selection_rows({"points": []})) == 0
+    assert selection.selection_signature(sel) != selection.selection_signature(None)
 
 
 def test_gallery_pages_class_mix_and_csv():
     rows = np.arange(50)[::-1]
-    assert latent.page_count(50) == 3 and latent.page_count(0) == 1
-    assert list(latent.gallery_page(rows, 1)) == list(range(49, 25, -1))
-    assert list(latent.gallery_page(rows, 3)) == [1, 0]
-    assert list(latent.gallery_page(rows, 99)) == [1, 0]  # clamped
+    assert selection.page_count(50) == 3 and selection.page_count(0) == 1
+    assert list(selection.gallery_page(rows, 1)) == list(range(49, 25, -1))
+    assert list(selection.gallery_page(rows, 3)) == [1, 0]
+    assert list(selection.gallery_page(rows, 99)) == [1, 0]  # clamped
     images, probs = _images(), _probs()
     t = latent.point_table(images, probs, NAMES, "multiclass")
     sel = np.array([0, 3, 6, 1])
-    mix = latent.class_mix({"A": t}, sel, NAMES)
+    mix = selection.class_mix({"A": t}, sel, NAMES)
     assert mix.loc["COVID-19", "True label"] == 3 and mix.loc["Normal", "True label"] == 1
     assert mix.loc["Normal", "Predicted by A"] == 2 and mix.loc["COVID-19", "Share (true)"] == "75%"
     assert latent.NO_FINDING not in mix.index
-    csv = pd.read_csv(io.BytesIO(latent.selection_csv(images, sel, {"a": probs}, NAMES,
+    csv = pd.read_csv(io.BytesIO(selection.selection_csv(images, sel, {"a": probs}, NAMES,
                                                        {"a:tsne": np.ones((12, 2))})))
     assert list(csv["row"]) == [0, 3, 6, 1] and list(csv["image_id"]) == ["img0", "img3", "img6", "img1"]
     assert list(csv["a:prediction"]) == ["Normal", "COVID-19", "COVID-19", "Normal"]
     assert csv["a:p::Normal"].iloc[0] == pytest.approx(0.8) and "a:tsne:x" in csv
 
 
-def test_upload_for_matches_experiment_and_backbone():
+def test_upload_for_matches_backbone_and_map():
+    # The record is already matched to the experiment (ui.upload_for); this picks the backbone's map.
     up = {"name": "x.png", "experiment": "tiny", "backbones": {"a": {"probs": [0.2, 0.8], "coords": {"tsne": [1, 2]},
                                                                      "neighbors": [3, 4], "distances": [0.1, 0.2]}}}
-    xy, nbrs, d, rec = latent.upload_for(up, {"tiny"}, "a", "tsne")
-    assert list(xy) == [1, 2] and list(nbrs) == [3, 4]
-    assert latent.upload_for(up, {"tiny"}, "a", "pca")[0] is None
-    assert latent.upload_for(up, {"other"}, "a", "tsne") is None and latent.upload_for(up, "tiny", "b", "tsne") is None
-    assert latent.upload_for(None, "tiny", "a", "tsne") is None
+    xy, nbrs, d, rec = latent.upload_for(up, "a", "tsne")
+    assert list(xy) == [1, 2] and list(nbrs) == [3, 4] and list(d) == [0.1, 0.2]
+    assert latent.upload_for(up, "a", "pca")[0] is None  # not placed on that map, neighbours still known
+    assert list(latent.upload_for(up, "a", "pca")[1]) == [3, 4]
+    assert latent.upload_for(up, "b", "tsne") is None
+    assert latent.upload_for(None, "a", "tsne") is None
 
 
 # ---------------------------------------------------------------- the page (AppTest, real tiny experiment)
@@ -200,12 +204,12 @@ def test_selection_makes_gallery_class_mix_csv_and_rings_in_both_maps(tiny_root)
     cd = _decode(trace["customdata"])
     sel = {"points": [{"curve_number": 0, "point_index": i, "customdata": list(map(float, cd[i]))}
                       for i in range(min(30, len(cd)))]}
-    rows = latent.selection_rows(sel)
+    rows = selection.selection_rows(sel)
     assert len(rows) == min(30, len(cd))
     at = run_page(latent_selection=[int(r) for r in rows])
     assert any(f"{len(rows)} images selected" in m.value for m in at.markdown)
     thumbs = [m.value for m in at.markdown if 'class="latent-thumb"' in m.value]
-    assert len(thumbs) == min(len(rows), latent.GALLERY_PAGE)
+    assert len(thumbs) == min(len(rows), selection.GALLERY_PAGE)
     assert all("data:image/png;base64," in t for t in thumbs)
     gallery = [c.value for c in at.caption if " · true: " in c.value and " · pred: " in c.value]
     assert len(gallery) == len(thumbs)
@@ -217,7 +221,7 @@ def test_selection_makes_gallery_class_mix_csv_and_rings_in_both_maps(tiny_root)
     assert mix["True label"].sum() == len(rows)
     assert len(at.get("download_button")) == 1
     # Pages: 30 images -> 2 pages of 24.
-    if len(rows) > latent.GALLERY_PAGE:
+    if len(rows) > selection.GALLERY_PAGE:
         at.number_input[0].set_value(2).run()
         assert any("Images 25–30" in c.value for c in at.caption)
 

@@ -1,5 +1,5 @@
-"""SOM page: hexagon geometry, layer values and class relations against hand computations, and the
-page itself through AppTest (controls, node selection -> gallery, the diagnose page's upload).
+"""SOM page: hexagon geometry (views.som_figure), layer values and class relations against hand
+computations, and the page itself through AppTest (controls, node selection -> gallery, the diagnose page's upload).
 
 Uses the trained + analysed ``tiny_experiment`` (multi-class) and a fake multi-label experiment whose
 SOM is fitted here through the analysis step's own writer (``experiment._som``).
@@ -18,6 +18,7 @@ from covidviz import runs, ui
 from covidviz.analysis.experiment import _som as write_som
 from covidviz.data.labels import MULTILABEL
 from covidviz.views import som as som_view
+from covidviz.views import som_figure
 from tests.app_fixtures import make_fake_experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,12 +73,12 @@ def som_arrays(exp, arch):
 def test_hexagons_are_regular_and_neighbours_share_an_edge(tiny):
     a, _ = som_arrays(tiny, tiny.backbones[0])
     xy = a["hex_xy"].astype(np.float64)
-    v = som_view.hexagon_vertices(xy)
+    v = som_figure.hexagon_vertices(xy)
     # Regular: every vertex at R from its centre, every side of length R.
-    assert np.allclose(np.linalg.norm(v - xy[:, None, :], axis=2), som_view.R, atol=1e-9)
+    assert np.allclose(np.linalg.norm(v - xy[:, None, :], axis=2), som_figure.R, atol=1e-9)
     sides = np.linalg.norm(v - np.roll(v, -1, axis=1), axis=2)
-    assert np.allclose(sides, som_view.R, atol=1e-9)
-    nbrs = som_view.neighbours(xy)
+    assert np.allclose(sides, som_figure.R, atol=1e-9)
+    nbrs = som_figure.neighbours(xy)
     interior = [len(n) for n in nbrs]
     assert max(interior) == 6 and min(interior) >= 2
     for i, ns in enumerate(nbrs):
@@ -91,8 +92,8 @@ def test_hexagons_are_regular_and_neighbours_share_an_edge(tiny):
 
 
 def test_polygon_path_closes_each_hexagon_and_separates_with_none():
-    v = som_view.hexagon_vertices(np.array([[0.0, 0.0], [1.0, 0.0]]))
-    x, y = som_view.polygon_path(v)
+    v = som_figure.hexagon_vertices(np.array([[0.0, 0.0], [1.0, 0.0]]))
+    x, y = som_figure.polygon_path(v)
     assert len(x) == 16 and x[7] is None and x[15] is None
     assert (x[0], y[0]) == (x[6], y[6]) and (x[8], y[8]) == (x[14], y[14])
 
@@ -163,10 +164,10 @@ def test_class_relations_on_a_known_count_matrix():
 def test_node_from_selection_reads_only_the_centres_trace():
     event = {"selection": {"points": [{"curve_number": 3, "point_index": 1, "customdata": 9},
                                       {"curve_number": 7, "point_index": 12, "customdata": 12}]}}
-    assert som_view.node_from_selection(event, 7) == 12
-    assert som_view.node_from_selection(event, 5) is None
-    assert som_view.node_from_selection({"selection": {"points": []}}, 7) is None
-    assert som_view.node_from_selection(None, 7) is None
+    assert som_figure.node_from_selection(event, 7) == 12
+    assert som_figure.node_from_selection(event, 5) is None
+    assert som_figure.node_from_selection({"selection": {"points": []}}, 7) is None
+    assert som_figure.node_from_selection(None, 7) is None
 
 
 def test_prototype_mosaic_puts_each_prototype_at_its_hexagon():
@@ -177,9 +178,9 @@ def test_prototype_mosaic_puts_each_prototype_at_its_hexagon():
 
     xy = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, np.sqrt(3) / 2]])
     thumbs = np.stack([np.full((64, 64), v, np.uint8) for v in (10, 120, 250)])
-    uri = som_view.prototype_mosaic(xy, thumbs, np.array([2, 0, 1]), px_per_unit=40)
+    uri = som_figure.prototype_mosaic(xy, thumbs, np.array([2, 0, 1]), px_per_unit=40)
     img = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
-    x0, _, _, y1 = som_view.map_extent(xy)
+    x0, _, _, y1 = som_figure.map_extent(xy)
     for (cx, cy), want in zip(xy, (250, 10, 120)):
         px = img[int(round((y1 - cy) * 40)), int(round((cx - x0) * 40))]
         assert px[3] == 255 and px[0] == want
@@ -231,7 +232,7 @@ def test_selecting_a_node_shows_exactly_its_images(tiny):
     fig = figures(at)[1]
     path = fig["layout"]["shapes"][0]["path"]
     pts = np.array([[float(c) for c in p.split(",")] for p in path[2:-2].split(" L ")])
-    assert np.allclose(pts, som_view.hexagon_vertices(a["hex_xy"][[node]].astype(float))[0], atol=1e-3)
+    assert np.allclose(pts, som_figure.hexagon_vertices(a["hex_xy"][[node]].astype(float))[0], atol=1e-3)
     # Restricting to the test split keeps only the node's test images.
     at.selectbox(key="som_split").select("Test").run()
     split = tiny.images()["split"].to_numpy()

@@ -6,11 +6,11 @@ import numpy as np
 import streamlit as st
 
 from covidviz import runs
-from covidviz.cam import OVERLAY_ALPHA, compute_cam, overlay
+from covidviz.cam import DEFAULT_COLORMAP, OVERLAY_ALPHA, compute_cam, overlay
 from covidviz.data.imageio import ImageDecodeError, read_image
 from covidviz.data.table import SPLITS
 from covidviz.ui.cache import _experiment, _model, _stamp
-from covidviz.views.style import arch_label
+from covidviz.views.style import NO_FINDING, arch_label
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -21,7 +21,7 @@ def _latent_maps(path: str, stamp: int, arch: str):
 
 
 def latent_maps(exp: runs.Experiment, arch: str):
-    """``covidviz.latent.Maps`` (coords per method + quality) of one analysed backbone (shared: read only)."""
+    """``views.latent.Maps`` (coords per method + quality) of one analysed backbone (shared: read only)."""
     return _latent_maps(str(exp.path), _stamp(exp.path), arch)
 
 
@@ -51,10 +51,10 @@ def _latent_figure(path: str, stamp: int, arch: str, method: str, colour_by: str
     coords = _latent_maps(path, stamp, arch).coords[method]
     values, order = None, None
     if colour_by == "outcome" and cls:
-        thr, _ = latent.youden_threshold(exp, arch, cls)
+        thr, _ = latent.youden_threshold(exp.analysis(), arch, cls)
         values, order = latent.outcomes(exp.images(), probs, names, cls, thr), list(latent.OUTCOMES)
     elif colour_by in ("label", "prediction"):
-        order = names + [latent.NO_FINDING]
+        order = names + [NO_FINDING]
     elif colour_by == "split":
         order = list(SPLITS)
     title = f"{arch_label(arch)} · {latent.METHOD_NAMES.get(method, method)}"
@@ -86,10 +86,8 @@ def _latent_detail(path: str, stamp: int, arch: str, row: int, cls_idx: int | No
         res = compute_cam(model, x, int(cls_idx) if cls_idx is not None else None, method=method)
     except Exception as exc:  # a model that cannot load must not take the page down
         return gray, f"No heatmap: the {arch_label(arch)} model could not be run ({type(exc).__name__}: {exc}).", probs, None
-    return gray, "", probs, overlay(gray, res.normalised[0], alpha=OVERLAY_ALPHA)
+    return gray, "", probs, overlay(gray, res.normalised[0], alpha=OVERLAY_ALPHA, colormap=DEFAULT_COLORMAP)
 
 
 def latent_detail(exp: runs.Experiment, arch: str, row: int, cls_idx: int | None, method: str = "cam"):
     return _latent_detail(str(exp.path), _stamp(exp.path), arch, int(row), cls_idx, method)
-
-

@@ -25,7 +25,7 @@ def som_result(exp: runs.Experiment, arch: str) -> dict | None:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _som_mosaic(path: str, stamp: int, arch: str) -> str | None:
-    from covidviz.views.som import prototype_mosaic
+    from covidviz.views.som_figure import prototype_mosaic
 
     som = _som(path, stamp, arch)
     if som is None:
@@ -38,4 +38,22 @@ def som_mosaic(exp: runs.Experiment, arch: str) -> str | None:
     """Data-URI PNG of every node's prototype thumbnail at its hexagon (cached per experiment)."""
     return _som_mosaic(str(exp.path), _stamp(exp.path), arch)
 
+
+@st.cache_resource(show_spinner=False, max_entries=8)  # ~2 x (N x classes) floats each
+def _som_nodes(path: str, stamp: int, arch: str, splits: tuple[str, ...] | None):
+    from covidviz.views.som import node_data
+
+    som = _som(path, stamp, arch)
+    if som is None:
+        return None
+    exp = _experiment(path, stamp)
+    a = som["arrays"]
+    return node_data(exp.images(), exp.labels, exp.probabilities(arch), a["node"], len(a["hex_xy"]),
+                     list(splits) if splits else None)
+
+
+def som_nodes(exp: runs.Experiment, arch: str, splits=None):
+    """``views.som.NodeData`` of a backbone's SOM counting the images of ``splits`` (None: all), or None
+    if not analysed. Shared by every session: read only."""
+    return _som_nodes(str(exp.path), _stamp(exp.path), arch, tuple(splits) if splits else None)
 

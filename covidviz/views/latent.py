@@ -7,12 +7,12 @@ one map is highlighted on the other, in the gallery, the CSV and the detail view
 
 Cost model (N images, S selected): ``point_table`` and ``base_figure`` are O(N) and the page caches
 them; everything that depends on the selection (overlay traces, gallery page, class mix, CSV) is
-O(S). Nothing is downsampled: every image is drawn.
+O(S). Nothing is downsampled: every image is drawn. What a selection shows (gallery, class mix, CSV,
+the opened image) is ``covidviz.views.latent_selection``.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +21,8 @@ import plotly.graph_objects as go
 
 from covidviz import runs
 from covidviz.data.labels import MULTILABEL, split_labels
-from covidviz.views.style import MISSING_COLOUR, NO_FINDING, PALETTE, UNKNOWN
+from covidviz.runs.records import Analysis
+from covidviz.views.style import CHART_FONT, MISSING_COLOUR, NO_FINDING, OKABE_ITO, PALETTE, UNKNOWN, arch_label
 
 METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
 METHOD_ORDER = ("tsne", "umap", "pca")
@@ -37,33 +38,19 @@ COLOUR_BY = {
 }
 NUMERIC = {"confidence", "age"}
 OUTCOMES = ("TP", "FN", "FP", "TN")
-OUTCOME_COLOURS = {"TP": "#009E73", "FN": "#D55E00", "FP": "#E69F00", "TN": "#56B4E9"}
+# Okabe-Ito: green = right positive, vermillion = missed, orange = false alarm, sky blue = right negative.
+OUTCOME_COLOURS = {"TP": OKABE_ITO[2], "FN": OKABE_ITO[3], "FP": OKABE_ITO[1], "TN": OKABE_ITO[5]}
 SELECTED_COLOUR = "#000000"
 NEIGHBOUR_COLOUR = "#FF00FF"
 UPLOAD_COLOUR = "#FF00FF"
-GALLERY_PAGE = 24
+OPENED_COLOUR = OKABE_ITO[3]
 QUALITY_HELP = ("Trustworthiness (0–1): how far the map's neighbours are also neighbours in the backbone's "
                 "features; kNN label agreement: the share of each image's 10 nearest map neighbours with its "
                 "label — close to the features' value means the map keeps the class structure, much lower "
                 "means the picture mixes classes that the features separate.")
 
 
-# ---------------------------------------------------------------- what the experiment holds
-
-def analysed_backbones(exp: runs.Experiment) -> list[str]:
-    """Backbones whose projections were computed (``train.py analyze`` has run)."""
-    return [a for a in exp.backbones
-            if exp.has_artifact(runs.PROJECTIONS, a) and exp.has_artifact(runs.PROJECTIONS_INFO, a)]
-
-
-def analyze_command(exp: runs.Experiment, repo) -> str:
-    """``python train.py analyze runs/<name>`` (the path relative to the repository when it is inside)."""
-    try:
-        where = exp.path.resolve().relative_to(repo.resolve())
-    except ValueError:
-        where = exp.path
-    return f"python train.py analyze {where}"
-
+# ---------------------------------------------------------------- one backbone's maps
 
 @dataclass
 class Maps:
@@ -107,15 +94,31 @@ def quality_rows(maps: Maps, method: str) -> list[tuple[str, str]]:
     return rows
 
 
+def quality_markdown(maps: Maps, arch: str, method: str) -> str:
+    """The quality panel of one map: a bold title, then one "measure: **value**" line per measure."""
+    return (f"**Map quality · {arch_label(arch)} {METHOD_NAMES.get(method, method)}**  \n"
+            + "  \n".join(f"{k}: **{v}**" for k, v in quality_rows(maps, method)))
+
+
+def common_methods(maps: list[Maps]) -> list[str]:
+    """The map methods every one of ``maps`` has, in the first one's order."""
+    return [m for m in maps[0].methods if all(m in other.coords for other in maps)] if maps else []
+
+
 # ---------------------------------------------------------------- the per-image table of one backbone
 
-def youden_threshold(exp: runs.Experiment, arch: str, cls: str) -> tuple[float, str]:
-    """The validation-chosen Youden threshold for ``cls``, else 0.5; and where it came from."""
-    analysis = exp.analysis()
+def youden_threshold(analysis: Analysis | None, arch: str, cls: str) -> tuple[float, str]:
+    """The validation-chosen Youden threshold for ``cls`` (``analysis``: ``exp.analysis()``), else 0.5;
+    and where it came from."""
     t = analysis.backbone(arch).point(cls, "youden").threshold if analysis is not None else None
     if t is None or not np.isfinite(float(t)):
         return 0.5, "0.5 (no Youden threshold stored)"
     return float(t), f"{float(t):.3f} (Youden, validation)"
+
+
+def thresholds_caption(analysis: Analysis | None, archs: list[str], cls: str) -> str:
+    """The outcome colouring's thresholds of ``cls``, one per backbone shown."""
+    return "Thresholds: " + "; ".join(f"{arch_label(a)} {youden_threshold(analysis, a, cls)[1]}" for a in archs)
 
 
 def primary_labels(label_cells, names: list[str], multilabel: bool) -> np.ndarray:
@@ -219,7 +222,7 @@ def base_figure(coords: np.ndarray, table: pd.DataFrame, probs: np.ndarray, name
                 MISSING_COLOUR if cat == UNKNOWN else PALETTE[k % len(PALETTE)])
             add(rows, f"{cat} ({len(rows):,})", dict(size=size, color=colour))
     fig.update_layout(
-        title=title, height=height, dragmode="select", font=dict(size=14), hovermode="closest",
+        title=title, height=height, dragmode="select", font=CHART_FONT, hovermode="closest",
         legend=dict(orientation="h", yanchor="top", y=-0.04, itemsizing="constant"),
         margin=dict(t=40 if title else 10, b=10, l=10, r=10),
         xaxis=dict(showticklabels=False, title=None, zeroline=False),
@@ -245,7 +248,7 @@ def overlay_traces(coords: np.ndarray, selected=(), opened: int | None = None, u
     ring(selected, f"selected ({len(selected):,})", SELECTED_COLOUR)
     ring(neighbours, f"upload's nearest neighbours ({len(neighbours)})", NEIGHBOUR_COLOUR, "diamond-open", 2, size + 3)
     if opened is not None:
-        ring([opened], "opened image", "#D55E00", "x-thin-open", 3, size + 8)
+        ring([opened], "opened image", OPENED_COLOUR, "x-thin-open", 3, size + 8)
     if upload_xy is not None:
         traces.append(go.Scattergl(x=[float(upload_xy[0])], y=[float(upload_xy[1])], mode="markers", name="your upload",
                                    marker=dict(symbol="star", size=22, color=UPLOAD_COLOUR, line=dict(width=1.5, color="black")),
@@ -253,120 +256,22 @@ def overlay_traces(coords: np.ndarray, selected=(), opened: int | None = None, u
     return traces
 
 
-# ---------------------------------------------------------------- selection -> rows
-
-def selection_rows(selection) -> np.ndarray:
-    """images.parquet rows of a plotly selection (``event.selection`` or its dict), in selection order,
-    without duplicates (an image can sit in a base trace and an overlay ring) and without the upload."""
-    points = (selection or {}).get("points") or []
-    rows = []
-    for p in points:
-        cd = p.get("customdata")
-        if cd is None:
-            continue
-        # The browser sends a typed-array row as a list, or as an object {"0": row, "1": p0, ...}.
-        if isinstance(cd, dict):
-            r = cd.get("0", cd.get(0))
-        else:
-            r = cd[0] if isinstance(cd, (list, tuple)) else cd
-        try:
-            r = int(round(float(r)))
-        except (TypeError, ValueError):
-            continue
-        if r >= 0:
-            rows.append(r)
-    if not rows:
-        return np.zeros(0, np.int64)
-    rows = np.asarray(rows, np.int64)
-    _, first = np.unique(rows, return_index=True)
-    return rows[np.sort(first)]
-
-
-def selection_signature(selection) -> tuple:
-    """A cheap identity of a selection state, to tell which map the user changed last."""
-    sel = selection or {}
-    return (len(sel.get("points") or []), repr(sel.get("box") or [])[:500], repr(sel.get("lasso") or [])[:500],
-            tuple(selection_rows(sel)[:5]))
-
-
-# ---------------------------------------------------------------- gallery, class mix, CSV (all O(selection))
-
-def page_count(n: int, per_page: int = GALLERY_PAGE) -> int:
-    return max(1, -(-n // per_page))
-
-
-def gallery_page(rows: np.ndarray, page: int, per_page: int = GALLERY_PAGE) -> np.ndarray:
-    """Rows shown on 1-based ``page`` (clamped to the valid range)."""
-    page = min(max(1, int(page)), page_count(len(rows), per_page))
-    return np.asarray(rows)[(page - 1) * per_page: page * per_page]
-
-
-def gallery_caption(table: pd.DataFrame, row: int, names: list[str], probs: np.ndarray) -> str:
-    r = table.iloc[int(row)]
-    j = int(np.argmax(probs[int(row)]))
-    true = r["labels"].replace("|", ", ") or NO_FINDING
-    return f"{r['image_id'][-16:]} · true: {true} · pred: {names[j]} {probs[int(row), j]:.2f}"
-
-
-def thumbnail_html(thumb: np.ndarray, alt: str) -> str:
-    """An inline (data-URI PNG) <img> of a uint8 thumbnail: it shows with the page's own update, without
-    a media request queued behind the maps' redraw in the browser (a 64x64 PNG is ~2-4 kB)."""
-    import base64
-    import html
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(thumb, dtype=np.uint8)).save(buf, format="PNG")
-    src = base64.b64encode(buf.getvalue()).decode()
-    return (f'<img class="latent-thumb" alt="{html.escape(alt)}" src="data:image/png;base64,{src}" '
-            'style="width:100%;aspect-ratio:1;border-radius:4px;display:block">')
-
-
-def class_mix(tables: dict[str, pd.DataFrame], rows: np.ndarray, names: list[str]) -> pd.DataFrame:
-    """Counts and shares of the selection's true labels and of each backbone's predictions."""
-    rows = np.asarray(rows, np.int64)
-    order = list(names) + [NO_FINDING]
-    first = next(iter(tables.values()))
-    truth = pd.Series([lab for c in first["labels"].to_numpy()[rows] for lab in (split_labels(c) or [NO_FINDING])])
-    out = pd.DataFrame(index=pd.Index(order, name="Class"))
-    out["True label"] = truth.value_counts().reindex(order, fill_value=0)
-    for name, t in tables.items():
-        pred = pd.Series(t["prediction"].to_numpy()[rows], dtype=object)
-        out[f"Predicted by {name}"] = pred.value_counts().reindex(order, fill_value=0)
-    out = out.fillna(0).astype(int)
-    out = out[(out != 0).any(axis=1)]
-    if len(rows):
-        out.insert(1, "Share (true)", (out["True label"] / len(rows)).map(lambda v: f"{v:.0%}"))
-    return out
-
-
-def selection_csv(images: pd.DataFrame, rows: np.ndarray, probs: dict[str, np.ndarray], names: list[str],
-                  coords: dict[str, np.ndarray] | None = None) -> bytes:
-    """CSV of the selected images: identity, metadata, each backbone's prediction and probabilities."""
-    rows = np.asarray(rows, np.int64)
-    cols = [c for c in ("image_id", "path", "labels", "split", "patient_id", "source", "sex", "age") if c in images]
-    df = images.iloc[rows][cols].reset_index(names="row")
-    for arch, p in probs.items():
-        sub = p[rows]
-        df[f"{arch}:prediction"] = np.asarray(names, dtype=object)[sub.argmax(1)] if len(rows) else []
-        for j, n in enumerate(names):
-            df[f"{arch}:p::{n}"] = np.round(sub[:, j], 5)
-    for key, c in (coords or {}).items():
-        df[f"{key}:x"], df[f"{key}:y"] = c[rows, 0], c[rows, 1]
-    buf = io.StringIO()
-    df.to_csv(buf, index=False)
-    return buf.getvalue().encode()
+def with_overlays(base: dict, coords: np.ndarray, selected=(), opened: int | None = None, upload=None) -> dict:
+    """The cached base figure (a plotly dict, shared: not modified) plus ``overlay_traces``; ``upload``:
+    ``upload_for(...)`` of this map, or None."""
+    selected = np.asarray(selected if selected is not None else [], dtype=np.int64)
+    xy, nbrs = (upload[0], upload[1]) if upload is not None else (None, ())
+    overlays = overlay_traces(coords, selected, opened, xy, nbrs)
+    return {**base, "data": list(base["data"]) + [t.to_plotly_json() for t in overlays]}
 
 
 # ---------------------------------------------------------------- the upload from the diagnose page
 
-def upload_for(upload, exp_names, arch: str, method: str):
-    """(coords (2,) or None, neighbour rows, distances, record) of the diagnose page's upload on this map,
-    or None when there is no upload for this experiment (any of ``exp_names``: its name or folder) or
-    backbone."""
-    names = {exp_names} if isinstance(exp_names, str) else set(exp_names)
-    if not isinstance(upload, dict) or upload.get("experiment") not in names:
+def upload_for(upload: dict | None, arch: str, method: str):
+    """(coords (2,) or None, neighbour rows, distances, record) of the diagnose page's upload on this
+    backbone's ``method`` map, or None when it has no record for the backbone. ``upload``: the record
+    already matched to this experiment (``ui.upload_for(exp)``), or None."""
+    if not isinstance(upload, dict):
         return None
     rec = (upload.get("backbones") or {}).get(arch)
     if not isinstance(rec, dict):
@@ -376,3 +281,20 @@ def upload_for(upload, exp_names, arch: str, method: str):
     nbrs = np.asarray(rec.get("neighbors") or [], dtype=np.int64).ravel()
     dists = np.asarray(rec.get("distances") or [], dtype=np.float64).ravel()
     return xy, nbrs, dists, rec
+
+
+def upload_notice(upload: dict | None, archs: list[str], method: str) -> tuple[str, np.ndarray] | None:
+    """The notice about the upload on the maps shown (markdown) and its neighbours on them all (rows),
+    or None when no backbone shown has it."""
+    found = [(a, upload_for(upload, a, method)) for a in archs]
+    found = [(a, u) for a, u in found if u is not None]
+    if not found:
+        return None
+    parts = []
+    for arch, (xy, nbrs, _, rec) in found:
+        where = "placed on this map" if xy is not None else "not placed on this map"
+        ood = " — **outside the training distribution**: its neighbours may not resemble it" if rec.get("ood") else ""
+        parts.append(f"{arch_label(arch)}: {where}, {len(nbrs)} nearest neighbours ringed{ood}")
+    text = (f"**{upload.get('name') or 'your upload'}** (from the diagnose page) is the magenta star; its nearest "
+            "training images are ringed with magenta diamonds. " + "; ".join(parts))
+    return text, np.unique(np.concatenate([u[1] for _, u in found]))

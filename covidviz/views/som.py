@@ -1,34 +1,21 @@
-"""What the SOM page draws, without Streamlit: hexagon geometry, per-node layers, class relations.
+"""What the SOM page shows, without Streamlit: per-image and per-node tables, the layers' values,
+the class relations, the node panel, the map's quality and the diagnose page's upload on the maps.
 
-Geometry follows ``covidviz.analysis.som``: node = i * grid[1] + j, centres ``hex_xy`` with
-adjacent centres 1 apart and rows sqrt(3)/2 apart, so every node is a pointy-top hexagon of
-circumradius R = 1 / sqrt(3) (flat-to-flat width 1): neighbouring hexagons share an edge exactly.
-
-Performance: a map has up to 2500 nodes. Drawing one plotly trace per hexagon would make the browser
-lay out thousands of SVG paths and traces; instead every colour level is ONE ``fill="toself"`` trace
-whose hexagons are separated by ``None`` (a continuous layer is binned into ``N_LEVELS`` colours, a
-categorical one gets a trace per class x purity level), and an invisible scatter of the centres
-carries hover text, the colour bar and click selection. Prototype thumbnails are composed into ONE
-RGBA mosaic image (hexagon-masked pictures at the node centres) placed as a single layout image.
+A node's images are the rows of ``images.parquet`` whose best-matching node (som.npz ``node``) it is,
+within the split(s) the page counts. The hexagon geometry and every plotly figure are in
+``covidviz.views.som_figure``; the colours and names shared with other pages in ``covidviz.views.style``.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from covidviz.data.labels import MULTILABEL, LabelSpace, split_labels
-from covidviz.views.style import NO_FINDING, class_colours
-
-R = 1.0 / np.sqrt(3.0)          # circumradius of a hexagon whose neighbours are 1 apart
-N_LEVELS = 24                   # colour levels of a continuous layer
-PURITY_LEVELS = (0.5, 0.75, 1.0)  # upper edges of the purity bins of the dominant-class layer
-PURITY_ALPHA = (0.3, 0.6, 1.0)    # fill opacity of those bins
-EMPTY_COLOUR = "#e6e6e6"
+from covidviz.runs.records import Analysis
+from covidviz.views.style import NO_FINDING, SPLIT_LABELS, label_order
 
 LAYERS = {
     "umatrix": "U-matrix (distance to neighbours)",
@@ -39,45 +26,62 @@ LAYERS = {
     "error": "Error rate",
 }
 CLASS_LAYERS = ("density", "mean_prob")  # layers that need a chosen class (error too when multi-label)
+LAYER_HELP = {
+    "umatrix": "Mean distance between a node's weights and its neighbours'. Light = similar neighbours (inside a "
+               "cluster); dark ridges = boundaries between clusters.",
+    "hits": "How many images of the chosen split(s) have this node as their best match. Grey = no images.",
+    "dominant": "Colour = the class most of the node's images carry; paler = a more mixed node "
+                "(purity = that class's share of the node's images: pale ≤ 50 %, medium ≤ 75 %, full > 75 %).",
+    "density": "Where the chosen class lives: the share of all its images (chosen split) that sit on each node.",
+    "mean_prob": "The model's mean predicted probability of the chosen class over each node's images.",
+    "error": "Share of each node's images the model gets wrong (multi-class: top prediction ≠ label; multi-label: "
+             "for the chosen class, thresholded prediction ≠ label). Pick the Test split for the honest rate.",
+}
+SPLIT_CHOICES = {"All splits": None, "Training": ["train"], "Validation": ["val"], "Test": ["test"]}
+GALLERY_MAX = 40                # thumbnails shown for a node (the table lists all its images)
 
 
-# ---------------------------------------------------------------- geometry
-
-def hexagon_vertices(hex_xy: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """(n, 6, 2) vertices of the pointy-top hexagon around every centre (counter-clockwise from the top)."""
-    angles = np.deg2rad(90.0 + 60.0 * np.arange(6))
-    offsets = scale * R * np.column_stack([np.cos(angles), np.sin(angles)])
-    return np.asarray(hex_xy, np.float64)[:, None, :] + offsets[None, :, :]
+# ---------------------------------------------------------------- the controls
 
 
-def polygon_path(vertices: np.ndarray) -> tuple[list, list]:
-    """x, y lists of closed polygons separated by None: one plotly trace draws them all."""
-    n = len(vertices)
-    if n == 0:
-        return [], []
-    closed = np.concatenate([vertices, vertices[:, :1]], axis=1)  # (n, 7, 2)
-    xs = np.full((n, 8), np.nan)
-    ys = np.full((n, 8), np.nan)
-    xs[:, :7], ys[:, :7] = closed[..., 0], closed[..., 1]
-    x = [None if np.isnan(v) else round(float(v), 4) for v in xs.ravel()]
-    y = [None if np.isnan(v) else round(float(v), 4) for v in ys.ravel()]
-    return x, y
+@dataclass(frozen=True)
+class Choice:
+    """What the page's controls chose; it applies to every backbone's map."""
+
+    layer: str                  # a key of LAYERS
+    cls: int                    # index of ``cls_name`` in the page's classes (0 when it is not one)
+    cls_name: str
+    split_label: str            # a key of SPLIT_CHOICES
+    prototypes: bool
+
+    @property
+    def splits(self) -> list[str] | None:
+        """The splits whose images are counted (None: all)."""
+        return SPLIT_CHOICES[self.split_label]
 
 
-def neighbours(hex_xy: np.ndarray) -> list[np.ndarray]:
-    """Adjacent nodes of every node (centres 1 apart)."""
-    from scipy.spatial import cKDTree
-
-    tree = cKDTree(np.asarray(hex_xy, np.float64))
-    return [np.array(sorted(set(n) - {i}), dtype=np.int64)
-            for i, n in enumerate(tree.query_ball_point(np.asarray(hex_xy, np.float64), 1.0 + 1e-6))]
+def choice(labels: LabelSpace, layer: str, cls_name: str, split_label: str, prototypes: bool = False) -> Choice:
+    classes = label_order(labels)
+    return Choice(layer, classes.index(cls_name) if cls_name in classes else 0, cls_name, split_label, bool(prototypes))
 
 
-def map_extent(hex_xy: np.ndarray) -> tuple[float, float, float, float]:
-    """x0, x1, y0, y1 that hold every hexagon whole."""
-    xy = np.asarray(hex_xy, np.float64)
-    return (float(xy[:, 0].min() - 0.5), float(xy[:, 0].max() + 0.5),
-            float(xy[:, 1].min() - R), float(xy[:, 1].max() + R))
+def class_options(labels: LabelSpace, layer: str) -> list[str]:
+    """The class picker's options: "No finding" (multi-label) only for the density layer, the one
+    layer that needs no model output for the class."""
+    return label_order(labels) if layer == "density" else list(labels.names)
+
+
+def needs_class(layer: str, labels: LabelSpace) -> bool:
+    """Whether ``layer`` depends on the chosen class (the error layer does only for multi-label)."""
+    return layer in CLASS_LAYERS or (layer == "error" and labels.task == MULTILABEL)
+
+
+def youden_thresholds(analysis: Analysis | None, arch: str) -> dict[str, float]:
+    """Validation-chosen (Youden) thresholds per class, where the analysis stored them."""
+    if analysis is None:
+        return {}
+    per_class = analysis.backbone(arch).thresholds()
+    return {cls: float(t["youden"]) for cls, t in per_class.items() if t.get("youden") is not None}
 
 
 # ---------------------------------------------------------------- per-image and per-node tables
@@ -110,7 +114,7 @@ def class_matrix(label_cells, labels: LabelSpace) -> tuple[list[str], np.ndarray
     onehot = labels.onehot(label_cells).astype(np.float64)
     if labels.task == MULTILABEL:
         none = (onehot.sum(axis=1) == 0).astype(np.float64)[:, None]
-        return list(labels.names) + [NO_FINDING], np.hstack([onehot, none])
+        return label_order(labels), np.hstack([onehot, none])
     return list(labels.names), onehot
 
 
@@ -246,216 +250,171 @@ def closest_pairs(sim: np.ndarray, classes: list[str], top: int = 3) -> list[tup
     return sorted(pairs, key=lambda p: -p[2])[:top]
 
 
-# ---------------------------------------------------------------- colours
-
-def _rgba(hex_colour: str, alpha: float) -> str:
-    h = hex_colour.lstrip("#")
-    r, g, b = (int(h[k:k + 2], 16) for k in (0, 2, 4))
-    return f"rgba({r},{g},{b},{alpha:.2f})"
-
-
-def bin_values(values: np.ndarray, lo: float, hi: float, levels: int = N_LEVELS) -> np.ndarray:
-    """Level 0..levels-1 of every finite value on [lo, hi]; -1 for NaN."""
-    v = np.asarray(values, np.float64)
-    span = hi - lo if hi > lo else 1.0
-    lev = np.clip(np.floor((v - lo) / span * levels), 0, levels - 1)
-    return np.where(np.isfinite(v), lev, -1).astype(np.int64)
-
-
-# ---------------------------------------------------------------- the figure
-
-CONTINUOUS_SCALE = "Viridis"
-# light = close neighbours (a cluster), dark = a boundary between clusters; starts at light grey so
-# the lowest hexagons stay visible on the white background.
-UMATRIX_SCALE = [[0.0, "#ebebeb"], [1.0, "#111111"]]
-ERROR_SCALE = "Reds"
-
-
-def colourscale_for(layer: str):
-    return {"umatrix": UMATRIX_SCALE, "error": ERROR_SCALE}.get(layer, CONTINUOUS_SCALE)
-
-
-def som_figure(hex_xy: np.ndarray, layer: dict, layer_name: str, hover: list[str], classes: list[str],
-               highlight: int | None = None, upload: int | None = None, mosaic: str | None = None,
-               height: int = 560, title: str | None = None):
-    """The hexagonal map: filled hexagons (one trace per colour level), a centres trace (hover, colour
-    bar, clicks; trace named ``"nodes"``), the selected node outlined and the upload's node starred.
-    ``mosaic`` is a data-URI PNG from ``prototype_mosaic`` drawn over the hexagons."""
-    import plotly.graph_objects as go
-    from plotly.colors import sample_colorscale
-
-    xy = np.asarray(hex_xy, np.float64)
-    inner = 0.97 if mosaic is None else 1.0
-    verts = hexagon_vertices(xy, inner)
-    fig = go.Figure()
-    values = layer["values"]
-
-    def add_group(members: np.ndarray, colour: str, name: str | None = None, legend: bool = False,
-                  group: str | None = None):
-        if not len(members):
-            return
-        x, y = polygon_path(verts[members])
-        fig.add_trace(go.Scatter(x=x, y=y, fill="toself", fillcolor=colour, mode="lines",
-                                 line=dict(width=0.5 if mosaic is None else 0, color="rgba(255,255,255,0.6)"),
-                                 hoverinfo="skip", name=name or "", showlegend=legend,
-                                 legendgroup=group))
-
-    if layer["kind"] == "categorical":
-        dom, purity = layer["dominant"], layer["purity"]
-        colours = class_colours(classes)
-        # purity bin 0: <= 50 %, 1: <= 75 %, 2: above (paler = a more mixed node)
-        pbin = np.digitize(np.nan_to_num(purity, nan=0.0), PURITY_LEVELS[:-1], right=True)
-        for k, cls in enumerate(classes):
-            first = True
-            for b, alpha in enumerate(PURITY_ALPHA):
-                members = np.flatnonzero((dom == k) & (pbin == b))
-                if len(members):
-                    if first:  # legend swatch in the full colour (the fills vary with purity)
-                        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=cls, legendgroup=cls,
-                                                 marker=dict(symbol="hexagon", size=14, color=colours[cls]),
-                                                 showlegend=True, hoverinfo="skip"))
-                    add_group(members, _rgba(colours[cls], alpha), cls, group=cls)
-                    first = False
-        add_group(np.flatnonzero(dom < 0), EMPTY_COLOUR, "no images", legend=True)
-    else:
-        lo, hi = layer["range"]
-        scale = colourscale_for(layer_name)
-        levels = bin_values(values, lo, hi)
-        colours = sample_colorscale(scale, [(k + 0.5) / N_LEVELS for k in range(N_LEVELS)])
-        for k in range(N_LEVELS):
-            add_group(np.flatnonzero(levels == k), colours[k])
-        empty = np.flatnonzero(levels < 0)
-        if len(empty):
-            add_group(empty, EMPTY_COLOUR, "no images", legend=True)
-
-    marker = dict(size=max(4, min(22, int(600 / max(np.ptp(xy[:, 0]) + 1, 1)))), opacity=0)
-    if layer["kind"] == "continuous":
-        lo, hi = layer["range"]
-        marker.update(color=np.nan_to_num(values, nan=lo).tolist(), cmin=lo, cmax=hi,
-                      colorscale=colourscale_for(layer_name), showscale=True,
-                      colorbar=dict(title=dict(text=layer["title"]), thickness=14, len=0.85))
-    fig.add_trace(go.Scatter(x=xy[:, 0].round(4).tolist(), y=xy[:, 1].round(4).tolist(), mode="markers",
-                             marker=marker, name="nodes", showlegend=False, customdata=np.arange(len(xy)).tolist(),
-                             text=hover, hovertemplate="%{text}<extra></extra>",
-                             selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0))))
-    # Selected node and upload: layout shapes, drawn above the prototype mosaic (which covers traces).
-    for node, colour, width, dash, label in ((upload, "#ffb000", 4.5, "dot", "uploaded image"),
-                                            (highlight, "#d62728", 3.5, "solid", "selected node")):
-        if node is None or not 0 <= node < len(xy):
-            continue
-        v = hexagon_vertices(xy[[node]], 1.0)[0]
-        path = "M " + " L ".join(f"{a:.4f},{b:.4f}" for a, b in v) + " Z"
-        fig.add_shape(type="path", path=path, xref="x", yref="y", layer="above",
-                      line=dict(color=colour, width=width, dash=dash))
-        # A legend entry for the shape (shapes have none of their own).
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color=colour, width=width, dash=dash),
-                                 name=label, showlegend=True, hoverinfo="skip"))
-    if upload is not None and 0 <= upload < len(xy) and mosaic is None:
-        fig.add_trace(go.Scatter(x=[float(xy[upload, 0])], y=[float(xy[upload, 1])], mode="markers",
-                                 marker=dict(symbol="star", size=18, color="#ffd700",
-                                             line=dict(color="black", width=1.5)),
-                                 hoverinfo="skip", name="uploaded image", showlegend=False))
-    x0, x1, y0, y1 = map_extent(xy)
-    if mosaic is not None:
-        fig.add_layout_image(dict(source=mosaic, xref="x", yref="y", x=x0, y=y1, sizex=x1 - x0, sizey=y1 - y0,
-                                  xanchor="left", yanchor="top", sizing="stretch", layer="above", opacity=1.0))
-    fig.update_xaxes(visible=False, range=[x0 - 0.1, x1 + 0.1], constrain="domain")
-    fig.update_yaxes(visible=False, range=[y0 - 0.1, y1 + 0.1], scaleanchor="x", scaleratio=1)
-    fig.update_layout(height=height, margin=dict(t=40 if title else 10, b=10, l=10, r=10), title=title,
-                      plot_bgcolor="white", dragmode="pan", clickmode="event+select", font=dict(size=14),
-                      legend=dict(orientation="h", yanchor="top", y=-0.02, x=0), hoverlabel=dict(align="left"))
-    return fig
-
-
-def prototype_mosaic(hex_xy: np.ndarray, thumbs: np.ndarray, prototype: np.ndarray, px_per_unit: int | None = None,
-                     inner: float = 0.8, max_width: int = 1200) -> str:
-    """One RGBA PNG (data URI) covering ``map_extent``: every node's prototype thumbnail, masked to a
-    hexagon of ``inner`` x the node's size at the node's centre; transparent elsewhere, so the layer's
-    colour stays visible as a rim around each picture."""
-    from PIL import Image
-
-    xy = np.asarray(hex_xy, np.float64)
-    x0, x1, y0, y1 = map_extent(xy)
-    if px_per_unit is None:
-        px_per_unit = int(np.clip(max_width / (x1 - x0), 12, 64))
-    s = float(px_per_unit)
-    W, H = int(np.ceil((x1 - x0) * s)), int(np.ceil((y1 - y0) * s))
-    r = inner * R * s
-    P = max(2, int(np.ceil(2 * r)))
-    # Hexagon mask of a P x P patch (pointy top): |dx| <= w/2 and |dy| <= r - |dx| / sqrt(3)
-    c = (P - 1) / 2.0
-    dy, dx = np.mgrid[0:P, 0:P] - c
-    mask = (np.abs(dx) <= r * np.sqrt(3) / 2) & (np.abs(dy) <= r - np.abs(dx) / np.sqrt(3))
-    proto = np.asarray(prototype, np.int64)
-    t = np.asarray(thumbs)
-    idx = np.clip((np.arange(P) + 0.5) * t.shape[1] / P, 0, t.shape[1] - 1).astype(np.int64)
-    patches = np.asarray(t[np.sort(np.unique(proto))])
-    lookup = {int(p): k for k, p in enumerate(np.sort(np.unique(proto)))}
-    patches = patches[:, idx][:, :, idx]  # nearest-neighbour resize to P x P
-    canvas = np.zeros((H, W, 4), np.uint8)
-    for n, (cx, cy) in enumerate(xy):
-        col = int(round((cx - x0) * s - c))
-        row = int(round((y1 - cy) * s - c))
-        r0, c0 = max(row, 0), max(col, 0)
-        r1, c1 = min(row + P, H), min(col + P, W)
-        if r1 <= r0 or c1 <= c0:
-            continue
-        patch = patches[lookup[int(proto[n])]][r0 - row:r1 - row, c0 - col:c1 - col]
-        m = mask[r0 - row:r1 - row, c0 - col:c1 - col]
-        region = canvas[r0:r1, c0:c1]
-        region[m, 0] = region[m, 1] = region[m, 2] = patch[m]
-        region[m, 3] = 255
-    buf = io.BytesIO()
-    Image.fromarray(canvas, "RGBA").save(buf, format="PNG", optimize=False, compress_level=3)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def map_height(hex_xy: np.ndarray, width_px: int, lo: int = 320, hi: int = 820) -> int:
-    """Figure height that fits the map's aspect ratio at ``width_px`` (equal axis scales), plus margins."""
-    x0, x1, y0, y1 = map_extent(hex_xy)
-    return int(np.clip(width_px * (y1 - y0) / max(x1 - x0, 1e-9) + 70, lo, hi))
-
-
-def node_from_selection(selection, trace_index: int) -> int | None:
-    """The node clicked in a ``st.plotly_chart`` selection event (points of the centres trace only)."""
-    try:
-        points = (selection or {}).get("selection", {}).get("points", [])
-    except AttributeError:
-        return None
-    for p in points:
-        if p.get("curve_number") == trace_index:
-            cd = p.get("customdata")
-            if isinstance(cd, (list, tuple)):
-                cd = cd[0] if cd else None
-            if cd is not None:
-                return int(cd)
-            if p.get("point_index") is not None:
-                return int(p["point_index"])
-    return None
-
-
-def centres_trace_index(fig) -> int:
-    return next(k for k, t in enumerate(fig.data) if t.name == "nodes")
-
-
-def hover_texts(nd: NodeData, layer: dict, layer_label: str, umatrix: np.ndarray) -> list[str]:
-    """One hover line block per node: id, images, dominant class and purity, the layer's value."""
-    counts = nd.counts()
-    hits = nd.hits()
-    dom = counts.argmax(axis=1)
-    out = []
-    vals = layer["values"]
-    for n in range(nd.n_nodes):
-        if hits[n] == 0:
-            out.append(f"node {n}<br>no images<br>U-matrix {umatrix[n]:.2f}")
-            continue
-        share = counts[n, dom[n]] / hits[n]
-        v = vals[n]
-        vtxt = "" if layer["kind"] == "categorical" or not np.isfinite(v) else f"<br>{layer_label}: {v:.3g}"
-        out.append(f"node {n}<br>{hits[n]} images<br>{nd.classes[dom[n]]} {share:.0%}{vtxt}")
-    return out
-
-
 def split_text(cell) -> str:
     labs = split_labels(cell)
     return ", ".join(labs) if labs else NO_FINDING
+
+
+# ---------------------------------------------------------------- the map's quality and one node's panel
+
+def quality_metrics(info: dict) -> list[tuple[str, str, str | None]]:
+    """(label, value, help) of the map's quality metrics, from som.json."""
+    gx, gy = info.get("grid") or ["?", "?"]
+    return [("Quantization error", f"{info['quantization_error']:.3g}",
+             "Mean distance from a training image to its node, in the map's standardised PCA space."),
+            ("Topographic error", f"{100 * info['topographic_error']:.1f} %",
+             "Share of training images whose two best-matching nodes are not neighbours."),
+            ("Grid", f"{gx} × {gy}", None)]
+
+
+def node_rows(nd: NodeData, node: int) -> np.ndarray:
+    """images.parquet rows on ``node`` within the chosen split(s)."""
+    return np.flatnonzero((nd.node == node) & nd.mask)
+
+
+def node_metrics(arrays: dict, node: int, rows: np.ndarray, split_label: str) -> list[tuple[str, object, str | None]]:
+    """(label, value, help) of a node's headline numbers; ``arrays``: som.npz (``hits``, ``umatrix``, ``qe``)."""
+    qe = np.asarray(arrays["qe"], np.float64)
+    return [(f"Images ({split_label.lower()})", len(rows), None),
+            ("Training hits", int(arrays["hits"][node]), None),
+            ("U-matrix", f"{float(arrays['umatrix'][node]):.2f}", None),
+            ("Mean QE", f"{qe[rows].mean():.3g}" if len(rows) else "—",
+             "Mean distance of the node's images to its weights (the map's QE is the training mean).")]
+
+
+@dataclass
+class NodeSummary:
+    """A node's class table and one-line reading, for the images of ``rows``."""
+
+    stats: pd.DataFrame         # per class: images, share, mean probability, predicted (and errors, multi-label)
+    headline: str               # dominant class, its share (and the error rate, multi-class)
+    predicted: np.ndarray       # (len(rows), C) 0/1 predictions of those images
+
+
+def node_summary(nd: NodeData, rows: np.ndarray, thresholds: dict[str, float] | None = None) -> NodeSummary:
+    """Class counts, mean probabilities and predictions of a node's images (``rows``, not empty)."""
+    counts = nd.onehot[rows].sum(axis=0)
+    C = nd.probs.shape[1]
+    pred = predictions(nd, thresholds)[rows]
+    truth = nd.onehot[rows][:, :C]
+    pad = ["—"] * (len(nd.classes) - C)  # "No finding" (multi-label) has no model output
+    stats = pd.DataFrame({
+        "Images": counts.astype(int),
+        "Share": [f"{v:.0%}" for v in counts / len(rows)],
+        "Mean probability": [f"{v:.2f}" for v in nd.probs[rows].mean(axis=0)] + pad,
+        "Predicted": [str(int(v)) for v in pred.sum(axis=0)] + pad,
+    }, index=pd.Index(nd.classes, name="Class"))
+    if nd.labels.task == MULTILABEL:
+        stats["Errors"] = [str(int(v)) for v in (pred != truth).sum(axis=0)] + pad
+        err_text = ""
+    else:
+        wrong = (pred != truth).any(axis=1)
+        err_text = f" · error rate {wrong.mean():.0%} ({int(wrong.sum())} of {len(rows)})"
+    dom = int(counts.argmax())
+    headline = f"Dominant class **{nd.classes[dom]}** ({counts[dom] / len(rows):.0%} of its images){err_text}"
+    return NodeSummary(stats, headline, pred)
+
+
+def node_images_table(images: pd.DataFrame, nd: NodeData, rows: np.ndarray, pred: np.ndarray,
+                      qe: np.ndarray) -> pd.DataFrame:
+    """One row per image of the node: id, split, labels, prediction, top probability, QE."""
+    names = list(nd.labels.names)
+    P = nd.probs[rows]
+    qe = np.asarray(qe, np.float64)
+    if nd.labels.task == MULTILABEL:
+        predicted = [", ".join(n for n, v in zip(names, pr) if v) or NO_FINDING for pr in pred]
+        top = [f"{names[int(p.argmax())]} {p.max():.2f}" for p in P]
+    else:
+        predicted = [names[int(p.argmax())] for p in P]
+        top = [f"{p.max():.2f}" for p in P]
+    return pd.DataFrame({
+        "Image": images["image_id"].to_numpy()[rows],
+        "Split": [SPLIT_LABELS.get(s, s) for s in images["split"].to_numpy()[rows]],
+        "Labels": [split_text(c) for c in images["labels"].to_numpy()[rows]],
+        "Predicted": predicted,
+        "Top probability": top,
+        "QE": qe[rows].round(3),
+    })
+
+
+def gallery_captions(table: pd.DataFrame, limit: int = GALLERY_MAX) -> list[str]:
+    """The thumbnails' captions, label → prediction, of the first ``limit`` rows of ``node_images_table``."""
+    return [f"{t} → {p}" for t, p in zip(table["Labels"][:limit], table["Predicted"][:limit])]
+
+
+# ---------------------------------------------------------------- which classes sit together
+
+@dataclass
+class Relations:
+    """How a map's classes share its nodes (chosen split)."""
+
+    classes: list[str]
+    similarity: np.ndarray               # (K, K) cosine of the classes' node-count vectors
+    share: pd.DataFrame                  # share of each class's images on nodes dominated by another class
+    pairs: list[tuple[str, str, float]]  # the closest pairs (cosine >= 0.01), highest first
+
+    @property
+    def headline(self) -> str:
+        if not self.pairs:
+            return "No two classes share nodes: the map separates them completely."
+        return "Closest on the map: " + "; ".join(f"**{a}** & **{b}** ({s:.2f})" for a, b, s in self.pairs)
+
+
+def class_relations(nd: NodeData, top: int = 3) -> Relations:
+    counts = nd.counts()
+    sim = class_cooccurrence(counts)
+    pairs = [p for p in closest_pairs(sim, nd.classes, top=top) if p[2] >= 0.01]
+    share = pd.DataFrame(share_on_dominated(counts), index=pd.Index(nd.classes, name="Images of"), columns=nd.classes)
+    return Relations(list(nd.classes), sim, share, pairs)
+
+
+# ---------------------------------------------------------------- the diagnose page's upload
+
+@dataclass(frozen=True)
+class MapUpload:
+    """The diagnose page's upload on one backbone's SOM (``inference.Diagnosis.session_record``)."""
+
+    name: str
+    node: int | None            # its best-matching node (None: this backbone has no SOM)
+    qe: float | None            # its quantization error
+    pct: float | None           # the share of training images (%) whose QE is smaller
+    ood: bool
+
+    @property
+    def has_qe(self) -> bool:
+        return self.qe is not None and self.pct is not None
+
+    @property
+    def pct_text(self) -> str:
+        return f"{self.pct:.0f}" if self.pct < 99 else f"{self.pct:.1f}"
+
+    @property
+    def text(self) -> str:
+        """Where it sits and how its QE compares (``has_qe`` only)."""
+        text = (f"**{self.name}** (★) sits on node {self.node}; its quantization error {self.qe:.3g} is larger "
+                f"than {self.pct_text} % of the training images'.")
+        if self.ood:
+            text += " It is unlike the training images: treat the model's output with extra caution."
+        return text
+
+
+def upload_on_map(upload: dict | None, arch: str) -> MapUpload | None:
+    """The upload on ``arch``'s map, or None; ``upload``: the record already matched to this
+    experiment (``ui.upload_for(exp)``)."""
+    rec = ((upload or {}).get("backbones") or {}).get(arch)
+    if not isinstance(rec, dict):
+        return None
+
+    def number(key, kind=float):
+        return None if rec.get(key) is None else kind(rec[key])
+    return MapUpload(upload.get("name") or "uploaded image", number("som_node", int), number("som_qe"),
+                     number("som_qe_pct"), bool(rec.get("ood")))
+
+
+def upload_elsewhere(upload, matched: dict | None) -> str | None:
+    """The experiment the diagnose page's ``upload`` record was scored with when it is not this one
+    (``matched``: ``ui.upload_for(exp)``, None when the record is another experiment's), else None."""
+    if matched is None and isinstance(upload, dict) and upload.get("experiment"):
+        return str(upload["experiment"])
+    return None
+
