@@ -1,0 +1,262 @@
+"""Batch prediction (covidviz.batch) and its command line (covidviz.predict) on the trained tiny experiment."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from covidviz import batch, inference, runs
+from covidviz import predict as predict_cli
+from covidviz.data.imageio import decode_upload, read_image
+from tests.dicom_factory import make_dicom
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_experiment):
+    return inference.Predictor(runs.read_experiment(tiny_experiment))
+
+
+def film(seed: int, shape=(80, 96)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    y, x = np.mgrid[0:h, 0:w]
+    lungs = sum(np.exp(-(((x / w - cx) / 0.14) ** 2 + ((y / h - 0.5) / 0.3) ** 2)) for cx in (0.32, 0.68))
+    return np.clip(200 - 120 * lungs + rng.normal(0, 12 + 4 * seed, shape), 0, 255).astype(np.uint8)
+
+
+def png_bytes(gray: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(gray).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def films(tiny_experiment):
+    """Seven films: four of the experiment's own training images (in distribution) and three others."""
+    exp = runs.read_experiment(tiny_experiment)
+    images = exp.images()
+    train = images.index[images["split"] == "train"][:4]
+    own = [(f"train-{i}.png", read_image(images.loc[i, "path"])) for i in train]
+    return own + [(f"film-{s}.png", film(s, (64 + 8 * s, 72))) for s in range(3)]
+
+
+@pytest.fixture
+def folder(tmp_path, films):
+    """Good PNGs (one in a subfolder), a DICOM without suffix, four bad files and some litter."""
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    for k, (name, gray) in enumerate(films[:4]):
+        ((d / "sub") if k == 0 else d).joinpath(name).write_bytes(png_bytes(gray))
+    (d / "scan").write_bytes(make_dicom(films[4][1].astype(np.uint16) * 16, bits=12))
+    (d / "garbage.png").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    (d / "empty.png").write_bytes(b"")
+    (d / "notes.png").write_text("not an x-ray, just a text file renamed .png\n")
+    (d / "truncated.jpg").write_bytes(png_bytes(films[5][1])[:60])
+    (d / "README.txt").write_text("ignored: not an image suffix")
+    (d / ".DS_Store").write_bytes(b"\0\1")
+    return d
+
+
+GOOD_IN_FOLDER, BAD_IN_FOLDER = 5, 4
+
+
+def make_zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- the batch path equals the one-image path
+
+def test_batch_scores_equal_predictor(predictor, films):
+    scorer = batch.BatchPredictor(predictor, batch_size=3, keep_features=True)  # batches of 3, 3 and 1
+    sources = [batch.Source(name, (lambda g=gray: png_bytes(g))) for name, gray in films]
+    result = scorer.run(sources)
+    assert not result.bad and [r.name for r in result.rows] == [n for n, _ in films]
+    flags = []
+    for (name, gray), row in zip(films, result.rows):
+        one = predictor.predict(gray, name)
+        assert np.array_equal(row.pixels, one.pixels)
+        for arch, b in one.backbones.items():
+            got = row.backbones[arch]
+            np.testing.assert_allclose(got.probs, b.probs, rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(got.raw_probs, b.raw_probs, rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(got.features, b.features, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(got.cam, b.cams["cam"].low_res[0], rtol=1e-4, atol=1e-5)
+            assert got.top == b.top == got.cam_class
+            assert got.calls == [c["positive"] for c in b.calls]
+            assert got.thresholds == [c.get("raw_threshold", c["threshold"]) for c in b.calls]  # chosen on raw probs
+        # the default OOD rule is the Predictor's nearest-neighbour percentile, per backbone
+        expected = any(b.nn_pct is not None and b.nn_pct > inference.OOD_PERCENTILE for b in one.backbones.values())
+        assert row.ood is expected
+        flags.append(row.ood)
+    assert all(t is not None for t in scorer._thresholds["densenet121"])  # calls were really made
+    assert flags[-1] is True and not any(flags[:4])  # noise films are far, training images are not
+    table = scorer.table(result.rows)
+    assert list(table.columns) == scorer.columns() and len(table) == len(films)
+    assert table["ood"].tolist() == flags
+    assert (table[[f"densenet121::p::{c}" for c in scorer.names]].sum(axis=1) - 1).abs().max() < 1e-5
+
+
+def test_ood_seam_is_called_with_features(predictor, films):
+    seen = []
+
+    def ood_fn(gray, features):
+        seen.append((gray.shape, {a: f.shape for a, f in features.items()}))
+        return gray.shape[0] > 70, "tall" if gray.shape[0] > 70 else ""
+
+    rows = batch.BatchPredictor(predictor, batch_size=4, ood_fn=ood_fn).score(films[4:])
+    assert [r.ood for r in rows] == [g.shape[0] > 70 for _, g in films[4:]]
+    assert seen[0][0] == films[4][1].shape  # the decoded film, not the model input
+    assert seen[0][1] == {"tinycnn": (128,), "densenet121": (1024,)}
+    assert rows[-1].ood_reason == "tall"
+
+
+def test_one_lock_hold_and_one_forward_per_batch(predictor, films, monkeypatch):
+    calls = []
+    real = batch.compute_cams
+
+    def counting(model, x, *args, **kwargs):
+        assert batch.model_lock(model)._is_owned()  # taken by the batch path around the pass
+        calls.append(x.shape[0])
+        return real(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(batch, "compute_cams", counting)
+    batch.BatchPredictor(predictor, batch_size=4, ood_fn=lambda g, f: (False, "")).run(
+        [batch.Source(n, (lambda g=g: png_bytes(g))) for n, g in films])
+    assert calls == [4, 4, 3, 3]  # per batch, one pass per backbone
+
+
+# ---------------------------------------------------------------- inputs and bad files
+
+def test_folder_bad_files_are_listed_and_the_rest_scored(predictor, folder, tmp_path, films):
+    big = make_zip({f"x{i}.png": png_bytes(films[i][1]) for i in range(3)})
+    (tmp_path / "big.zip").write_bytes(big)
+    with batch.collect_inputs([folder, tmp_path / "big.zip", tmp_path / "missing.png"], max_members=2) as inputs:
+        assert inputs.ignored == 1  # README.txt; .DS_Store is litter
+        result = batch.BatchPredictor(predictor, batch_size=4).run(inputs)
+    assert len(result.rows) == GOOD_IN_FOLDER
+    assert {Path(r.name).name for r in result.rows} == {n for n, _ in films[:4]} | {"scan"}
+    bad = {Path(b.name).name: b.message for b in result.bad}
+    assert set(bad) == {"big.zip", "missing.png", "garbage.png", "empty.png", "notes.png", "truncated.jpg"}
+    assert "over the limit of 2 files" in bad["big.zip"]
+    assert "no such file" in bad["missing.png"]
+    assert "empty" in bad["empty.png"]
+    assert "not a readable image" in bad["notes.png"] and "not a readable image" in bad["garbage.png"]
+    assert all(m for m in bad.values())
+
+
+def test_zip_round_trip_equals_files(predictor, films, tmp_path):
+    members = {f"set/{name}": png_bytes(gray) for name, gray in films[:3]}
+    members.update({"__MACOSX/set/._a.png": b"junk", "set/notes.txt": b"ignored", "inner.zip": make_zip({"a.png": b"x"}),
+                    "set/bad.png": b"\x89PNG broken", "LICENSE": b"no suffix, not a DICOM: ignored",
+                    "set/scan": make_dicom(films[4][1].astype(np.uint16) * 16, bits=12)})
+    data = make_zip(members)
+    (tmp_path / "cases.zip").write_bytes(data)
+    scorer = batch.BatchPredictor(predictor, batch_size=8)
+    with batch.collect_inputs([tmp_path / "cases.zip"]) as inputs:
+        assert inputs.ignored == 2
+        from_zip = scorer.run(inputs)
+    names = [f"set/{n}" for n, _ in films[:3]] + ["set/scan"]
+    assert [r.name for r in from_zip.rows] == [f"{tmp_path / 'cases.zip'}:{n}" for n in names]
+    assert sorted(b.name.split(":")[-1] for b in from_zip.bad) == ["inner.zip", "set/bad.png"]
+    direct = scorer.score([(n, decode_upload(png_bytes(g), n).gray) for n, g in films[:3]])
+    for a, b in zip(from_zip.rows, direct):
+        for arch in scorer.archs:
+            np.testing.assert_allclose(a.backbones[arch].probs, b.backbones[arch].probs, rtol=1e-5, atol=1e-7)
+    # the same archive uploaded as bytes (the app's path)
+    uploaded = scorer.run(batch.sources_from_bytes([("cases.zip", data)]))
+    assert [r.name for r in uploaded.rows] == [f"cases.zip:{n}" for n in names]
+
+
+def test_zip_limits_and_lying_sizes(films):
+    data = make_zip({f"x{i}.png": png_bytes(films[i][1]) for i in range(3)})
+    sizes = [i.file_size for i in zipfile.ZipFile(io.BytesIO(data)).infolist()]
+    total = sum(sizes)
+    refused = batch.open_zip(data, "up.zip", max_bytes=total - 1)
+    assert not refused.sources and "over the limit" in refused.bad[0].message and "MiB" in refused.bad[0].message
+    one_big = batch.open_zip(data, "up.zip", max_member_bytes=min(sizes))
+    assert len(one_big.sources) + len(one_big.bad) == 3 and any("limit per file" in b.message for b in one_big.bad)
+    assert "not a readable ZIP" in batch.open_zip(b"PK\x03\x04 not really", "fake.zip").bad[0].message
+    # a member that inflates past its declared size is cut off at the declared size + 1 byte and refused
+    ok = batch.open_zip(data, "up.zip")
+    info = ok._archives[0].infolist()[0]
+    info.file_size = 100
+    with pytest.raises(batch.ImageDecodeError, match="up.zip:x0.png"):
+        ok.sources[0].read()
+    ok.close()
+
+
+def test_collect_inputs_on_an_empty_folder(tmp_path):
+    (tmp_path / "e").mkdir()
+    inputs = batch.collect_inputs([tmp_path / "e"])
+    assert not inputs.sources and "holds no image files" in inputs.bad[0].message
+
+
+# ---------------------------------------------------------------- contact sheet
+
+def test_contact_sheet(predictor, films):
+    scorer = batch.BatchPredictor(predictor, batch_size=8)
+    rows = scorer.score(films[:5])
+    png = batch.contact_sheet_png(rows, scorer.names, columns=2, tile=64)
+    img = Image.open(io.BytesIO(png))
+    assert img.format == "PNG" and img.mode == "RGB"
+    tile_w, n_archs = 64 * 3, 2
+    assert img.width == 2 * (tile_w + 6) + 6
+    assert img.height == 3 * (64 + 15 * (1 + n_archs) + 4 + 6) + 6
+    arr = np.asarray(img)
+    # the overlay half of the first tile is coloured (a heat map), the film is gray
+    film_part, heat_part = arr[6:70, 6:70], arr[6:70, 70:134]
+    assert np.ptp(film_part.astype(int), axis=2).max() == 0
+    assert np.ptp(heat_part.astype(int), axis=2).max() > 30
+    heat = batch.cam_heat(rows[0].backbones["densenet121"], 32)
+    assert heat.shape == (32, 32) and heat.min() >= 0 and heat.max() <= 1
+
+
+# ---------------------------------------------------------------- command line
+
+def test_cli_rows_stderr_and_heatmaps(tiny_experiment, folder, tmp_path, films, capsys):
+    (tmp_path / "more.zip").write_bytes(make_zip({f"z/{n}": png_bytes(g) for n, g in films[5:]}))
+    out, heat = tmp_path / "res" / "preds.csv", tmp_path / "heat"
+    rc = predict_cli.main([str(tiny_experiment), str(folder), str(tmp_path / "more.zip"), str(tmp_path / "nope.dcm"),
+                           "--out", str(out), "--heatmaps", str(heat), "--batch-size", "3", "--quiet"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == GOOD_IN_FOLDER + 2
+    assert {Path(r["file"].split(":")[-1]).name for r in rows} == {n for n, _ in films[:4]} | {"scan"} | {n for n, _ in films[5:]}
+    skipped = [line for line in captured.err.splitlines() if line.startswith("covidviz.predict: skipped")]
+    assert len(skipped) == BAD_IN_FOLDER + 1, captured.err
+    assert sum("nope.dcm" in line for line in skipped) == 1 and sum("notes.png" in line for line in skipped) == 1
+    assert f"scored {GOOD_IN_FOLDER + 2} file(s)" in captured.out
+    columns = batch.BatchPredictor(inference.Predictor(runs.read_experiment(tiny_experiment))).columns()
+    assert list(rows[0]) == columns
+    names = runs.read_experiment(tiny_experiment).labels.names
+    assert all(r["densenet121::top"] in names and r["tinycnn::top"] in names for r in rows)
+    assert all(abs(sum(float(r[f"tinycnn::p::{c}"]) for c in names) - 1) < 1e-4 for r in rows)
+    assert {r["ood"] for r in rows} <= {"True", "False"}
+    sheets = sorted(heat.glob("contact-*.png"))
+    assert len(sheets) == 1 and Image.open(sheets[0]).width > 0
+    assert not list(out.parent.glob(".*partial"))
+
+
+def test_cli_exit_codes(tiny_experiment, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    assert predict_cli.main([str(tmp_path / "no-such-exp"), str(bad), "--out", str(tmp_path / "a.csv")]) == 2
+    assert "cannot use experiment" in capsys.readouterr().err
+    assert predict_cli.main([str(tiny_experiment), str(bad), "--out", str(tmp_path / "b.csv"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "skipped" in err and "no file could be scored" in err
+    assert (tmp_path / "b.csv").read_text().startswith("file,")  # header only
+    assert predict_cli.main([str(tiny_experiment)]) == 2  # no inputs: usage error
+    assert predict_cli.main([str(tiny_experiment), str(bad), "--batch-size", "0"]) == 2

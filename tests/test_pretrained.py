@@ -1,0 +1,144 @@
+"""torchxrayvision checkpoints mapped onto our DenseNet121 (covidviz.pretrained); nothing is downloaded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from covidviz import pretrained
+from covidviz.data.preprocess import Preprocessing, center_square
+from covidviz.models import Classifier, PretrainedState, build_model
+
+xrv = pytest.importorskip("torchxrayvision")
+
+
+@pytest.fixture(scope="module")
+def txv_model():
+    """torchxrayvision's DenseNet (weights=None: random init, no download), with every BatchNorm's
+    parameters and running statistics randomised so that a mapping that dropped any tensor would show."""
+    torch.manual_seed(0)
+    m = xrv.models.DenseNet(weights=None)
+    g = torch.Generator().manual_seed(1)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.weight.data = torch.rand(mod.weight.shape, generator=g) + 0.5
+            mod.bias.data = 0.1 * torch.randn(mod.bias.shape, generator=g)
+            mod.running_mean.copy_(0.1 * torch.randn(mod.running_mean.shape, generator=g))
+            mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=g) + 0.5)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def txv_file(txv_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("txv") / "txv-densenet.pt"
+    torch.save(txv_model.state_dict(), path)
+    return path
+
+
+def txv_input(gray: np.ndarray) -> torch.Tensor:
+    """torchxrayvision's own preprocessing of an 8-bit film: [-1024, 1024], centre crop (1 channel)."""
+    img = xrv.utils.normalize(gray, 255)[None]
+    img = xrv.datasets.XRayCenterCrop()(img)
+    return torch.from_numpy(np.ascontiguousarray(img))[None]
+
+
+@pytest.mark.parametrize("spec", ["txv:{}", "{}"])  # named by prefix, or recognised from its keys
+def test_mapped_features_equal_torchxrayvision(txv_model, txv_file, spec):
+    weights = pretrained.resolve_weights(spec.format(txv_file), "densenet121")
+    assert isinstance(weights, pretrained.TxvWeights) and isinstance(weights, PretrainedState)
+    assert weights.head_outputs == 18 and weights.source == f"torchxrayvision:{txv_file}"
+    model, init = build_model("densenet121", 3, weights, output_stride=32)  # models.build_model takes it as is
+    assert init["source"] == weights.source
+    model.eval()
+    prep = weights.preprocessing
+    assert (prep.image_size, prep.crop, prep.channels) == (224, "center", 3)
+    # A non-square 8-bit film the models' size on its short side: the crop is exercised, no resize is.
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (224, 300), dtype=np.uint8)
+    gray[:, :40] = 0  # the part the centre crop removes must not matter
+    ours = prep.to_tensor(prep.to_model_pixels(gray))
+    theirs = txv_input(gray)
+    assert ours.shape == (1, 3, 224, 224) and theirs.shape == (1, 1, 224, 224)
+    torch.testing.assert_close(ours[:, :1], theirs, rtol=0, atol=1e-3)  # same intensities, [-1024, 1024]
+    with torch.no_grad():
+        a = model.forward_features(ours)
+        b = txv_model.features2(theirs.clone())
+    assert a.shape == b.shape == (1, 1024)
+    scale = float(b.abs().max())
+    assert scale > 1.0
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * scale), float((a - b).abs().max())
+    # the head is ours, fresh for our 3 classes
+    assert model.head.out_features == 3
+
+
+def test_mapping_loads_at_every_stride(txv_file):
+    weights = pretrained.load_txv(txv_file)
+    fine, _ = build_model("densenet121", 2, weights, output_stride=16)
+    coarse, _ = build_model("densenet121", 2, weights, output_stride=32)
+    for k, v in coarse.features.state_dict().items():
+        assert torch.equal(v, fine.features.state_dict()[k])
+    conv0 = fine.features[0].conv0.weight
+    assert conv0.shape == (64, 3, 7, 7) and torch.allclose(conv0.sum(1, keepdim=True), torch.load(
+        txv_file, weights_only=True)["features.conv0.weight"], atol=1e-6)
+
+
+def test_txv_preprocessing_is_its_scaling():
+    prep = pretrained.txv_preprocessing()
+    x = prep.to_tensor(np.array([[0, 255], [128, 51]], np.uint8).repeat(8, 0).repeat(8, 1)[:16, :16])
+    assert float(x.min()) == pytest.approx(-1024.0) and float(x.max()) == pytest.approx(1024.0)
+    assert Preprocessing.from_json(prep.to_json()) == prep
+
+
+def test_preprocessing_backward_compatible():
+    old = {"image_size": 64, "channels": 3, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+           "resize": "bilinear, whole image to a square"}  # a manifest from before `crop`
+    prep = Preprocessing.from_json(old)
+    assert prep.crop == "none" and prep == Preprocessing(64)
+    gray = np.arange(40 * 100, dtype=np.uint32).reshape(40, 100).astype(np.uint8)
+    assert prep.to_model_pixels(gray).shape == (64, 64)
+    np.testing.assert_array_equal(Preprocessing(64).to_model_pixels(gray), prep.to_model_pixels(gray))
+    assert center_square(gray).shape == (40, 40) and np.array_equal(center_square(gray), gray[:, 30:70])
+    with pytest.raises(ValueError, match="crop"):
+        Preprocessing(64, crop="left")
+
+
+def test_our_and_torchvision_files_pass_through(tmp_path):
+    import torchvision
+
+    ours = Classifier("densenet121", 3, output_stride=32)
+    torch.save(ours.state_dict(), tmp_path / "ours.pt")
+    torch.save(torchvision.models.resnet50().state_dict(), tmp_path / "tv.pt")
+    w = pretrained.resolve_weights(str(tmp_path / "ours.pt"), "densenet121")
+    assert type(w) is PretrainedState and w.source == f"file:{tmp_path / 'ours.pt'}"
+    assert pretrained.checkpoint_kind(w.state, "densenet121") == "covidviz"
+    tv = pretrained.resolve_weights(str(tmp_path / "tv.pt"), "resnet50")
+    assert pretrained.checkpoint_kind(tv.state, "resnet50") == "torchvision"
+    build_model("resnet50", 2, tv)  # loads through models' torchvision path
+    for keyword in ("none", "imagenet", "auto"):
+        assert pretrained.resolve_weights(keyword, "densenet121") == keyword
+    assert pretrained.preprocessing_for({"a": "none", "b": w}, 96) == Preprocessing(96)
+
+
+def test_clear_errors(tmp_path, txv_file):
+    torch.save({"encoder.weight": torch.zeros(3, 3), "decoder.bias": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="neither a covidviz, a torchvision nor a torchxrayvision densenet121"):
+        pretrained.resolve_weights(str(tmp_path / "other.pt"), "densenet121")
+    with pytest.raises(ValueError, match="not a torchxrayvision DenseNet121"):
+        pretrained.resolve_weights(f"txv:{tmp_path / 'other.pt'}", "densenet121")
+    with pytest.raises(ValueError, match="DenseNet121s; resnet50 cannot"):
+        pretrained.resolve_weights(f"txv:{txv_file}", "resnet50")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="cannot read it as a PyTorch file"):
+        pretrained.resolve_weights(str(tmp_path / "junk.pt"), "densenet121")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "pickled.pt")  # a whole pickled module, like txv's releases
+    with pytest.raises(ValueError, match="weights_only=True"):
+        pretrained.resolve_weights(f"txv:{tmp_path / 'pickled.pt'}", "densenet121")
+    with pytest.raises(FileNotFoundError):
+        pretrained.resolve_weights(f"txv:{tmp_path / 'absent.pt'}", "densenet121")
+    # a truncated txv state (a tensor missing) is refused, not half loaded
+    state = torch.load(txv_file, weights_only=True)
+    del state["features.denseblock3.denselayer5.conv1.weight"]
+    torch.save(state, tmp_path / "cut.pt")
+    with pytest.raises(ValueError, match="1 trunk tensors missing"):
+        pretrained.load_txv(tmp_path / "cut.pt")
