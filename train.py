@@ -9,6 +9,8 @@ Examples::
     python train.py --data csv:covid3 --data nih:nih14 --name merged15     # 15-class merge
     python train.py --resume --name merged15                 # continue after an interruption
     python train.py analyze runs/merged15                    # (re)compute the analysis in place
+    python train.py evaluate runs/covid3 --data folder:/data/site-b --name site-b   # external test set
+    python train.py predict runs/covid3 scans/ more.dcm --out preds.csv --heatmaps sheets/   # batch
     torchrun --nproc_per_node=2 train.py --data synthetic:600 --arch resnet50   # DDP
 
 ``main(argv)`` is importable so tests can call it; it returns a process exit code.
@@ -88,6 +90,38 @@ def analyze_main(argv: list[str]) -> int:
     return 0
 
 
+def build_evaluate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train.py evaluate",
+                                description="Score a trained experiment on another dataset (an external test set) "
+                                            "without retraining; stored inside the experiment.")
+    p.add_argument("experiment", help="experiment folder, e.g. runs/covid3")
+    p.add_argument("--data", action="append", required=True, metavar="KIND:PATH",
+                   help=f"the external dataset (repeatable); kinds: {DATA_KINDS}")
+    p.add_argument("--name", required=True, help="name of the external set, e.g. site-b (re-using a name replaces it)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--cache-dir", default=None, help="preprocessing cache (default ~/.cache/covidviz or $COVIDVIZ_CACHE)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def evaluate_main(argv: list[str]) -> int:
+    args = build_evaluate_parser().parse_args(argv)
+    from covidviz.analysis.external import evaluate_external, format_external
+    from covidviz.data.imageio import ImageDecodeError
+    from covidviz.runs import RunFormatError
+
+    try:
+        metrics = evaluate_external(args.experiment, args.data, args.name, cache_dir=args.cache_dir, n_boot=args.n_boot,
+                                    seed=args.seed, batch_size=args.batch_size, progress=not args.quiet)
+    except (RunFormatError, FileNotFoundError, ValueError, ImageDecodeError) as exc:
+        print(f"train.py evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_external(metrics))
+    return 0
+
+
 def config_from_args(args) -> RunConfig:
     from covidviz.pipeline import DEMO_ARCHS, DEMO_DATA, RunConfig  # noqa: F811 (the TYPE_CHECKING name, at run time)
     from covidviz.training import TrainConfig
@@ -126,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if argv[:1] == ["analyze"]:
         return analyze_main(argv[1:])
+    if argv[:1] == ["evaluate"]:
+        return evaluate_main(argv[1:])
+    if argv[:1] == ["predict"]:
+        from covidviz.predict import main as predict_main
+
+        return predict_main(argv[1:])
     args = build_parser().parse_args(argv)
     from covidviz.data.imageio import ImageDecodeError
     from covidviz.data.splits import LeakageError

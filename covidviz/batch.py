@@ -39,13 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-import torch
 
 from covidviz import runs
 from covidviz.analysis.calibration import apply_temperature
-from covidviz.cam import DEFAULT_COLORMAP, OVERLAY_ALPHA, compute_cams, model_lock, overlay, resize_map
+from covidviz.cam import DEFAULT_COLORMAP, OVERLAY_ALPHA, overlay, resize_map
 from covidviz.data.imageio import DICOM_SUFFIXES, ImageDecodeError, decode_upload
-from covidviz.inference import OOD_PERCENTILE
+from covidviz.inference import OOD_PERCENTILE, forward_with_features
 from covidviz.models import probabilities
 from covidviz.runs.records import POINTS
 
@@ -370,22 +369,9 @@ class BatchPredictor:
 
     def _forward(self, arch: str, pixels: np.ndarray):
         """Logits (N, C), pooled features (N, D) and the top-class CAMs from ONE forward pass."""
-        model = self.predictor.models[arch]
-        x = self.predictor.prep.to_tensor(pixels)
-        owner = threading.get_ident()
-        captured = {}
-
-        def hook(module, inputs, output):
-            if threading.get_ident() == owner:
-                captured["f"] = output.detach()
-
-        with model_lock(model):
-            handle = model.pool.register_forward_hook(hook)
-            try:
-                cam = compute_cams(model, x, None, ("cam",))["cam"]
-            finally:
-                handle.remove()
-        feats = torch.flatten(captured["f"], 1).float().cpu().numpy()
+        cams, feats = forward_with_features(self.predictor.models[arch], self.predictor.prep.to_tensor(pixels),
+                                            None, ("cam",))
+        cam = cams["cam"]
         return cam.logits.astype(np.float64), feats, cam
 
     def score(self, images: Sequence[tuple[str, np.ndarray]], infos: Sequence[dict] | None = None) -> list[ScoredImage]:

@@ -176,24 +176,9 @@ class Predictor:
         return self.prep.to_model_pixels(gray)
 
     def _forward(self, arch: str, pixels: np.ndarray, class_idx, methods) -> tuple[dict, np.ndarray]:
-        """CAMs + the pooled features from ONE forward pass (a thread-filtered hook on the pool)."""
-        model = self.models[arch]
-        x = self.prep.to_tensor(pixels)
-        owner = threading.get_ident()
-        captured = {}
-
-        def hook(module, inputs, output):
-            if threading.get_ident() == owner:
-                captured["f"] = output.detach()
-
-        with model_lock(model):
-            handle = model.pool.register_forward_hook(hook)
-            try:
-                cams = compute_cams(model, x, class_idx, methods)
-            finally:
-                handle.remove()
-        feats = torch.flatten(captured["f"], 1)[0].float().cpu().numpy()
-        return cams, feats
+        """CAMs + the pooled features of one image from ONE forward pass."""
+        cams, feats = forward_with_features(self.models[arch], self.prep.to_tensor(pixels), class_idx, methods)
+        return cams, feats[0]
 
     def heatmaps(self, pixels: np.ndarray, arch: str, class_idx: int | None = None,
                  methods=METHODS) -> dict[str, CamResult]:
@@ -294,3 +279,22 @@ class Predictor:
         with self._lock:
             self._fixed["ref"] = batch
         return batch
+
+
+def forward_with_features(model, x: torch.Tensor, class_idx, methods) -> tuple[dict, np.ndarray]:
+    """CAMs and the pooled features (N, D) from ONE forward pass: a hook on the pool that only fires
+    in the calling thread, removed in ``finally``, under the model's lock (shared with every session)."""
+    owner = threading.get_ident()
+    captured = {}
+
+    def hook(module, inputs, output):
+        if threading.get_ident() == owner:
+            captured["f"] = output.detach()
+
+    with model_lock(model):
+        handle = model.pool.register_forward_hook(hook)
+        try:
+            cams = compute_cams(model, x, class_idx, methods)
+        finally:
+            handle.remove()
+    return cams, torch.flatten(captured["f"], 1).float().cpu().numpy()

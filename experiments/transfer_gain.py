@@ -44,7 +44,8 @@ def main() -> int:
     pre, scr = runs.read_experiment(args.pretrained), runs.read_experiment(args.scratch)
     for arch in args.arch or [x for x in pre.backbones if x in scr.backbones]:
         res = transfer_gain(pre, scr, arch)
-        print(f"{arch}: {pre.name} - {scr.name} (AUC gain from pretraining, same {res['per_class'][pre.labels.names[0]]['n']} test images)")
+        n_test = res["per_class"][pre.labels.names[0]]["n"]
+        print(f"{arch}: {pre.name} - {scr.name} (AUC gain from pretraining, same {n_test} test images)")
         for name, d in res["per_class"].items():
             if d.get("diff") is None:
                 print(f"  {name:12s} n/a")

@@ -121,15 +121,17 @@ def test_ood_seam_is_called_with_features(predictor, films):
 
 
 def test_one_lock_hold_and_one_forward_per_batch(predictor, films, monkeypatch):
+    from covidviz import inference
+
     calls = []
-    real = batch.compute_cams
+    real = inference.compute_cams  # the batch path's one forward (inference.forward_with_features)
 
     def counting(model, x, *args, **kwargs):
-        assert batch.model_lock(model)._is_owned()  # taken by the batch path around the pass
+        assert inference.model_lock(model)._is_owned()  # taken by the batch path around the pass
         calls.append(x.shape[0])
         return real(model, x, *args, **kwargs)
 
-    monkeypatch.setattr(batch, "compute_cams", counting)
+    monkeypatch.setattr(inference, "compute_cams", counting)
     batch.BatchPredictor(predictor, batch_size=4, ood_fn=lambda g, f: (False, "")).run(
         [batch.Source(n, (lambda g=g: png_bytes(g))) for n, g in films])
     assert calls == [4, 4, 3, 3]  # per batch, one pass per backbone

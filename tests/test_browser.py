@@ -37,12 +37,15 @@ def test_overview_renders_in_chromium(server, page):
 
     # Streamlit streams elements in as the script runs: wait (expect) rather than count at once.
     expect.set_options(timeout=60_000)
+    # Two experiments and no demo: nothing is chosen for the user; the address names the experiment.
     page.goto(server, wait_until="domcontentloaded")
+    expect(page.get_by_role("heading", name="Choose an experiment")).to_be_visible()
+    page.goto(server + "/?exp=covid3-demo", wait_until="domcontentloaded")
     expect(page.get_by_role("heading", name="Overview: covid3-demo")).to_be_visible()
     expect(page.get_by_text("For research and education only")).to_have_count(1)
     expect(page.get_by_text("ImageNet weights could not be downloaded")).to_have_count(1)
-    # Plotly draws asynchronously; wait for all three charts (AUC bars, loss, validation AUC).
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 3", timeout=60_000)
+    # Plotly draws asynchronously; wait for both charts (AUC bars, training curves).
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
     page.wait_for_timeout(1500)  # let the last chart finish its layout before the screenshot
     assert page.locator(".js-plotly-plot .xtitle").first.is_visible()
     assert page.locator("[data-testid='stException']").count() == 0
@@ -56,6 +59,7 @@ def test_overview_renders_in_chromium(server, page):
     images = page.locator("[data-testid='stMetric']", has_text="Images").locator("[data-testid='stMetricValue']")
     expect(images).to_have_text("40")
     assert page.locator("[data-testid='stException']").count() == 0
+    assert "exp=older-run" in page.url  # the choice is in the address, so the link can be shared
 
 
 def test_deep_link_on_a_fresh_server_uses_the_router(server, page):

@@ -38,15 +38,15 @@ def test_compare_page_renders_charts_and_heatmaps(tmp_path):
     from playwright.sync_api import expect
 
     root = tmp_path / "runs"
-    # Two experiments: 14 findings (multi-label) and, newer so the page opens on it, a 3-class one with
-    # real images and weights (for the heatmaps).
+    # Two experiments: 14 findings (multi-label) and a 3-class one with real images and weights (for the
+    # heatmaps), opened by its address (the app never picks the newest for the user).
     make_analysed(root, "nih14", list(NIH_FINDINGS), MULTILABEL, ["densenet121", "resnet50"], n=300)
     make_analysed(root, "covid3-demo", ["COVID-19", "Normal", "Pneumonia"], MULTICLASS,
                   ["densenet121", "tinycnn"], n=160, images_dir=tmp_path / "images")
     expect.set_options(timeout=60_000)
     SCREENSHOTS.mkdir(exist_ok=True)
     with streamlit_server(root, tmp_path, script="app_pages/compare.py") as url, chromium_page(height=1100) as page:
-        page.goto(url, wait_until="domcontentloaded")
+        page.goto(url + "/?exp=covid3-demo", wait_until="domcontentloaded")
         expect(page.get_by_role("heading", name="Compare backbones: covid3-demo")).to_be_visible()
         expect(page.get_by_text("For research and education only")).to_have_count(1)
         # ROC, PR, reliability, subgroups, training curves.

@@ -86,6 +86,9 @@ def test_unknown_classes_are_listed_and_no_overlap_is_a_clear_error(evaluated, t
     assert metrics["n_images"] == 3
     assert len(metrics["left_out"]) == 3 and all("label space" in x["reason"] for x in metrics["left_out"])
     shutil.rmtree(folder / "Normal")
+    (folder / "Mass").mkdir()  # a folder dataset needs two classes of its own
+    for i in range(3):
+        Image.fromarray(np.full((40, 40), 50 * i + 30, np.uint8)).save(folder / "Mass" / f"{i}.png")
     with pytest.raises(NoOverlapError, match="Hernia"):
         evaluate_external(exp_path, [f"folder:{folder}"], "none", cache_dir=cache, n_boot=20)
 

@@ -75,8 +75,11 @@ def test_only_the_ui_package_imports_streamlit():
     assert not offenders, f"streamlit imported outside covidviz/ui: {sorted(set(offenders))}"
 
 
+CLI_MODULES = {"covidviz.predict"}   # command lines (``python -m ...``): they print, like train.py
+
+
 def test_library_code_does_not_print():
-    printing = [f"{name}:{node.lineno}" for name, path in MODULES.items()
+    printing = [f"{name}:{node.lineno}" for name, path in MODULES.items() if name not in CLI_MODULES
                 for node in ast.walk(ast.parse(path.read_text()))
                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"]
     assert not printing, f"library code prints (log instead; the CLI prints): {printing}"

@@ -112,30 +112,31 @@ def cramers_v(groups, y) -> float | None:
 _COLUMN_NOUN = {"source": "source", "sex": "sex", "age_group": "age group", "view": "view"}
 
 
-def _members(column: str, value: str) -> str:
-    """'images from hannover', 'images of female patients', ... (plain words for the warnings)."""
+# (who the images are, what the class's images do) per column; {v} is the group's value.
+_PHRASES = {"source": ("images from {v}", "come from {v}"),
+            "age_group": ("images of patients aged {v}", "are of patients aged {v}"),
+            "view": ("{v} images", "are {v} views")}
+_SEX = {"F": "female patients", "M": "male patients"}
+
+
+def _phrases(column: str, value: str) -> tuple[str, str]:
+    """Plain words for the warnings: ('images from hannover', 'come from hannover'), ..."""
     if value == UNKNOWN:
-        return f"images with no recorded {_COLUMN_NOUN.get(column, column)}"
-    if column == "source":
-        return f"images from {value}"
+        noun = _COLUMN_NOUN.get(column, column)
+        return f"images with no recorded {noun}", f"have no recorded {noun}"
     if column == "sex":
-        return {"F": "images of female patients", "M": "images of male patients"}.get(value, f"images of sex {value}")
-    if column == "age_group":
-        return f"images of patients aged {value}"
-    if column == "view":
-        return f"{value} images"
-    return f"images with {column} {value}"
+        who = _SEX.get(value, f"sex {value}")
+        return f"images of {who}", f"are of {who}"
+    members, predicate = _PHRASES.get(column, ("images with {c} {v}", "are images with {c} {v}"))
+    return members.format(v=value, c=column), predicate.format(v=value, c=column)
+
+
+def _members(column: str, value: str) -> str:
+    return _phrases(column, value)[0]
 
 
 def _predicate(column: str, value: str) -> str:
-    """'come from hannover', 'are of female patients', ... (what the class's images do)."""
-    if value == UNKNOWN:
-        return f"have no recorded {_COLUMN_NOUN.get(column, column)}"
-    if column == "source":
-        return f"come from {value}"
-    if column == "view":
-        return f"are {value} views"
-    return "are " + _members(column, value)[len("images "):]
+    return _phrases(column, value)[1]
 
 
 def confounding(images: pd.DataFrame, onehot, names, columns=COLUMNS,

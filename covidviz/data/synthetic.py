@@ -55,9 +55,9 @@ from scipy import ndimage
 FINDINGS_MULTICLASS = ("COVID-19", "Normal", "Pneumonia")
 FINDINGS_MULTILABEL = ("COVID-19", "Pneumonia", "Cardiomegaly", "Effusion", "Nodule")
 
-NO_FINDING = "No Finding"
+NIH_NO_FINDING = "No Finding"  # the NIH label file's token for an image without findings
 # Names that mean "no lesion" when passed to render_phantom.
-_NORMAL_NAMES = {"Normal", NO_FINDING, ""}
+_NORMAL_NAMES = {"Normal", NIH_NO_FINDING, ""}
 # Stable small integers per finding: each finding's lesion parameters come from its own random
 # stream (seed, 2, index) so adding a finding never changes the anatomy or another lesion.
 _FINDING_INDEX = {name: i for i, name in enumerate(FINDINGS_MULTILABEL)}
@@ -639,7 +639,7 @@ def _plan(n: int, seed: int, multilabel: bool, confounder: float) -> list[dict]:
 
 def _label_cell(findings: tuple[str, ...], multilabel: bool) -> str:
     if multilabel:
-        return "|".join(findings) if findings else NO_FINDING
+        return "|".join(findings) if findings else NIH_NO_FINDING
     return findings[0] if findings else "Normal"
 
 

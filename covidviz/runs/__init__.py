@@ -358,8 +358,9 @@ def read_experiment(path: str | Path) -> Experiment:
     return Experiment(path, manifest)
 
 
-def list_experiments(root: str | Path) -> tuple[list[Experiment], list[str]]:
-    """All readable experiments under ``root`` (newest first) and a warning per broken folder."""
+def scan_folders(root: str | Path, read) -> tuple[list, list[str]]:
+    """``read`` every non-hidden sub-folder of ``root`` (by name): the readable ones, and a warning
+    (the ``RunFormatError`` message) per folder that is not."""
     root = Path(root)
     found, warnings = [], []
     if not root.is_dir():
@@ -368,8 +369,14 @@ def list_experiments(root: str | Path) -> tuple[list[Experiment], list[str]]:
         if child.name.startswith(".") or not child.is_dir():
             continue
         try:
-            found.append(read_experiment(child))
+            found.append(read(child))
         except RunFormatError as exc:
             warnings.append(str(exc))
+    return found, warnings
+
+
+def list_experiments(root: str | Path) -> tuple[list[Experiment], list[str]]:
+    """All readable experiments under ``root`` (newest first) and a warning per broken folder."""
+    found, warnings = scan_folders(root, read_experiment)
     found.sort(key=lambda e: e.manifest.get("completed", ""), reverse=True)
     return found, warnings

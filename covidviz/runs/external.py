@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from covidviz.io import atomic_save_npy, atomic_write_json
-from covidviz.runs import BACKBONES, FEATURES, IMAGES, PREDICTIONS, THUMBNAILS, RunFormatError, validate_name
+from covidviz.runs import BACKBONES, FEATURES, IMAGES, PREDICTIONS, THUMBNAILS, RunFormatError, scan_folders, validate_name
 from covidviz.runs.records import ClassMetrics, OperatingPoint
 
 EXTERNAL = "external"
@@ -104,7 +104,7 @@ class ExternalSet:
 
     @property
     def archs(self) -> list[str]:
-        return list((self.metrics.get("backbones") or {}))
+        return list(self.metrics.get("backbones") or {})
 
     def _b(self, arch: str) -> dict:
         return (self.metrics.get("backbones") or {}).get(arch) or {}
@@ -162,15 +162,4 @@ def read_external(path: str | Path) -> ExternalSet:
 
 def list_external(exp_path: str | Path) -> tuple[list[ExternalSet], list[str]]:
     """The experiment's readable external sets (by name) and a warning per broken folder."""
-    root = external_root(exp_path)
-    found, problems = [], []
-    if not root.is_dir():
-        return found, problems
-    for child in sorted(root.iterdir()):
-        if child.name.startswith(".") or not child.is_dir():
-            continue
-        try:
-            found.append(read_external(child))
-        except RunFormatError as exc:
-            problems.append(str(exc))
-    return found, problems
+    return scan_folders(external_root(exp_path), read_external)
