@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"backbones trained on the same split (default densenet121 resnet50; choices {', '.join(REGISTRY)})")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (early stopping may end sooner; default 10)")
     p.add_argument("--image-size", type=int, default=None, help="square input size in pixels (default 224)")
+    p.add_argument("--output-stride", nargs="+", default=None, metavar="STRIDE",
+                   help="input size / CAM grid size: 32 (torchvision's), 16 or 8 (finer heatmaps, more compute); "
+                        "one value for every backbone or ARCH=STRIDE pairs (default: each backbone's, "
+                        + ", ".join(f"{a} {s.default_output_stride}" for a, s in REGISTRY.items()) + ")")
     p.add_argument("--batch-size", type=int, default=None, help="default 32")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3 from scratch, 3e-4 pretrained)")
     p.add_argument("--patience", type=int, default=5, help="epochs without validation-AUC gain before stopping")
@@ -73,6 +77,9 @@ def build_analyze_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
     p.add_argument("--projections", nargs="+", default=list(PROJECTIONS), choices=PROJECTIONS)
     p.add_argument("--no-localisation", action="store_true", help="skip CAM localisation scoring")
+    p.add_argument("--shortcuts", action="store_true",
+                   help="also run the shortcut audit (test AUCs with borders, centre or hottest 10%% hidden)")
+    p.add_argument("--shortcut-images", type=int, default=200, help="test images the audit uses at most")
     return p
 
 
@@ -83,11 +90,28 @@ def analyze_main(argv: list[str]) -> int:
 
     try:
         analyse_experiment(args.experiment, seed=args.seed, n_boot=args.n_boot, projections=tuple(args.projections),
-                           localisation=not args.no_localisation, say=print)
+                           localisation=not args.no_localisation, shortcuts=args.shortcuts,
+                           max_shortcut_images=args.shortcut_images, say=print)
     except (RunFormatError, ValueError) as exc:
         print(f"train.py analyze: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def parse_output_stride(values: list[str] | None) -> int | dict[str, int] | None:
+    """``["16"]`` -> 16; ``["densenet121=8", "resnet50=16"]`` -> a dict; None -> None (defaults)."""
+    if not values:
+        return None
+    try:
+        if len(values) == 1 and "=" not in values[0]:
+            return int(values[0])
+        pairs = [v.split("=", 1) for v in values]
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError
+        return {arch: int(stride) for arch, stride in pairs}
+    except ValueError:
+        raise SystemExit("train.py: --output-stride takes one stride (32, 16, 8) or ARCH=STRIDE pairs; "
+                         f"got {' '.join(values)}") from None
 
 
 def build_evaluate_parser() -> argparse.ArgumentParser:
@@ -123,15 +147,17 @@ def evaluate_main(argv: list[str]) -> int:
 
 
 def config_from_args(args) -> RunConfig:
-    from covidviz.pipeline import DEMO_ARCHS, DEMO_DATA, RunConfig  # noqa: F811 (the TYPE_CHECKING name, at run time)
+    from covidviz.pipeline import DEMO, DEMO_ARCHS, DEMO_DATA, RunConfig  # noqa: F811 (the TYPE_CHECKING name, at run time)
     from covidviz.training import TrainConfig
 
     if args.demo:
         data = args.data or DEMO_DATA
-        defaults = {"epochs": 6, "image_size": 64, "batch_size": 32, "name": "demo", "weights": "none"}
+        defaults = {"batch_size": 32, "name": "demo", "weights": "none", **DEMO}
     else:
         data = args.data
-        defaults = {"epochs": 10, "image_size": 224, "batch_size": 32, "name": None, "weights": args.weights}
+        defaults = {"epochs": 10, "image_size": 224, "batch_size": 32, "name": None, "weights": args.weights,
+                    "output_stride": None}
+    stride = parse_output_stride(args.output_stride)
     if not data and not args.resume:
         raise SystemExit("train.py: give at least one --data KIND:PATH (kinds: " + DATA_KINDS + "), or --demo")
     weights = args.weights if args.weights != "auto" or not args.demo else defaults["weights"]
@@ -142,6 +168,7 @@ def config_from_args(args) -> RunConfig:
     return RunConfig(
         data=list(data or []), archs=args.arch or list(DEMO_ARCHS), out=args.out, name=args.name or defaults["name"],
         image_size=args.image_size or defaults["image_size"], weights=weights, device=args.device,
+        output_stride=stride if stride is not None else defaults["output_stride"],
         cache_dir=args.cache_dir, workers=args.workers, resume=args.resume, overwrite=args.overwrite,
         analysis=not args.no_analysis, projections=tuple(args.projections), train=train_cfg)
 

@@ -27,13 +27,18 @@ from covidviz.data.cache import build_cache, default_cache_dir
 from covidviz.data.labels import LabelSpace
 from covidviz.data.preprocess import Preprocessing
 from covidviz.data.splits import check_no_leakage, make_split
-from covidviz.models import build_model, get_spec, pick_device
+from covidviz.models import build_model, cam_grid, get_spec, legacy_output_stride, pick_device, resolve_output_stride
 from covidviz.training import DistInfo, TrainConfig, fit, predict
 
 log = logging.getLogger(__name__)
 
 DEMO_DATA = ["synthetic:600"]
 DEMO_ARCHS = ["densenet121", "resnet50"]
+# The demo's training settings (train.py --demo; flags given on the command line win). At 64 px,
+# DenseNet121 at output stride 8 gives an 8x8 CAM grid (1.04 forward GFLOPs per film, 2.2x stride 32);
+# ResNet50 at stride 8 would cost 4.7x (3.1 GFLOPs: its heavy layer3 runs at 4x the resolution), so it
+# trains at stride 16 (4x4, 1.5x) to keep make app's training + analysis within 5 minutes on 2 cores.
+DEMO = {"epochs": 6, "image_size": 64, "output_stride": {"densenet121": 8, "resnet50": 16}}
 
 
 @dataclass
@@ -43,6 +48,9 @@ class RunConfig:
     out: str = "runs"
     name: str | None = None
     image_size: int = 224
+    # CAM grid fineness (models.OUTPUT_STRIDES): None = each backbone's default, an int for all of them,
+    # or {arch: stride}.
+    output_stride: int | dict[str, int] | None = None
     weights: str = "auto"
     device: str = "auto"
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
@@ -66,7 +74,14 @@ class RunConfig:
         d["train"] = TrainConfig(**d["train"])
         d["split_fractions"] = tuple(d["split_fractions"])
         d["projections"] = tuple(d.get("projections", cls.projections))
+        # A config saved before the option existed was trained at each backbone's native stride.
+        d.setdefault("output_stride", {a: legacy_output_stride(a) for a in d.get("archs", DEMO_ARCHS)})
         return cls(**d)
+
+    def stride_for(self, arch: str) -> int:
+        """The output stride ``arch`` is built with (validated against the backbone's choices)."""
+        s = self.output_stride.get(arch) if isinstance(self.output_stride, dict) else self.output_stride
+        return resolve_output_stride(arch, s)
 
 
 def default_name(data: list[str]) -> str:
@@ -146,6 +161,7 @@ def run_experiment(cfg: RunConfig, say: Callable[[str], None] | None = None) -> 
         torch.cuda.set_device(device)
     for arch in cfg.archs:
         get_spec(arch)  # fail before any work on a typo
+        cfg.stride_for(arch)  # ... or on a stride the backbone does not offer
     name = cfg.name or default_name(cfg.data)
     writer = None
     if dist.main:
@@ -163,7 +179,13 @@ def run_experiment(cfg: RunConfig, say: Callable[[str], None] | None = None) -> 
     table, labels, datasets, cache, skipped = _prepare_data(cfg, prep, dist)
     if writer is not None and cfg.resume and (writer.workdir / runs.IMAGES).exists():
         saved_split = writer.read_images()[["image_id", "split"]]
-        table = table.drop(columns="split").merge(saved_split, on="image_id", how="inner")
+        merged = table.drop(columns="split").merge(saved_split, on="image_id", how="inner")
+        if len(merged) != len(saved_split):
+            # e.g. phantoms re-generated under new names after a code change: resuming would train
+            # on a different (or an empty) split and overwrite the saved one.
+            raise ValueError(f"cannot resume {name}: {len(saved_split) - len(merged)} of its {len(saved_split)} images "
+                             "are no longer in the data; start afresh (without --resume)")
+        table = merged
     if dist.main:
         manifest = {
             "status": "training", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -188,7 +210,8 @@ def run_experiment(cfg: RunConfig, say: Callable[[str], None] | None = None) -> 
                 say(f"[{arch}] already finished in the partial run; skipping")
             continue
         torch.manual_seed(cfg.train.seed)
-        model, init = build_model(arch, labels.num_classes, runs.pretrained_state(cfg.weights, arch))
+        model, init = build_model(arch, labels.num_classes, runs.pretrained_state(cfg.weights, arch),
+                                  output_stride=cfg.stride_for(arch))
         init["weights"] = cfg.weights  # as the user typed it (a folder stays a folder)
         ckpt = runs.partial_checkpoint(cfg.out, name, arch)
         res = fit(model, cache.pixels, cache_rows[rows["train"]], targets[rows["train"]], cache_rows[rows["val"]],
@@ -205,6 +228,7 @@ def run_experiment(cfg: RunConfig, say: Callable[[str], None] | None = None) -> 
         m = writer.read_manifest()
         m["backbones"][arch] = {
             "init": init, "feature_dim": get_spec(arch).feature_dim, "cam_layer": get_spec(arch).cam_layer,
+            "output_stride": model.output_stride, "cam_grid": list(cam_grid(model, prep.image_size)),
             "epochs_trained": res.epochs_trained, "best_epoch": res.best_epoch, "best_val_auc": res.best_val_auc,
             "stopped_early": res.stopped_early, "train_seconds": round(res.seconds, 1), "device": str(device),
             "metrics": metrics,

@@ -13,7 +13,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from covidviz.cam import COLORMAPS, METHOD_NAMES, METHODS, colormap_lut, compute_cam, compute_cams, model_lock, overlay
+from covidviz.cam import (
+    COLORMAPS,
+    METHOD_NAMES,
+    METHODS,
+    colormap_lut,
+    compute_cam,
+    compute_cams,
+    describe_grid,
+    model_lock,
+    no_evidence,
+    offered_methods,
+    overlay,
+)
 from covidviz.cam.localisation import (
     box_to_mask,
     deletion_auc,
@@ -145,7 +157,7 @@ def test_eigencam_is_class_agnostic_and_points_at_activity():
 @pytest.mark.parametrize("arch", ["densenet121", "resnet50"])
 def test_paper_backbones_all_methods_and_hook_path(arch):
     torch.manual_seed(0)
-    model, _ = build_model(arch, 3, "none")
+    model, _ = build_model(arch, 3, "none", output_stride=32)
     model.eval()
     x = torch.randn(2, 3, 64, 64)
     res = compute_cams(model, x, [1, 2])
@@ -169,6 +181,91 @@ def test_paper_backbones_all_methods_and_hook_path(arch):
     assert np.allclose(r.logits, res["cam"].logits, atol=1e-5)
     with pytest.raises(ValueError, match="classic CAM"):
         compute_cam(model, x, 0, "cam", layer=inner)
+
+
+@pytest.mark.parametrize("arch", ["densenet121", "resnet50"])
+def test_finer_output_stride_changes_the_grid_and_keeps_cam_exact(arch):
+    """Stride 32 -> 16 -> 8 at 64 px: a 2x2 -> 4x4 -> 8x8 CAM grid from the same weights, and CAM from one
+    forward still decomposes the logit exactly (mean of the signed map = logit - bias) and equals Grad-CAM."""
+    torch.manual_seed(0)
+    ref, _ = build_model(arch, 3, "none", output_stride=32)
+    state = ref.state_dict()
+    x = _images(2)
+    low_res = {}
+    for stride, cells in ((32, 2), (16, 4), (8, 8)):
+        model, _ = build_model(arch, 3, "none", output_stride=stride)
+        model.load_state_dict(state)  # the same weights: only strides and dilations differ
+        model.eval()
+        with torch.no_grad():
+            logits = model(x)
+            acts = model.features(x)
+        res = compute_cams(model, x, [0, 2], methods=("cam", "gradcam"))
+        cam = res["cam"].low_res
+        assert cam.shape == (2, cells, cells) and res["cam"].grid == (cells, cells)
+        assert res["cam"].raw.shape == (2, SIZE, SIZE)
+        # exact: the head-weighted feature map, whose mean is the logit minus the bias
+        w = model.head.weight.detach()[[0, 2]]
+        expected = torch.einsum("nk,nkhw->nhw", w, acts).numpy()
+        assert np.allclose(cam, expected, atol=1e-4 * np.abs(expected).max())
+        target = (logits[[0, 1], [0, 2]] - model.head.bias[[0, 2]]).detach().numpy()
+        assert np.allclose(cam.mean((1, 2)), target, atol=1e-4 * max(1.0, np.abs(target).max()))
+        assert np.allclose(res["gradcam"].low_res, cam, atol=1e-4 * np.abs(cam).max())
+        low_res[stride] = cam
+    # a different grid is a different map, not the coarse one upsampled
+    assert not np.allclose(F.interpolate(torch.from_numpy(low_res[32])[:, None], size=(8, 8))[:, 0].numpy(), low_res[8])
+
+
+def test_layer_names_offered_methods_and_grids():
+    torch.manual_seed(0)
+    model, _ = build_model("densenet121", 3, "none", output_stride=32)
+    model.eval()
+    x = _images(2)
+    assert offered_methods("block4") == offered_methods(None) == ("cam", "gradcam++", "layercam", "eigencam")
+    assert offered_methods("block3") == ("gradcam", "gradcam++", "layercam", "eigencam")
+    for layer, cells in (("block4", 2), ("block3", 4), ("block2", 8)):
+        res = compute_cams(model, x, 1, methods=offered_methods(layer), layer=layer)
+        for r in res.values():
+            assert r.grid == (cells, cells) and r.layer == layer and r.raw.shape == (2, SIZE, SIZE)
+            assert np.isfinite(r.raw).all()
+    # the name and the module give the same maps
+    by_module = compute_cam(model, x, 1, "gradcam", layer=model.features[0].transition3.relu)
+    assert np.allclose(by_module.raw, compute_cam(model, x, 1, "gradcam", layer="block3").raw, rtol=1e-5, atol=1e-6)
+    assert compute_cam(model, x, 1, "cam").layer == "block4"
+    with pytest.raises(ValueError, match="classic CAM"):
+        compute_cam(model, x, 1, "cam", layer="block3")
+    with pytest.raises(ValueError, match="block4, block3, block2"):
+        compute_cam(model, x, 1, "gradcam", layer="block9")
+
+
+def test_no_evidence_helper():
+    model, x = _tiny(), _images(2)
+    with torch.no_grad():
+        model.head.weight[0] = -model.head.weight[0].abs()  # every channel speaks against class 0
+        model.head.weight[1] = model.head.weight[1].abs()   # ... and for class 1
+    for method in ("cam", "gradcam", "layercam"):
+        against, for_ = compute_cam(model, x, 0, method), compute_cam(model, x, 1, method)
+        assert all(against.no_evidence(i) for i in range(2)), method
+        assert not any(for_.no_evidence(i) for i in range(2)), method
+    assert not compute_cam(model, x, 0, "eigencam").no_evidence(0)  # class-agnostic: always a map
+    # the rule on plain signed maps
+    m = -np.ones((4, 4), np.float32)
+    assert no_evidence(m) and no_evidence(np.zeros((4, 4)))
+    m[0, 0] = 0.01   # a positive cell at 1 % of the strongest (negative) one: noise, still nothing
+    assert no_evidence(m)
+    m[0, 0] = 0.05   # 5 %: weak, but evidence
+    assert not no_evidence(m)
+    assert not no_evidence(np.full((2, 2), 1e-6))  # tiny but uniformly positive: a weak map, not "none"
+    assert no_evidence(np.full((2, 2), np.nan))
+
+
+def test_describe_grid():
+    assert describe_grid((8, 8), 64) == "8×8 cells, each 8 px"
+    assert describe_grid(7, 224) == "7×7 cells, each 32 px"
+    assert describe_grid((7, 7), 64) == "7×7 cells, each 9.1 px"
+    assert describe_grid((2, 4), (64, 64)) == "2×4 cells, each 32×16 px"
+    assert describe_grid((1, 1), 32) == "1×1 cell, each 32 px"
+    with pytest.raises(ValueError):
+        describe_grid((0, 8), 64)
 
 
 def test_bad_arguments_are_clear():
@@ -483,3 +580,24 @@ def test_trained_cam_is_more_faithful_than_random(phantom_model):
           f"CAM lower on {(ours < chance).mean():.0%}")
     assert ours.mean() < 0.8 * chance.mean(), (ours.mean(), chance.mean())
     assert (ours < chance).mean() >= 0.65, (ours < chance).mean()
+
+
+def test_localisation_record_reads_layers_and_old_files():
+    from covidviz.runs.records import Localisation
+
+    def scores(pg):
+        return {"pointing_rate": pg, "energy_inside": pg / 4, "per_class": {}}
+
+    new = Localisation({
+        "n_images": 40, "truth": "phantom masks", "default": {"method": "cam", "layer": "block4"}, "grid": [8, 8],
+        "methods": {"cam": scores(0.6), "random": scores(0.1)},
+        "layers": {"block4": {"grid": [8, 8], "methods": {"cam": scores(0.6), "layercam": scores(0.5), "random": scores(0.1)}},
+                   "block3": {"grid": [16, 16], "methods": {"gradcam": scores(0.4), "random": scores(0.05)}}}})
+    assert new.default_rate == 0.6 and new.random_rate == 0.1
+    assert new.layers == ["block4", "block3"] and new.grid() == (8, 8) and new.grid("block3") == (16, 16)
+    assert new.layer_methods("block3") == ["gradcam"] and new.layer_pointing_rate("random", "block3") == 0.05
+    assert new.energy_inside("layercam", "block4") == 0.125
+    old = Localisation({"n_images": 10, "methods": {"cam": scores(0.0), "gradcam": scores(0.0), "random": scores(0.0)}})
+    assert old.default_method == "cam" and old.default_layer == "block4" and old.layers == ["block4"]
+    assert old.default_rate == 0.0 and old.grid() is None and old.layer_methods() == ["cam", "gradcam"]
+    assert old.layer_pointing_rate("gradcam", "block3") is None

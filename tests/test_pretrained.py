@@ -48,7 +48,7 @@ def test_mapped_features_equal_torchxrayvision(txv_model, txv_file, spec):
     weights = pretrained.resolve_weights(spec.format(txv_file), "densenet121")
     assert isinstance(weights, pretrained.TxvWeights) and isinstance(weights, PretrainedState)
     assert weights.head_outputs == 18 and weights.source == f"torchxrayvision:{txv_file}"
-    model, init = build_model("densenet121", 3, weights)  # models.build_model takes it as is
+    model, init = build_model("densenet121", 3, weights, output_stride=32)  # models.build_model takes it as is
     assert init["source"] == weights.source
     model.eval()
     prep = weights.preprocessing
@@ -70,6 +70,17 @@ def test_mapped_features_equal_torchxrayvision(txv_model, txv_file, spec):
     assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * scale), float((a - b).abs().max())
     # the head is ours, fresh for our 3 classes
     assert model.head.out_features == 3
+
+
+def test_mapping_loads_at_every_stride(txv_file):
+    weights = pretrained.load_txv(txv_file)
+    fine, _ = build_model("densenet121", 2, weights, output_stride=16)
+    coarse, _ = build_model("densenet121", 2, weights, output_stride=32)
+    for k, v in coarse.features.state_dict().items():
+        assert torch.equal(v, fine.features.state_dict()[k])
+    conv0 = fine.features[0].conv0.weight
+    assert conv0.shape == (64, 3, 7, 7) and torch.allclose(conv0.sum(1, keepdim=True), torch.load(
+        txv_file, weights_only=True)["features.conv0.weight"], atol=1e-6)
 
 
 def test_txv_preprocessing_is_its_scaling():
@@ -95,7 +106,7 @@ def test_preprocessing_backward_compatible():
 def test_our_and_torchvision_files_pass_through(tmp_path):
     import torchvision
 
-    ours = Classifier("densenet121", 3)
+    ours = Classifier("densenet121", 3, output_stride=32)
     torch.save(ours.state_dict(), tmp_path / "ours.pt")
     torch.save(torchvision.models.resnet50().state_dict(), tmp_path / "tv.pt")
     w = pretrained.resolve_weights(str(tmp_path / "ours.pt"), "densenet121")

@@ -133,4 +133,10 @@ def test_demo_trains_both_backbones_within_budget(tmp_path):
     assert seconds < 300, seconds
     for arch in exp.backbones:
         assert exp.backbone(arch)["metrics"]["test"]["macro_auc"] > 0.6
-    print(json.dumps({"demo_seconds": round(seconds, 1)}))
+    # Issue 12: the demo's heatmaps do their job. DenseNet121's default map (a grid of at least 8x8)
+    # points at the phantom lesion in at least half of the positive test films; a random map rarely.
+    loc = exp.localisation("densenet121")
+    assert loc is not None and loc.truth == "phantom masks"
+    assert min(exp.record("densenet121").cam_grid) >= 8 and min(loc.grid()) >= 8
+    assert loc.default_rate >= 0.5 and loc.random_rate <= 0.15, (loc.default_rate, loc.random_rate)
+    print(json.dumps({"demo_seconds": round(seconds, 1), "pointing_game": loc.default_rate, "random": loc.random_rate}))

@@ -2,6 +2,8 @@
 point at a known lesion (``localisation``). The common names are re-exported here."""
 
 from covidviz.cam.methods import (
+    DEFAULT_LAYER,
+    DEFAULT_METHOD,
     GRADIENT_METHODS,
     METHOD_HELP,
     METHOD_NAMES,
@@ -11,9 +13,21 @@ from covidviz.cam.methods import (
     compute_cams,
     evaluating,
     model_lock,
+    no_evidence,
+    offered_methods,
 )
-from covidviz.cam.overlay import COLORMAPS, DEFAULT_COLORMAP, OVERLAY_ALPHA, colormap_lut, overlay, resize_map
+from covidviz.cam.overlay import (
+    COLORMAPS,
+    DEFAULT_COLORMAP,
+    OVERLAY_ALPHA,
+    colormap_lut,
+    describe_grid,
+    overlay,
+    resize_map,
+)
+from covidviz.models import LAYER_NAMES, layer_names
 
-__all__ = ["COLORMAPS", "DEFAULT_COLORMAP", "GRADIENT_METHODS", "METHODS", "METHOD_HELP", "METHOD_NAMES",
-           "OVERLAY_ALPHA", "CamResult", "colormap_lut", "compute_cam", "compute_cams", "evaluating",
-           "model_lock", "overlay", "resize_map"]
+__all__ = ["COLORMAPS", "DEFAULT_COLORMAP", "DEFAULT_LAYER", "DEFAULT_METHOD", "GRADIENT_METHODS", "LAYER_NAMES",
+           "METHODS", "METHOD_HELP", "METHOD_NAMES", "OVERLAY_ALPHA", "CamResult", "colormap_lut", "compute_cam",
+           "compute_cams", "describe_grid", "evaluating", "layer_names", "model_lock", "no_evidence", "offered_methods",
+           "overlay", "resize_map"]

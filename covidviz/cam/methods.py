@@ -28,6 +28,12 @@ between images for one model and method (they are not min-max normalised):
 - ``eigencam``: projection on the first principal component of the activations; class-agnostic
   (the same map for every class), in activation units.
 
+Layers. ``layer`` is a name from ``models.layer_names(arch)``: ``"block4"`` (the default, the
+rectified last block the head pools, the only layer classic CAM is defined on) or an earlier stage
+(``"block3"``, ``"block2"``: a 2x / 4x finer grid at stride 32) for the gradient methods and Eigen-CAM.
+On block4 Grad-CAM *is* CAM, so ``offered_methods(layer)`` lists it only on earlier layers. A finer
+grid at block4 comes from the backbone's output stride instead (``models``, ``--output-stride``).
+
 Targets are the class *logit* (the pre-softmax / pre-sigmoid score), for multi-class and multi-label
 models alike: the probability saturates, and under softmax it mixes in every other class.
 """
@@ -45,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from covidviz.models import Classifier, cam_layer
+from covidviz.models import FINAL_LAYER, Classifier, cam_layer
 
 METHODS = ("cam", "gradcam", "gradcam++", "layercam", "eigencam")
 METHOD_NAMES = {
@@ -63,7 +69,21 @@ METHOD_HELP = {
     "eigencam": "First principal component of the feature maps; ignores the chosen class.",
 }
 GRADIENT_METHODS = frozenset({"gradcam", "gradcam++", "layercam"})
+# What the app shows first and the analysis calls "the default map" (chosen by measurement: bench/cam.py).
+DEFAULT_METHOD = "cam"
+DEFAULT_LAYER = FINAL_LAYER
+# A map whose strongest positive cell is below this fraction of its strongest (negative) cell has
+# "no evidence" for the class: nothing in the image speaks for it (see ``no_evidence``).
+NO_EVIDENCE_RATIO = 0.02
 
+
+def offered_methods(layer: str | None = None) -> tuple[str, ...]:
+    """The methods worth offering on ``layer`` (a name from ``models.layer_names``): on the last block
+    (the default) classic CAM and not Grad-CAM, which equals it there; on an earlier layer the gradient
+    methods and Eigen-CAM (classic CAM is not defined there)."""
+    if layer in (None, FINAL_LAYER):
+        return tuple(m for m in METHODS if m != "gradcam")
+    return tuple(m for m in METHODS if m != "cam")
 
 
 @dataclass(frozen=True)
@@ -76,9 +96,37 @@ class CamResult:
     normalised: np.ndarray   # (N, H, W) float32 in [0, 1], per-image min-max of ``raw`` (all 0 if flat)
     low_res: np.ndarray      # (N, h, w) float32: the signed map at the CAM layer, before ReLU/upsampling
     logits: np.ndarray       # (N, C) float32: the model's outputs for the images
+    layer: str | None = None  # the layer's name (models.layer_names), None for a module passed by the caller
 
     def __len__(self) -> int:
         return len(self.class_idx)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(h, w) cells of the map at its layer (each cell covers input size / grid pixels)."""
+        return int(self.low_res.shape[-2]), int(self.low_res.shape[-1])
+
+    def no_evidence(self, i: int = 0) -> bool:
+        """True when image ``i``'s map has (near) zero positive activation for its class; see
+        ``no_evidence``."""
+        return no_evidence(self.low_res[i], self.method)
+
+
+def no_evidence(low_res: np.ndarray, method: str = "cam", ratio: float = NO_EVIDENCE_RATIO) -> bool:
+    """Does a signed map ((h, w), ``CamResult.low_res[i]``) show (near) zero positive evidence?
+
+    True when no cell is positive, or the strongest positive cell is below ``ratio`` of the map's
+    largest magnitude (every feature that fires speaks *against* the class, or nothing fires): its
+    rectified, min-max normalised heat map would then be a uniform colour or amplified noise, so a page
+    should say "no evidence for <class> in this image" instead of drawing it. Eigen-CAM is class-agnostic
+    (its sign is arbitrary, oriented towards activity) and always shows something: never "no evidence".
+    """
+    if method == "eigencam":
+        return False
+    m = np.nan_to_num(np.asarray(low_res, dtype=np.float64))
+    top = float(m.max(initial=0.0))
+    scale = float(np.abs(m).max(initial=0.0))
+    return top <= 0.0 or top < ratio * scale
 
 
 # ------------------------------------------------------------------------------------------------
@@ -250,13 +298,14 @@ def _minmax(raw: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 
 def compute_cams(model: nn.Module, x: torch.Tensor, class_idx: int | Sequence[int] | None = None,
-                 methods: Iterable[str] = METHODS, layer: nn.Module | None = None) -> dict[str, CamResult]:
+                 methods: Iterable[str] = METHODS, layer: str | nn.Module | None = None) -> dict[str, CamResult]:
     """Several methods from ONE forward (and at most one backward) pass: ``{method: CamResult}``.
 
     ``x``: (3, H, W) or (N, 3, H, W) preprocessed input (``Preprocessing.to_tensor``). ``class_idx``:
     one class for all images, one per image, or None for each image's top-scoring class.
-    ``layer``: defaults to ``cam_layer(model)`` (the rectified last conv map); another layer works for
-    the gradient methods and Eigen-CAM, not for classic CAM (which needs the layer the head pools).
+    ``layer``: a name from ``models.layer_names(arch)`` or a submodule; defaults to ``cam_layer(model)``
+    (``"block4"``, the rectified last conv map); another layer works for the gradient methods and
+    Eigen-CAM, not for classic CAM (which needs the layer the head pools).
     Safe to call from several threads on one shared model; leaves no hook, mode, gradient or parameter
     change behind; works inside ``torch.no_grad()`` / ``torch.inference_mode()``.
     """
@@ -268,7 +317,14 @@ def compute_cams(model: nn.Module, x: torch.Tensor, class_idx: int | Sequence[in
     if not isinstance(x, torch.Tensor) or x.ndim not in (3, 4):
         raise ValueError("x must be a (3, H, W) or (N, 3, H, W) tensor")
     default_layer = cam_layer(model)
+    layer_name = FINAL_LAYER if layer is None else layer if isinstance(layer, str) else None
+    if isinstance(layer, str):
+        if not isinstance(model, Classifier):
+            raise ValueError("a layer name needs a covidviz Classifier; pass the module itself")
+        layer = cam_layer(model, layer)
     layer = default_layer if layer is None else layer
+    if layer is default_layer:
+        layer_name = FINAL_LAYER
     split = layer is default_layer and isinstance(model, Classifier) and default_layer is model.features
     if "cam" in methods:
         if not (split and isinstance(model.head, nn.Linear)
@@ -321,11 +377,11 @@ def compute_cams(model: nn.Module, x: torch.Tensor, class_idx: int | Sequence[in
                 method=method, class_idx=idx.numpy().astype(np.int64),
                 raw=raw.cpu().numpy().astype(np.float32, copy=False),
                 normalised=_minmax(raw).cpu().numpy().astype(np.float32, copy=False),
-                low_res=low.cpu().numpy().astype(np.float32, copy=False), logits=logits_np)
+                low_res=low.cpu().numpy().astype(np.float32, copy=False), logits=logits_np, layer=layer_name)
     return results
 
 
 def compute_cam(model: nn.Module, x: torch.Tensor, class_idx: int | Sequence[int] | None = None,
-                method: str = "cam", layer: nn.Module | None = None) -> CamResult:
+                method: str = "cam", layer: str | nn.Module | None = None) -> CamResult:
     """One method's maps for ``x`` ((3, H, W) or (N, 3, H, W)); see ``compute_cams``."""
     return compute_cams(model, x, class_idx, (method,), layer)[method]

@@ -59,6 +59,27 @@ def resize_map(heat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return F.interpolate(t, size=tuple(shape), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
+def describe_grid(grid: tuple[int, int] | int, image_size: int | tuple[int, int]) -> str:
+    """How coarse a heat map is, for a caption: ``describe_grid((8, 8), 64)`` -> "8×8 cells, each 8 px".
+
+    ``grid``: the map's cells (``CamResult.grid``, or ``ManifestBackbone.cam_grid``); ``image_size``: the
+    model input it covers (``Preprocessing.image_size``). Cell sizes that are not whole pixels are
+    given to one decimal ("7×7 cells, each 9.1 px"); non-square cells as "each 8×16 px".
+    """
+    gh, gw = (grid, grid) if isinstance(grid, int) else (int(grid[0]), int(grid[1]))
+    ih, iw = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
+    if min(gh, gw, ih, iw) <= 0:
+        raise ValueError(f"grid {grid} and image size {image_size} must be positive")
+
+    def px(v: float) -> str:
+        return f"{v:.0f}" if abs(v - round(v)) < 0.05 else f"{v:.1f}"
+
+    ch, cw = ih / gh, iw / gw
+    cell = px(ch) if px(ch) == px(cw) else f"{px(ch)}×{px(cw)}"
+    noun = "cell" if gh * gw == 1 else "cells"
+    return f"{gh}×{gw} {noun}, each {cell} px"
+
+
 def overlay(gray: np.ndarray, heat: np.ndarray, alpha: float = OVERLAY_ALPHA, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
     """Blend a [0, 1] heat map (any size; resized to the image) in ``colormap`` over a grayscale
     uint8 (H, W) film: RGB uint8 (H, W, 3). ``alpha`` is the heat map's opacity."""

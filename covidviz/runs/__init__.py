@@ -37,7 +37,7 @@ import pandas as pd
 from covidviz.data.labels import LabelSpace
 from covidviz.data.preprocess import Preprocessing
 from covidviz.io import atomic_save_npy, atomic_save_npz, atomic_torch_save, atomic_write_json
-from covidviz.runs.records import Analysis, Localisation, ManifestBackbone
+from covidviz.runs.records import Analysis, Localisation, ManifestBackbone, ProjectionsInfo, Shortcuts, SomInfo
 
 SCHEMA_VERSION = 1
 FORMAT_NAME = "covidviz-experiment"
@@ -57,6 +57,9 @@ PROJECTIONS_INFO = "projections.json"
 SOM = "som.npz"                     # per backbone: node weights, U-matrix, hits, nodes, prototypes...
 SOM_INFO = "som.json"
 LOCALISATION = "localisation.json"  # per backbone: CAM localisation scores per method
+OOD = "ood.npz"                     # experiment level: the out-of-distribution detector (covidviz.ood.detector)
+OOD_INFO = "ood.json"               # its record: detector, false-alarm rate, cut-offs (runs.records.OodInfo)
+SHORTCUTS = "shortcuts.json"        # experiment level: the shortcut audit (covidviz.analysis.shortcuts; records.Shortcuts)
 PARTIAL = ".partial"
 PROB_PREFIX = "p::"
 
@@ -235,6 +238,24 @@ class Experiment:
             return None
         return Localisation(self.load_json(LOCALISATION, arch))
 
+    def projections_info(self, arch: str) -> ProjectionsInfo | None:
+        """``projections.json`` of a backbone (typed: maps fitted, their quality), or None (not analysed)."""
+        if not self.has_artifact(PROJECTIONS_INFO, arch):
+            return None
+        return ProjectionsInfo(self.load_json(PROJECTIONS_INFO, arch))
+
+    def som_info(self, arch: str) -> SomInfo | None:
+        """``som.json`` of a backbone (typed: grid, QE, TE), or None (not analysed)."""
+        if not self.has_artifact(SOM_INFO, arch):
+            return None
+        return SomInfo(self.load_json(SOM_INFO, arch))
+
+    def shortcuts(self) -> Shortcuts | None:
+        """``shortcuts.json`` (typed): test AUCs with parts of the films hidden, or None (not audited)."""
+        if not self.has_artifact(SHORTCUTS):
+            return None
+        return Shortcuts(self.load_json(SHORTCUTS))
+
     def analysed_backbones(self, artifact: str = ANALYSIS) -> list[str]:
         """Backbones that have ``artifact`` (e.g. ``PROJECTIONS``, ``SOM``), in experiment order;
         with the default, those covered by analysis.json."""
@@ -311,7 +332,9 @@ class Experiment:
         """The best-validation model, in eval mode on the CPU."""
         from covidviz.models import Classifier
 
-        model = Classifier(arch, self.labels.num_classes)
+        # The architecture it was trained with: strides/dilations are not in the state dict (experiments
+        # from before the option have no record of it and were all trained at stride 32).
+        model = Classifier(arch, self.labels.num_classes, output_stride=self.record(arch).output_stride)
         model.load_state_dict(self.load_state_dict(arch))
         return model.eval()
 

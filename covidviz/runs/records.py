@@ -286,9 +286,10 @@ class ManifestBackbone:
 
     @property
     def output_stride(self) -> int:
-        """Input size / last-feature-map size the backbone was built with (32 for experiments written
-        before the option existed, which were all trained at torchvision's native stride)."""
-        return int(self.raw.get("output_stride") or 32)
+        """Input size / last-feature-map size the backbone was built with (experiments written before
+        the option existed were trained at the backbone's native stride)."""
+        from covidviz.models import legacy_output_stride  # models is torch-heavy; records stays light
+        return int(self.raw.get("output_stride") or legacy_output_stride(self.arch))
 
     @property
     def cam_grid(self) -> tuple[int, int] | None:
@@ -468,3 +469,166 @@ class OodInfo:
     def test_false_alarm(self, detector: str | None = None) -> float | None:
         """The share of the experiment's own test images flagged at the cut-off (None: no test images)."""
         return self._detail(detector).get("test_false_alarm")
+
+
+@dataclass(frozen=True)
+class ProjectionsInfo:
+    """``projections.json`` of one backbone: the 2-D maps fitted (``methods``), their parameters and
+    quality (trustworthiness and kNN label agreement per map, the features' own kNN agreement)."""
+
+    raw: dict = field(repr=False)
+
+    @property
+    def methods(self) -> list[str]:
+        return [str(m) for m in self.raw.get("methods") or []]
+
+    @property
+    def params(self) -> dict:
+        return _d(self.raw.get("params"))
+
+    @property
+    def quality(self) -> dict:
+        """The raw quality block (per method, plus ``features_knn_agreement``, ``sample_size``, ``k``)."""
+        return _d(self.raw.get("quality"))
+
+    def trustworthiness(self, method: str) -> float | None:
+        return _d(self.quality.get(method)).get("trustworthiness")
+
+    def knn_agreement(self, method: str) -> float | None:
+        """The share of each image's k nearest neighbours on the ``method`` map that carry its label."""
+        return _d(self.quality.get(method)).get("knn_agreement")
+
+    @property
+    def features_knn_agreement(self) -> float | None:
+        """The same share measured in the backbone's features (what a map should keep)."""
+        return self.quality.get("features_knn_agreement")
+
+    @property
+    def sample_size(self) -> int | None:
+        """Images the quality was measured on (a sample on large experiments); None when not recorded."""
+        n = self.quality.get("sample_size")
+        return int(n) if n else None
+
+    @property
+    def k(self) -> int:
+        return int(self.quality.get("k") or 10)
+
+    @property
+    def fit_seconds(self) -> dict:
+        return _d(self.raw.get("fit_seconds"))
+
+
+@dataclass(frozen=True)
+class SomInfo:
+    """``som.json`` of one backbone: grid, quantization and topographic error on the training images,
+    the training images' QE percentiles and the fit's parameters."""
+
+    raw: dict = field(repr=False)
+
+    @property
+    def grid(self) -> tuple[int, int] | None:
+        """(columns, rows) of the hexagonal grid: node = column_index * rows + row_index."""
+        g = self.raw.get("grid")
+        return (int(g[0]), int(g[1])) if isinstance(g, (list, tuple)) and len(g) == 2 else None
+
+    @property
+    def quantization_error(self) -> float | None:
+        return self.raw.get("quantization_error")
+
+    @property
+    def topographic_error(self) -> float | None:
+        return self.raw.get("topographic_error")
+
+    @property
+    def qe_percentiles(self) -> dict[str, float]:
+        return dict(_d(self.raw.get("qe_percentiles")))
+
+    @property
+    def params(self) -> dict:
+        return _d(self.raw.get("params"))
+
+    @property
+    def fit_seconds(self) -> float | None:
+        return self.raw.get("fit_seconds")
+
+
+@dataclass(frozen=True)
+class Shortcuts:
+    """``shortcuts.json`` (``covidviz.analysis.shortcuts``): per backbone and class, the test AUC on the
+    original films and with parts hidden (``conditions``: original, borders, centre, hot10, random10),
+    each with a patient-bootstrap 95 % CI and its paired difference to the original, plus plain verdicts.
+
+    ``cell(arch, cls, cond)`` -> ``{"auc", "ci_low", "ci_high", "diff", "diff_ci_low", "diff_ci_high"}``
+    (all None when undefined); ``cls="macro"`` gives the macro average."""
+
+    raw: dict = field(repr=False)
+
+    @property
+    def version(self) -> int | None:
+        return self.raw.get("version")
+
+    @property
+    def conditions(self) -> list[str]:
+        return [str(c) for c in self.raw.get("conditions") or []]
+
+    def condition_label(self, cond: str) -> str:
+        """Human name of a condition ("centre hidden"), the condition itself when not recorded."""
+        return str(_d(self.raw.get("condition_labels")).get(cond) or cond)
+
+    @property
+    def names(self) -> list[str]:
+        return [str(n) for n in self.raw.get("names") or []]
+
+    @property
+    def archs(self) -> list[str]:
+        return list(_d(self.raw.get("backbones")))
+
+    @property
+    def split(self) -> str:
+        return str(self.raw.get("split") or "test")
+
+    @property
+    def n_images(self) -> int | None:
+        return self.raw.get("n_images")
+
+    @property
+    def n_patients(self) -> int | None:
+        return self.raw.get("n_patients")
+
+    @property
+    def n_boot(self) -> int | None:
+        return self.raw.get("n_boot")
+
+    @property
+    def n_skipped(self) -> int:
+        return int(self.raw.get("n_skipped") or 0)
+
+    @property
+    def settings(self) -> dict:
+        """What was hidden: ``fraction`` (hot/random area), ``border`` (strip width), ``centre`` (box side),
+        ``heatmap`` ({"method", "target"}), ``max_images``, ``seed``."""
+        return {k: self.raw.get(k) for k in ("fraction", "border", "centre", "heatmap", "max_images", "seed")}
+
+    _EMPTY = {"auc": None, "ci_low": None, "ci_high": None, "diff": None, "diff_ci_low": None, "diff_ci_high": None}
+
+    def cell(self, arch: str, cls: str, cond: str) -> dict:
+        b = _d(_d(self.raw.get("backbones")).get(arch))
+        row = _d(b.get("macro")) if cls == "macro" else _d(_d(b.get("per_class")).get(cls))
+        return {**self._EMPTY, **_d(row.get(cond))}
+
+    def auc(self, arch: str, cls: str, cond: str = "original") -> float | None:
+        return self.cell(arch, cls, cond)["auc"]
+
+    def n_pos(self, arch: str, cls: str) -> int | None:
+        return _d(_d(_d(_d(self.raw.get("backbones")).get(arch)).get("per_class")).get(cls)).get("n_pos")
+
+    def rows(self, arch: str) -> list[dict]:
+        """One dict per (class incl. "macro", condition): ``class, condition, label`` + the cell (a table)."""
+        return [{"class": cls, "condition": cond, "label": self.condition_label(cond), **self.cell(arch, cls, cond)}
+                for cls in [*self.names, "macro"] for cond in self.conditions]
+
+    def verdicts(self, arch: str | None = None) -> list[str]:
+        """Plain sentences (all backbones', or one backbone's)."""
+        if arch is None:
+            return [str(s) for s in self.raw.get("verdicts") or []]
+        return [str(s) for s in _d(_d(self.raw.get("backbones")).get(arch)).get("verdicts") or []]
