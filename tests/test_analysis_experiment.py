@@ -24,6 +24,11 @@ def test_analysis_files_are_complete_and_consistent(tiny_experiment):
         if rec["auc"] is not None:
             assert rec["ci_low"] <= rec["auc"] <= rec["ci_high"]
     assert exp.manifest["analysis"]["version"] == 1
+    # The OOD detector: one file for the experiment, all backbones, its cut-off in the manifest record.
+    assert exp.has_artifact(runs.OOD) and exp.has_artifact(runs.OOD_INFO)
+    ood = exp.manifest["analysis"]["ood"]
+    assert ood["false_alarm_rate"] == 0.05 and ood["val_false_alarm"] <= 0.05
+    assert exp.load_json(runs.OOD_INFO)["archs"] == exp.backbones
     for arch in exp.backbones:
         b = exp.analysis().backbone(arch)
         assert b.temperature is not None
@@ -58,11 +63,13 @@ def test_stored_placer_places_a_training_image_on_itself(tiny_experiment):
 def test_analyze_command_reruns_in_place_and_rejects_bad_folders(tiny_experiment, tmp_path, capsys):
     copy = shutil.copytree(tiny_experiment, tmp_path / "copy")
     (copy / runs.ANALYSIS).unlink()
+    (copy / runs.OOD).unlink()
     assert train.main(["analyze", str(copy), "--projections", "pca", "--n-boot", "200", "--no-localisation"]) == 0
     out = capsys.readouterr().out
-    assert "Test ROC AUC" in out and "tinycnn" in out
+    assert "Test ROC AUC" in out and "tinycnn" in out and "score over tinycnn + densenet121: cut-off chosen on" in out
     exp = runs.read_experiment(copy)
     assert exp.has_artifact(runs.ANALYSIS) and exp.manifest["analysis"]["n_boot"] == 200
+    assert exp.has_artifact(runs.OOD)  # re-analysing an experiment from before OOD detection adds it
     assert train.main(["analyze", str(tmp_path / "nothing")]) == 2
     assert "not a folder" in capsys.readouterr().err
 

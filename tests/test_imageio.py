@@ -133,3 +133,22 @@ def test_preprocessing_contract():
     with pytest.raises(ValueError):
         Preprocessing(image_size=4)
     assert resize_square(gradient(2000, 2000), 64).shape == (64, 64)
+
+
+def test_decode_upload_keeps_colour_statistics_and_the_same_gray():
+    from covidviz.data.imageio import decode_upload
+
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    rgb[..., 0] = 220  # red half, gray half
+    rgb[:, 30:] = 90
+    d = decode_upload(_png(rgb, mode="RGB"), "half-red.png")
+    assert d.info["colour_fraction"] == pytest.approx(0.5, abs=0.05) and d.info["colour_saturation"] > 0.3
+    assert np.array_equal(d.gray, decode_bytes(_png(rgb, mode="RGB"), "half-red.png"))  # gray unchanged
+    # A gray film saved as RGB JPEG (a little chroma noise) and true gray files read as colourless.
+    gray_rgb = np.repeat(gradient()[..., None], 3, axis=2)
+    jpeg = decode_upload(_png(gray_rgb, mode="RGB", format="JPEG", quality=85), "film.jpg")
+    assert jpeg.info["colour_fraction"] < 0.01
+    for data, name in ((_png(gradient()), "g.png"), (_png(gradient(hi=4000, dtype=np.uint16)), "g16.png"),
+                       (make_dicom(gradient(hi=1000, dtype=np.uint16)), "g.dcm")):
+        info = decode_upload(data, name).info
+        assert info["colour_fraction"] == 0.0 and info["colour_saturation"] == 0.0

@@ -11,6 +11,9 @@ localisation) and writes, through the run format:
 - per backbone ``projections.npz/.json`` (PCA, t-SNE, UMAP maps, their quality, and the arrays of a
   ``MapPlacer`` for uploads plus the training images' nearest-neighbour distances for the
   out-of-distribution check), ``som.npz/.json`` and ``localisation.json``;
+- ``ood.npz`` + ``ood.json``: the out-of-distribution detector of ``covidviz.ood.detector``, fitted on
+  the training features of every backbone, its cut-off chosen on validation for a 5 % false-alarm
+  rate (one verdict per upload for the inference service);
 - a manifest ``analysis`` record (when, seed, what was computed); thresholds and calibration are
   stored once, in ``analysis.json``.
 
@@ -34,6 +37,7 @@ from covidviz.analysis.report import analyse_predictions, format_summary, thumbn
 from covidviz.analysis.som import fit_som
 from covidviz.data.labels import MULTICLASS, split_labels
 from covidviz.io import to_json_ready
+from covidviz.ood.detector import analyse_ood
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,7 @@ def _som(exp: runs.Experiment, arch: str, onehot, probs, train_mask, seed) -> di
 
 def analyse_experiment(path: str | Path, *, seed: int = 0, n_boot: int = 1000, projections=PROJECTION_METHODS,
                        localisation: bool = True, max_localisation_images: int = 120,
+                       shortcuts: bool = False, max_shortcut_images: int = 200,
                        say: Callable[[str], None] | None = None) -> dict:
     """Compute and store the analysis of the experiment at ``path``; returns the metrics report.
 
@@ -114,6 +119,15 @@ def analyse_experiment(path: str | Path, *, seed: int = 0, n_boot: int = 1000, p
     report = to_json_ready(report)
     exp.save_json(runs.ANALYSIS, report)
 
+    try:
+        ood = analyse_ood(exp, seed=seed)
+    except ValueError as exc:  # e.g. no validation images: the app then gives "no verdict"
+        ood = None
+        log.warning("out-of-distribution detector skipped: %s", exc)
+    ood_summary = None if ood is None else {
+        "detector": ood["detector"], "false_alarm_rate": ood["false_alarm_rate"],
+        **{k: ood["detectors_detail"][ood["detector"]].get(k) for k in ("cutoff", "val_false_alarm", "test_false_alarm")}}
+
     label_idx = primary_label_index(images["labels"], names)
     per_backbone = {}
     for arch in exp.backbones:
@@ -132,9 +146,16 @@ def analyse_experiment(path: str | Path, *, seed: int = 0, n_boot: int = 1000, p
     exp.update_manifest(analysis={
         "version": ANALYSIS_VERSION, "completed": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "seconds": round(time.time() - t0, 1), "seed": seed, "n_boot": n_boot,
-        "projections": list(projections), "backbones": to_json_ready(per_backbone),
+        "projections": list(projections), "backbones": to_json_ready(per_backbone), "ood": to_json_ready(ood_summary),
         "task": MULTICLASS if labels.task == MULTICLASS else labels.task})
+    audit = None
+    if shortcuts:  # about 5 forward passes per test image and backbone: on request (train.py analyze --shortcuts)
+        from covidviz.analysis.shortcuts import format_audit, run_audit
+
+        audit = run_audit(exp, seed=seed, n_boot=n_boot, max_images=max_shortcut_images)
     say(format_summary(report, labels))
+    if audit is not None:
+        say(format_audit(audit, labels))
     for arch, rec in per_backbone.items():
         q = rec["projections"]["quality"]
         maps = ", ".join(f"{m} trust {q[m]['trustworthiness']:.2f}" for m in rec["projections"]["methods"] if m in q)
@@ -142,4 +163,9 @@ def analyse_experiment(path: str | Path, *, seed: int = 0, n_boot: int = 1000, p
         loc = rec.get("localisation")
         say(f"[{arch}] maps: {maps}; SOM {som['grid'][0]}x{som['grid'][1]} QE {som['quantization_error']:.3f} "
             f"TE {som['topographic_error']:.3f}" + (f"; CAM pointing game {loc}" if loc else ""))
+    if ood_summary is not None:
+        test_far = ood_summary["test_false_alarm"]
+        say(f"[ood] {ood_summary['detector']} score over {' + '.join(ood['archs'])}: cut-off chosen on {ood['n_val']} "
+            f"validation images for {100 * ood_summary['false_alarm_rate']:.0f} % false alarms"
+            + (f"; {100 * test_far:.1f} % of test images flagged" if test_far is not None else ""))
     return report

@@ -81,6 +81,7 @@ def _decode_pil_full(data: bytes, name: str) -> DecodedImage:
 
     info = {"format": fmt or "image", "mode": img.mode, "width": img.width, "height": img.height}
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        info.update(GRAY_COLOUR_STATS)
         raw = np.asarray(img, dtype=np.float32)
         window = _percentile_window(raw)
         return DecodedImage(window_to_uint8(raw), raw, window, f"{info['format']} (high bit depth, {img.mode})", info)
@@ -89,6 +90,7 @@ def _decode_pil_full(data: bytes, name: str) -> DecodedImage:
         rgba = img.convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         img = Image.alpha_composite(black, rgba)
+    info.update(colour_stats(img))
     return DecodedImage(np.asarray(img.convert("L"), dtype=np.uint8), None, None,
                         f"{info['format']} ({info['mode']})", info)
 
@@ -121,7 +123,10 @@ def _decode_dicom_full(data: bytes, name: str) -> DecodedImage:
         raise ImageDecodeError(
             f"{name}: cannot decode DICOM pixel data (transfer syntax {ts}: {exc}). "
             "Convert it to uncompressed DICOM or PNG first.") from exc
+    colour = dict(GRAY_COLOUR_STATS)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4) and str(ds.get("PhotometricInterpretation", "")).startswith(("RGB", "YBR")):
+        if str(ds.get("PhotometricInterpretation", "")).startswith("RGB"):
+            colour = colour_stats(arr[..., :3])
         arr = arr[..., :3].mean(axis=-1)
     elif arr.ndim != 2:
         raise ImageDecodeError(f"{name} holds {arr.shape} pixels (a multi-frame series?); upload a single frontal image")
@@ -148,7 +153,7 @@ def _decode_dicom_full(data: bytes, name: str) -> DecodedImage:
             "photometric": str(ds.get("PhotometricInterpretation", "")),
             "bits_stored": ds.get("BitsStored"), "transfer_syntax": str(getattr(getattr(ds, "file_meta", None),
                                                                                  "TransferSyntaxUID", "")),
-            "window_from_file": _dicom_window(ds) is not None or "VOILUTSequence" in ds}
+            "window_from_file": _dicom_window(ds) is not None or "VOILUTSequence" in ds, **colour}
     for key in DICOM_INFO_FIELDS:
         if key in ds and str(ds.get(key, "")).strip():
             info[key] = str(ds.get(key))
@@ -187,6 +192,41 @@ def image_size(path: str | Path) -> tuple[int, int]:
         return img.size
 
 
+# ---------------------------------------------------------------- colour statistics (for the input gate)
+
+# Chroma (max - min of R, G, B, in 0..1) above which a pixel counts as coloured: ~38 grey levels, far
+# above the tint of a JPEG-compressed or colour-managed grayscale film, well below any real colour.
+COLOUR_CHROMA = 0.15
+COLOUR_STATS_SIDE = 256  # statistics on a copy at most this big: a few ms for any upload
+GRAY_COLOUR_STATS = {"colour_saturation": 0.0, "colour_fraction": 0.0}
+
+
+def colour_stats(img) -> dict[str, float]:
+    """How colourful an image is, before it is converted to gray: ``colour_saturation`` (the mean
+    chroma, 0..1) and ``colour_fraction`` (the share of pixels whose chroma exceeds ``COLOUR_CHROMA``).
+    ``img``: a PIL image in any mode or an (H, W, 3) array; gray modes give zeros without any work.
+    Chroma rather than HSV saturation: a near-black pixel with a little noise has a huge saturation
+    but a tiny chroma."""
+    if isinstance(img, Image.Image):
+        if img.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
+            return dict(GRAY_COLOUR_STATS)
+        small = img.copy()
+        small.thumbnail((COLOUR_STATS_SIDE, COLOUR_STATS_SIDE))
+        rgb = np.asarray(small.convert("RGB"), dtype=np.float32)
+    else:
+        rgb = np.asarray(img)[..., :3].astype(np.float32)
+        step = max(1, max(rgb.shape[:2]) // COLOUR_STATS_SIDE)
+        rgb = rgb[::step, ::step]
+        top = float(rgb.max()) if rgb.size else 0.0
+        if top > 255.0:  # high-bit-depth colour DICOM
+            rgb = rgb * (255.0 / top)
+    if rgb.size == 0:
+        return dict(GRAY_COLOUR_STATS)
+    chroma = (rgb.max(axis=-1) - rgb.min(axis=-1)) / 255.0
+    return {"colour_saturation": round(float(chroma.mean()), 4),
+            "colour_fraction": round(float((chroma > COLOUR_CHROMA).mean()), 4)}
+
+
 # ---------------------------------------------------------------- full decode (for the diagnose page)
 
 # Shown on request only: identifying DICOM fields are never displayed by default.
@@ -203,7 +243,9 @@ class DecodedImage:
     values (DICOM after the modality LUT, MONOCHROME1 inverted like ``gray``; 16-bit PNG as stored),
     or None for 8-bit images. ``window``: the default (low, high) on ``raw`` (the file's window
     centre/width when present, else the 0.5-99.5 percentiles), or None. ``info``: non-identifying
-    facts (format, size, photometric...). ``patient``: identifying DICOM fields (empty for others).
+    facts (format, size, photometric...), including ``colour_saturation`` and ``colour_fraction``
+    (``colour_stats``: measured before the conversion to gray, 0 for gray files), which the input
+    gate (``covidviz.ood.gate``) reads. ``patient``: identifying DICOM fields (empty for others).
     """
 
     __slots__ = ("gray", "raw", "window", "kind", "info", "patient")
