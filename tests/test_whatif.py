@@ -1,0 +1,483 @@
+"""Occlusion what-ifs (covidviz.cam.whatif) and the shortcut audit (covidviz.analysis.shortcuts).
+
+The unit tests pin the masks (exact areas), the fill (never black, never the hidden content) and the
+batching (one forward per backbone for the whole panel). The tests that matter train a tiny CNN on
+phantoms whose COVID-19 films all carry the hospital's lead marker (``confounder=1``) and check that
+hiding the marker lowers the COVID-19 score, hiding a pneumonia lesion lowers the pneumonia score,
+and that the audit's borders-hidden AUC exposes the marker shortcut.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from covidviz import runs
+from covidviz.analysis import shortcuts
+from covidviz.cam import whatif as W
+from covidviz.data.labels import MULTICLASS
+from covidviz.data.preprocess import Preprocessing
+from covidviz.data.synthetic import render_phantom
+from covidviz.models import Classifier, probabilities
+
+# ------------------------------------------------------------------------------------------------
+# masks
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (224, 224), (50, 70)])
+@pytest.mark.parametrize("fraction", [0.05, 0.1, 0.2, 0.5])
+def test_top_fraction_mask_area_is_exact_and_takes_the_hottest(shape, fraction):
+    rng = np.random.default_rng(0)
+    heat = rng.random((7, 7)).astype(np.float32)  # a CAM-sized map, resized inside
+    m = W.top_fraction_mask(heat, fraction, shape)
+    assert m.shape == shape and m.dtype == bool
+    assert m.sum() == round(fraction * shape[0] * shape[1])
+    from covidviz.cam.overlay import resize_map
+
+    big = resize_map(heat, shape)
+    assert big[m].min() >= big[~m].max()  # nothing outside is hotter than anything inside
+
+
+def test_top_fraction_mask_breaks_flat_ties_exactly_and_compactly():
+    heat = np.zeros((64, 64), np.float32)
+    heat[30:34, 30:34] = 1.0  # 16 hot pixels, the rest a flat (rectified) plateau
+    m = W.top_fraction_mask(heat, 0.1)
+    assert m.sum() == round(0.1 * 64 * 64)
+    assert m[30:34, 30:34].all()
+    ys, xs = np.nonzero(m)  # the ties went to pixels near the hot spot, not salt and pepper
+    assert np.hypot(ys - 31.5, xs - 31.5).max() < 16
+    flat = W.top_fraction_mask(np.ones((8, 8)), 0.25, (32, 32), seed=3)
+    assert flat.sum() == 256
+
+
+def test_random_region_same_area_seeded_and_blobby():
+    a = W.random_region_mask((64, 64), 0.1, seed=1)
+    b = W.random_region_mask((64, 64), 0.1, seed=1)
+    c = W.random_region_mask((64, 64), 0.1, seed=2)
+    assert a.sum() == c.sum() == round(0.1 * 64 * 64)
+    assert (a == b).all() and (a != c).any()
+    from scipy import ndimage
+
+    blobs = [ndimage.label(W.random_region_mask((64, 64), 0.1, seed=s))[1] for s in range(10)]
+    assert np.mean(blobs) <= 4  # a few blobs like a heat map's, not scattered pixels
+
+
+def test_border_and_centre_masks():
+    b = W.border_mask((100, 100), 0.15)
+    assert b[:15].all() and b[-15:].all() and b[:, :15].all() and b[:, -15:].all()
+    assert not b[15:85, 15:85].any()
+    assert b.mean() == pytest.approx(1 - 0.7 ** 2)
+    c = W.centre_mask((100, 100), 0.65)
+    assert c.sum() == 65 * 65 or c.sum() == 66 * 66
+    rows, cols = np.nonzero(c)
+    assert abs(rows.mean() - 49.5) <= 0.5 and abs(cols.mean() - 49.5) <= 0.5
+    dflt_b, dflt_c = W.border_mask((224, 224)), W.centre_mask((224, 224))
+    assert not (dflt_b & dflt_c).any()  # the strip and the lung box never overlap
+    assert 0.35 < dflt_c.mean() < dflt_b.mean() < 0.55  # of similar size
+    with pytest.raises(ValueError):
+        W.border_mask((10, 10), 0.6)
+    with pytest.raises(ValueError):
+        W.centre_mask((10, 10), 1.0)
+
+
+def test_box_mask_fractions():
+    m = W.box_mask((100, 200), {"x": 0.25, "y": 0.1, "w": 0.5, "h": 0.2})
+    rows, cols = np.nonzero(m)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (10, 29, 50, 149)
+    assert m.sum() == 20 * 100
+    tiny = W.box_mask((64, 64), {"x": 0.99, "y": 0.99, "w": 0.001, "h": 0.001})
+    assert tiny.sum() == 1  # clipped to the image, at least one pixel
+    with pytest.raises(ValueError):
+        W.box_mask((64, 64), {"x": 0.1, "y": 0.1, "w": 0.0, "h": 0.2})
+
+
+# ------------------------------------------------------------------------------------------------
+# fill
+# ------------------------------------------------------------------------------------------------
+
+def _film(size=96, seed=0):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    img = 90 + 60 * x + rng.normal(0, 6, (size, size))  # a gradient: the fill must follow it
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_hide_fills_with_the_surroundings_not_black_and_not_the_hidden_content():
+    img = _film()
+    img[40:56, 40:56] = 255  # a bright "marker"
+    region = np.zeros(img.shape, bool)
+    region[38:58, 38:58] = True
+    out = W.hide(img, region)
+    assert out.dtype == np.uint8 and out.shape == img.shape
+    assert (out[~region] == img[~region]).all()  # outside the region nothing changes
+    ring = np.zeros_like(region)
+    ring[30:66, 30:66] = True
+    ring &= ~region
+    filled = out[region].astype(float)
+    assert filled.min() > 60  # not black
+    assert abs(filled.mean() - img[ring].mean()) < 10  # the surroundings' level
+    assert filled.max() < 200  # the marker does not leak back
+    assert filled.std() < img[ring].std()  # heavily blurred: smooth
+
+
+def test_fill_follows_the_background_and_keep_only():
+    img = _film()
+    left = np.zeros(img.shape, bool)
+    left[:, :20] = True
+    right = np.zeros(img.shape, bool)
+    right[:, -20:] = True
+    assert W.hide(img, left)[left].mean() < W.hide(img, right)[right].mean()  # follows the gradient
+    kept = np.zeros(img.shape, bool)
+    kept[30:60, 30:60] = True
+    out = W.keep_only(img, kept)
+    assert (out[kept] == img[kept]).all()
+    assert out[~kept].min() > 60 and out[~kept].std() < img[~kept].std()
+    flat = np.full((64, 64), 123, np.uint8)
+    assert (W.hide(flat, kept[:64, :64]) == 123).all()
+
+
+def test_blurred_background_and_fill_arguments():
+    img = _film(64)
+    bg = W.blurred_background(img)
+    assert bg.dtype == np.float32 and bg.shape == img.shape
+    assert abs(float(bg.mean()) - float(img.mean())) < 3
+    with pytest.raises(ValueError):
+        W.blurred_background(img, exclude=np.ones(img.shape, bool))
+    with pytest.raises(ValueError):
+        W.blurred_background(img, exclude=np.zeros((10, 10), bool))
+    with pytest.raises(ValueError):
+        W.fill(img, np.zeros((10, 10), bool), bg)
+
+
+# ------------------------------------------------------------------------------------------------
+# readings
+# ------------------------------------------------------------------------------------------------
+
+def test_readings_are_plain_sentences():
+    assert (W.reading(W.HIDE_CENTRE, "COVID-19", 0.97, 0.97) ==
+            "The COVID-19 score stays 0.97 with the lungs hidden: the model is not using the lungs for this image.")
+    s = W.reading(W.HIDE_CENTRE, "COVID-19", 0.9, 0.2)
+    assert "drops from 0.90 to 0.20" in s and "depends on the lung fields" in s
+    s = W.reading(W.HIDE_BORDER, "COVID-19", 0.95, 0.3)
+    assert "borders" in s and "shortcut" in s
+    s = W.reading(W.HIDE_HOT, "Pneumonia", 0.9, 0.5, fraction=0.1, reference=0.52)
+    assert "hottest 10 %" in s and "not specific" in s
+    s = W.reading(W.HIDE_HOT, "Pneumonia", 0.9, 0.5, fraction=0.1, reference=0.88)
+    assert "depends on the region the heat map highlights" in s
+    s = W.reading(W.HIDE_CENTRE, "COVID-19", 0.3, 0.95)
+    assert "rises" in s and "does not show" in s  # a rise is never read as "not needed"
+    s = W.reading(W.HIDE_BOX, "Normal", 0.8, 0.78, region="the box")
+    assert "does not need the box" in s
+    s = W.reading(W.HIDE_RANDOM, "Normal", 0.8, 0.7, fraction=0.2, spread=0.05)
+    assert "± 0.05" in s and "random 20 %" in s
+    for kind in W.KINDS:
+        assert W.reading(kind, "X", 0.6, 0.6, fraction=0.1).endswith(".")
+    with pytest.raises(ValueError):
+        W.reading("nonsense", "X", 0.5, 0.5)
+
+
+# ------------------------------------------------------------------------------------------------
+# the panel: rows, numbers, batching
+# ------------------------------------------------------------------------------------------------
+
+SIZE = 64
+NAMES = ("COVID-19", "Normal", "Pneumonia")
+
+
+@pytest.fixture(scope="module")
+def untrained():
+    torch.manual_seed(0)
+    models = {"tinycnn": Classifier("tinycnn", 3).eval()}
+    torch.manual_seed(1)
+    models["other"] = Classifier("tinycnn", 3).eval()
+    return models
+
+
+def _count_forwards(models):
+    calls = {a: [] for a in models}
+    handles = [m.features.register_forward_pre_hook(lambda mod, inp, a=a: calls[a].append(inp[0].shape[0]))
+               for a, m in models.items()]
+    return calls, handles
+
+
+def test_panel_rows_numbers_and_one_forward_per_backbone(untrained):
+    prep = Preprocessing(SIZE)
+    film, _ = render_phantom(3, ("COVID-19",), size=256, marker=True)
+    pixels = prep.to_model_pixels(film)
+    from covidviz.cam import compute_cam
+
+    heats = {a: compute_cam(m, prep.to_tensor(pixels), 0) for a, m in untrained.items()}
+    temps = {"tinycnn": 1.5, "other": None}
+    calls, handles = _count_forwards(untrained)
+    try:
+        panel = W.what_if_panel(untrained, film, prep, 0, names=NAMES, heats=heats, temperatures=temps,
+                                box={"x": 0.0, "y": 0.0, "w": 0.3, "h": 0.3}, draws=3)
+    finally:
+        for h in handles:
+            h.remove()
+    n_images = 3 + 3 * 3 + 1 + 2 + 1  # hot x3, random 3x3, keep, border, centre, box
+    assert {a: c for a, c in calls.items()} == {a: [n_images + 1] for a in untrained}  # + the original, ONE forward
+    kinds = [r.kind for r in panel.rows]
+    assert kinds == [W.HIDE_HOT] * 3 + [W.HIDE_RANDOM] * 3 + [W.KEEP_HOT, W.HIDE_BORDER, W.HIDE_CENTRE, W.HIDE_BOX]
+    assert panel.class_name == "COVID-19" and panel.archs == ["tinycnn", "other"]
+    assert (panel.pixels == pixels).all()
+
+    from covidviz.analysis.calibration import apply_temperature
+
+    def prob(arch, img):
+        with torch.no_grad():
+            p = probabilities(untrained[arch](prep.to_tensor(img)).numpy().astype(np.float64), MULTICLASS)
+        return float((apply_temperature(p, temps[arch], MULTICLASS) if temps[arch] else p)[0, 0])
+
+    for arch in untrained:
+        assert panel.before[arch] == pytest.approx(prob(arch, pixels), abs=1e-5)
+    for r in panel.rows:
+        assert set(r.images) == set(untrained) and r.image.dtype == np.uint8 and r.image.shape == (SIZE, SIZE)
+        assert all(len(r.draws[a]) == (3 if r.kind == W.HIDE_RANDOM else 1) for a in untrained)
+        assert r.shared_image == (r.kind not in (W.HIDE_HOT, W.KEEP_HOT))
+        for a in untrained:
+            assert r.readings[a].startswith("The COVID-19 score") and r.after[a] == pytest.approx(np.mean(r.draws[a]))
+            if r.kind not in (W.HIDE_RANDOM,):
+                assert r.after[a] == pytest.approx(prob(a, r.images[a]), abs=1e-5)
+    for f in W.FRACTIONS:
+        assert panel.row(W.HIDE_HOT, f).fraction == pytest.approx(f, abs=1e-3)
+        assert panel.row(W.HIDE_HOT, f).reference == panel.row(W.HIDE_RANDOM, f).after
+    assert panel.row(W.KEEP_HOT).fraction == pytest.approx(0.8, abs=1e-3)
+    assert panel.row(W.HIDE_BOX).fraction == pytest.approx(0.09, abs=0.01)
+    table = panel.table()
+    assert len(table) == len(panel.rows) * 2 and {"before", "after", "change", "reading"} <= set(table[0])
+    json.dumps([r.to_dict() for r in panel.rows], allow_nan=False)
+
+    # the box alone (as the page redraws it) gives the panel's box row
+    row = W.box_what_if(untrained, pixels, prep, 0, {"x": 0.0, "y": 0.0, "w": 0.3, "h": 0.3}, names=NAMES,
+                        temperatures=temps, before=panel.before)
+    for a in untrained:
+        assert row.after[a] == pytest.approx(panel.row(W.HIDE_BOX).after[a], abs=1e-6)
+
+
+def test_panel_computes_its_own_cam_and_checks_arguments(untrained):
+    prep = Preprocessing(SIZE)
+    pixels = prep.to_model_pixels(render_phantom(4, ("Pneumonia",), size=256)[0])
+    calls, handles = _count_forwards(untrained)
+    try:
+        panel = W.what_if_panel(untrained, pixels, prep, 2, names=NAMES, fractions=(0.1,), draws=2, keep_fraction=None)
+    finally:
+        for h in handles:
+            h.remove()
+    assert all(c == [1, 1 + 2 + 2] for c in calls.values())  # the CAM forward, then one batch
+    assert [r.kind for r in panel.rows] == [W.HIDE_HOT, W.HIDE_RANDOM, W.HIDE_BORDER, W.HIDE_CENTRE]
+    with pytest.raises(ValueError):
+        W.what_if_panel(untrained, pixels.astype(np.float32), prep, 0)
+    with pytest.raises(ValueError):
+        W.what_if_panel(untrained, pixels, prep, 0, fractions=(1.5,))
+    with pytest.raises(ValueError):
+        W.what_if_panel({}, pixels, prep, 0)
+    with pytest.raises(ValueError):
+        W.mask_what_if(untrained, pixels, prep, 0, np.zeros((8, 8), bool))
+
+
+# ------------------------------------------------------------------------------------------------
+# the phantom demo: a tiny CNN trained on confounded phantoms
+# ------------------------------------------------------------------------------------------------
+
+# Measured (generator v1, seed 0, one thread): ~35 s of CPU; test AUC 1.00 / 1.00 / 1.00. On 12 held-out
+# marked COVID-19 films the COVID-19 score goes 0.95 -> 0.76 with the marker hidden (every film drops, by
+# 0.06-0.40), 0.96 with the same box at the bottom, 0.86 with the border strip hidden. On 16 pneumonia
+# films the pneumonia score goes 0.70 -> 0.62 with the lesion hidden, 0.72 with the same area hidden in
+# the other lung (the blurred fill is itself a faint opacity, so it removes only part of the lesion's
+# effect: the lesion-free twin scores 0.36).
+DIFFICULTY = 0.3
+N_TRAIN, EPOCHS = 300, 14
+HELD_OUT = range(50_000, 50_012)
+
+
+@pytest.fixture(scope="module")
+def confounded(tmp_path_factory):
+    """A tinycnn trained on 300 phantoms whose COVID-19 films (and only those) carry the lead marker."""
+    import train
+
+    root = tmp_path_factory.mktemp("whatif")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convolutions on 2 shared cores: one thread is faster (see test_cam)
+    try:
+        argv = ["--data", f"synthetic:{N_TRAIN}:confounder=1,difficulty={DIFFICULTY}", "--arch", "tinycnn",
+                "--epochs", str(EPOCHS), "--image-size", str(SIZE), "--batch-size", "32", "--lr", "3e-3",
+                "--weights", "none", "--out", str(root / "runs"), "--name", "confounded", "--seed", "0",
+                "--workers", "0", "--quiet", "--no-analysis", "--cache-dir", str(root / "cache")]
+        assert train.main(argv) == 0
+        exp = runs.read_experiment(root / "runs" / "confounded")
+        yield exp, {"tinycnn": exp.load_model("tinycnn")}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _marker_box(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A held-out COVID-19 film with its marker, and the box around the marker (the exact pixels it
+    changes: the same film rendered without it)."""
+    film, _ = render_phantom(seed, ("COVID-19",), size=256, difficulty=DIFFICULTY, marker=True)
+    bare, _ = render_phantom(seed, ("COVID-19",), size=256, difficulty=DIFFICULTY, marker=False)
+    ys, xs = np.nonzero(film != bare)
+    box = np.zeros(film.shape, bool)
+    box[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
+    return film, box
+
+
+def test_hiding_the_marker_changes_the_covid_prediction(confounded):
+    exp, models = confounded
+    prep = exp.preprocessing
+    before, marker, control, border = [], [], [], []
+    for seed in HELD_OUT:
+        film, box = _marker_box(seed)
+        row = W.mask_what_if(models, film, prep, 0, box, names=exp.labels.names, region="the marker")
+        ctrl = W.mask_what_if(models, film, prep, 0, np.flipud(box), names=exp.labels.names)  # same box, bottom
+        panel = W.what_if_panel(models, film, prep, 0, names=exp.labels.names, fractions=(), keep_fraction=None)
+        before.append(row.before["tinycnn"])
+        marker.append(row.after["tinycnn"])
+        control.append(ctrl.after["tinycnn"])
+        border.append(panel.row(W.HIDE_BORDER).after["tinycnn"])
+        assert "with the marker hidden" in row.readings["tinycnn"]
+    before, marker, control, border = map(np.array, (before, marker, control, border))
+    report = {"before": before.mean(), "marker hidden": marker.mean(), "control": control.mean(),
+              "borders hidden": border.mean(), "drops": np.round(before - marker, 2).tolist()}
+    assert before.mean() > 0.8, report                       # the marked films are called COVID-19
+    assert before.mean() - marker.mean() > 0.1, report       # ... and less so once the marker is hidden
+    assert np.mean(marker < before - 0.03) >= 0.75, report   # on most films, not on average only
+    assert np.abs(control - before).mean() < 0.05, report    # the same box elsewhere changes little
+    # the border strip holds the marker (but hiding half the film also adds haze, which reads as COVID-19)
+    assert before.mean() - border.mean() > 0.05, report
+    assert np.mean(border < before) >= 0.75, report
+
+
+def test_hiding_the_lesion_changes_the_pneumonia_prediction(confounded):
+    exp, models = confounded
+    prep = exp.preprocessing
+    before, lesion, mirror = [], [], []
+    for seed in range(50_000, 50_016):
+        film, mask = render_phantom(seed, ("Pneumonia",), size=256, difficulty=DIFFICULTY)
+        row = W.mask_what_if(models, film, prep, 2, mask > 0, names=exp.labels.names, region="the lesion")
+        ctrl = W.mask_what_if(models, film, prep, 2, np.fliplr(mask > 0), names=exp.labels.names)  # the other lung
+        before.append(row.before["tinycnn"])
+        lesion.append(row.after["tinycnn"])
+        mirror.append(ctrl.after["tinycnn"])
+        assert "with the lesion hidden" in row.readings["tinycnn"]
+    before, lesion, mirror = map(np.array, (before, lesion, mirror))
+    report = {"before": before.mean(), "lesion hidden": lesion.mean(), "mirror hidden": mirror.mean(),
+              "drops": np.round(before - lesion, 2).tolist()}
+    assert before.mean() > 0.55, report
+    assert (before - lesion).mean() > 0.03, report
+    assert (before - lesion).mean() > (before - mirror).mean() + 0.05, report
+
+
+# ------------------------------------------------------------------------------------------------
+# the shortcut audit
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def audit(confounded):
+    exp, _ = confounded
+    return shortcuts.run_audit(exp, max_images=60, n_boot=200, seed=0)
+
+
+def test_audit_original_auc_matches_sklearn(confounded, audit):
+    exp, models = confounded
+    images, prep, names = exp.images(), exp.preprocessing, list(exp.labels.names)
+    rows = images.set_index("image_id").loc[audit["image_ids"]]
+    assert len(rows) == audit["n_images"] and (rows["split"] == "test").all()
+    from covidviz.data.imageio import read_image
+
+    x = prep.to_tensor(np.stack([prep.to_model_pixels(read_image(p)) for p in rows["path"]]))
+    with torch.no_grad():
+        p = probabilities(models["tinycnn"](x).numpy().astype(np.float64), exp.labels.task)
+    onehot = exp.labels.onehot(rows["labels"].to_numpy())
+    for j, cls in enumerate(names):
+        cell = audit["backbones"]["tinycnn"]["per_class"][cls]["original"]
+        assert cell["auc"] == pytest.approx(roc_auc_score(onehot[:, j], p[:, j]), abs=1e-6)
+        assert cell["ci_low"] <= cell["auc"] <= cell["ci_high"] and cell["diff"] == 0
+        for cond in shortcuts.CONDITIONS:
+            c = audit["backbones"]["tinycnn"]["per_class"][cls][cond]
+            assert c["auc"] is not None and c["ci_low"] <= c["ci_high"]
+
+
+def test_audit_shows_covid_surviving_without_the_lungs(audit):
+    """Measured: original AUCs 1.00 / 1.00 / 1.00; centre hidden COVID-19 0.86, Pneumonia 0.58 (its lesion
+    is in the lungs; COVID-19 keeps the marker, which sits in the border strip)."""
+    per_class = audit["backbones"]["tinycnn"]["per_class"]
+    cov, pn = per_class["COVID-19"], per_class["Pneumonia"]
+    assert cov["original"]["auc"] > 0.95 and pn["original"]["auc"] > 0.9, per_class
+    assert pn["centre"]["auc"] < pn["original"]["auc"] - 0.2, pn
+    assert pn["centre"]["diff_ci_high"] < 0
+    assert cov["centre"]["auc"] > pn["centre"]["auc"] + 0.1, per_class
+    assert all(isinstance(s, str) and s.endswith(".") for s in audit["verdicts"])
+
+
+def test_verdicts():
+    def cell(auc, diff, hi):
+        return {"auc": auc, "ci_low": auc - 0.05, "ci_high": min(1.0, auc + 0.05), "diff": diff,
+                "diff_ci_low": diff - 0.05, "diff_ci_high": hi}
+
+    per_class = {
+        "COVID-19": {"original": cell(0.98, 0.0, 0.0), "centre": cell(0.96, -0.02, 0.01), "borders": cell(0.70, -0.28, -0.2),
+                     "hot10": cell(0.97, -0.01, 0.01), "random10": cell(0.975, -0.005, 0.01)},
+        "Pneumonia": {"original": cell(0.90, 0.0, 0.0), "centre": cell(0.60, -0.30, -0.2), "borders": cell(0.89, -0.01, 0.02),
+                      "hot10": cell(0.70, -0.20, -0.1), "random10": cell(0.88, -0.02, 0.01)},
+        "Normal": {"original": cell(0.55, 0.0, 0.0), "centre": cell(0.55, 0.0, 0.01), "borders": cell(0.5, -0.05, 0.0),
+                   "hot10": cell(0.5, -0.05, 0.0), "random10": cell(0.5, -0.05, 0.0)},
+    }
+    says = shortcuts.verdicts("densenet121", per_class, ["COVID-19", "Pneumonia", "Normal"])
+    covid = [s for s in says if "COVID-19" in s]
+    assert any("does not need the lung fields" in s and "0.96" in s for s in covid), says
+    assert any("borders" in s for s in covid)
+    assert any("do not show what the score depends on" in s for s in covid)
+    pn = [s for s in says if "Pneumonia" in s]
+    assert pn and not any("lung fields" in s or "borders" in s for s in pn)
+    assert any("point at what the score uses" in s for s in pn)
+    assert not any("Normal" in s for s in says)  # too little signal (AUC 0.55) for any verdict
+
+
+def test_audit_json_round_trip_reader_and_table(confounded, audit):
+    exp, _ = confounded
+    json.dumps(audit, allow_nan=False)
+    again = runs.read_experiment(exp.path)
+    sc = again.shortcuts()
+    assert sc is not None and sc.raw == json.loads((exp.path / runs.SHORTCUTS).read_text())
+    assert sc.conditions == list(shortcuts.CONDITIONS) and sc.archs == ["tinycnn"]
+    assert sc.names == list(exp.labels.names) and sc.n_images == audit["n_images"] and sc.n_boot == 200
+    for cls in [*sc.names, "macro"]:
+        for cond in sc.conditions:
+            stored = (audit["backbones"]["tinycnn"]["macro"] if cls == "macro"
+                      else audit["backbones"]["tinycnn"]["per_class"][cls])[cond]
+            assert sc.cell("tinycnn", cls, cond) == stored
+    assert sc.auc("tinycnn", "COVID-19", "borders") == audit["backbones"]["tinycnn"]["per_class"]["COVID-19"]["borders"]["auc"]
+    assert sc.cell("nope", "COVID-19", "centre")["auc"] is None  # missing parts read as None
+    assert sc.condition_label("centre") == "centre hidden" and len(sc.rows("tinycnn")) == 4 * 5
+    assert sc.verdicts() == audit["verdicts"] and sc.verdicts("tinycnn") == audit["verdicts"]
+    text = shortcuts.format_audit(audit, exp.labels)
+    assert "[tinycnn]" in text and "centre hidden" in text and "borders hidden" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("COVID-19"))
+    assert f"{audit['backbones']['tinycnn']['per_class']['COVID-19']['original']['auc']:.3f}" in line
+    assert "Shortcut verdicts:" in text
+    fresh = runs.read_experiment(exp.path)
+    fresh.artifact_path(runs.SHORTCUTS).rename(exp.path / "moved.json")
+    try:
+        assert fresh.shortcuts() is None
+    finally:
+        (exp.path / "moved.json").rename(exp.path / runs.SHORTCUTS)
+
+
+def test_audit_skips_unreadable_images_with_a_warning(confounded, caplog):
+    exp, _ = confounded
+    table = exp.images().copy()
+    test_rows = table.index[table["split"] == "test"][:6]
+    table.loc[test_rows[0], "path"] = str(exp.path / "missing.png")
+    with caplog.at_level(logging.WARNING, logger="covidviz.analysis.shortcuts"):
+        res = shortcuts.shortcut_audit(exp, images=table.loc[test_rows], n_boot=20)
+    assert res["n_images"] == 5 and res["n_skipped"] == 1 and "missing.png" in res["skipped"][0]["path"]
+    assert any("missing.png" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError):
+        shortcuts.shortcut_audit(exp, images=table.loc[test_rows[:1]], n_boot=20)
