@@ -1,12 +1,11 @@
 """Compare backbones: which backbone to trust, for which finding, at which threshold, and where they differ.
 
-Sections, all driven by one class selector (a class or the macro average): ROC and precision-recall
-curves (AUC with its 95% patient-bootstrap CI in the legend), the per-class table with paired DeLong
-tests (CSV download), the operating point (validation presets or a free threshold, marked on the ROC;
-confusion matrix, sensitivity/specificity/PPV/NPV, PPV/NPV at another prevalence), calibration
-before/after temperature scaling, the disagreement gallery with both backbones' heatmaps, subgroup
-AUCs with confounding warnings, and the training curves. Widgets and layout only (numbers, tables and
-figures: ``covidviz.views.compare*``). Runs under ``app.py`` or on its own.
+One class selector (a class or the macro average) drives every section: ROC and precision-recall curves (AUC
+with its 95% CI), the per-class table with paired DeLong tests (CSV), the operating point (validation presets
+or a free threshold, marked on the ROC; confusion matrices, rates, PPV/NPV at another prevalence), calibration,
+the disagreement gallery with both backbones' heatmaps, subgroup AUCs with confounding warnings, training curves.
+Widgets and layout only (numbers, tables, texts with glossary links: ``covidviz.views.compare*``); widget keys
+are scoped per experiment (``ui.scoped``); tables are ``st.table`` (all columns shown). Runs under ``app.py`` or alone.
 """
 
 from __future__ import annotations
@@ -20,30 +19,35 @@ from covidviz.views import compare
 from covidviz.views import compare_figures as figures
 from covidviz.views import compare_gallery as gallery_view
 from covidviz.views import compare_operating as operating
-from covidviz.views.style import analyse_command, arch_label, backbone_colours, table_height
+from covidviz.views.style import analyse_command, arch_label, backbone_colours, tables_per_row
 
 WARN = ":material/warning:"
+
+
+def grid(frames: list) -> list:
+    """One container per table, as many side by side as fit a 1280 px window (``tables_per_row``)."""
+    n, per_row = len(frames), tables_per_row(frames)
+    return [col for start in range(0, n, per_row) for col in st.columns(per_row)[:n - start]]
 
 
 def header(exp, analysis, archs: list[str]) -> tuple[str, tuple[str, str] | None]:
     st.title(f"Compare backbones: {exp.name}")
     st.caption(compare.header_caption(analysis, exp.labels))
-    warnings = compare.confounding_for(analysis)
-    if warnings:
+    if warnings := compare.confounding_for(analysis):
         st.warning(compare.confounding_banner(len(warnings)), icon=WARN)
     pair = compare.default_pair(archs)
     if len(archs) < 2:
         st.info(compare.one_backbone_text(archs[0]), icon=":material/info:")
     elif len(archs) > 2:
-        chosen = st.selectbox("Pair to compare", compare.pair_options(archs), key="cmp_pair", format_func=compare.pair_label,
-                              help="The table's differences and the disagreement gallery compare two backbones.")
+        chosen = st.selectbox("Pair to compare", compare.pair_options(archs), key=ui.scoped(exp, "cmp_pair"),
+                              format_func=compare.pair_label, help=compare.PAIR_HELP)
         pair = compare.parse_pair(chosen)
-    cls = st.selectbox("Class", compare.class_options(exp.labels.names), key="cmp_class",
-                       help="Drives every section: curves, operating point, calibration, gallery, subgroups.")
+    cls = st.selectbox("Class", compare.class_options(exp.labels.names), key=ui.scoped(exp, "cmp_class"),
+                       help=compare.CLASS_HELP)
     return cls, pair
 
 
-def curves(analysis, archs, cls, colours, points) -> None:
+def curves(exp, analysis, archs, cls, colours, points) -> None:
     st.header("ROC and precision–recall")
     st.caption(compare.CURVES_CAPTION)
     if compare.missing_roc(analysis, archs, cls):
@@ -51,11 +55,11 @@ def curves(analysis, archs, cls, colours, points) -> None:
     if base := compare.baseline_text(analysis, cls):
         st.caption(base)
     left, right = st.columns(2)
-    left.plotly_chart(figures.roc_figure(analysis, archs, cls, colours, points), width="stretch", key="cmp_roc")
+    left.plotly_chart(figures.roc_figure(analysis, archs, cls, colours, points), width="stretch", key=ui.scoped(exp, "cmp_roc"))
     if cls == compare.MACRO:
         right.info(compare.mean_ap_text(analysis, archs))
     else:
-        right.plotly_chart(figures.pr_figure(analysis, archs, cls, colours), width="stretch", key="cmp_pr")
+        right.plotly_chart(figures.pr_figure(analysis, archs, cls, colours), width="stretch", key=ui.scoped(exp, "cmp_pr"))
 
 
 def class_table(exp, analysis, archs, pair) -> None:
@@ -63,11 +67,8 @@ def class_table(exp, analysis, archs, pair) -> None:
     table = compare.class_table(analysis, archs, list(exp.labels.names), pair=pair)
     if pair:
         st.caption(compare.difference_caption(*pair, len(exp.labels.names)))
-    shown = compare.display_table(table, archs)
-    st.dataframe(shown, width="stretch", height=table_height(shown, 17),
-                 column_config={"_index": st.column_config.Column(width="medium"),
-                                "Test positives": st.column_config.Column("Positives", width="small")})
-    st.download_button("Download the table as CSV", table.to_csv(float_format="%.6g").encode(), key="cmp_csv",
+    st.table(compare.display_table(table, archs))
+    st.download_button("Download the table as CSV", table.to_csv(float_format="%.6g").encode(), key=ui.scoped(exp, "cmp_csv"),
                        file_name=f"{exp.name}-per-class-auc.csv", mime="text/csv", icon=":material/download:")
 
 
@@ -80,29 +81,28 @@ def operating_point(exp, analysis, archs, cls) -> dict:
     onehot, probs, _ = ui.compare_test(exp)
     j = list(exp.labels.names).index(cls)
     y = onehot[:, j]
-    preset = st.radio("Threshold", operating.preset_options(), key="cmp_preset", horizontal=True,
+    preset = st.radio("Threshold", operating.preset_options(), key=ui.scoped(exp, "cmp_preset"), horizontal=True,
                       format_func=operating.preset_label)
     threshold = st.slider(f"Custom threshold: call {cls} when its probability ≥", 0.0, 1.0, 0.5, 0.001,
-                          format="%.3f", key="cmp_threshold", disabled=preset != operating.CUSTOM)
+                          format="%.3f", key=ui.scoped(exp, "cmp_threshold"), disabled=preset != operating.CUSTOM)
+    # Keyed per class too: the slider starts at this class's test prevalence, never another class's.
     prevalence = st.slider(f"Prevalence of {cls} in the population you care about (%)", 0.1, 99.9,
-                           operating.default_prevalence_percent(y), 0.1, format="%.1f%%", key="cmp_prevalence",
-                           help=f"Test split: {operating.test_prevalence(y):.1%}. PPV and NPV depend on it; "
-                                "sensitivity and specificity do not.") / 100.0
+                           operating.default_prevalence_percent(y), 0.1, format="%.1f%%",
+                           key=ui.scoped(exp, f"cmp_prevalence::{cls}"), help=operating.prevalence_help(y)) / 100.0
     scores = {a: probs[a][:, j] for a in archs}
     points, missing = operating.operating_points(analysis, archs, cls, y, scores, preset, threshold, prevalence)
-    if preset != operating.CUSTOM:
-        st.caption(operating.PRESET_CAPTION)
+    st.caption(operating.preset_caption(preset))
     if missing:
         st.warning(operating.missing_threshold_text(preset, missing, cls), icon=WARN)
     st.markdown(operating.rates_heading(y, cls))
-    st.dataframe(operating.rates_table(points, prevalence=prevalence), width="stretch")
-    for col, arch in zip(st.columns(len(archs)), archs):
-        c = points[arch]
-        col.markdown(f"**{arch_label(arch)}** — confusion matrix at threshold {operating.threshold_text(c)}")
-        if c["tp"] is None:
+    st.table(operating.rates_table(points, prevalence=prevalence))
+    frames = [None if points[a]["tp"] is None else operating.confusion_frame(points[a], cls) for a in archs]
+    for col, arch, frame in zip(grid(frames), archs, frames):
+        col.markdown(f"**{arch_label(arch)}** — confusion matrix at threshold {operating.threshold_text(points[arch])}")
+        if frame is None:
             col.caption("No threshold.")
         else:
-            col.dataframe(operating.confusion_frame(c, cls), width="stretch")
+            col.table(frame)
     if exp.labels.task == MULTICLASS:
         argmax_confusion(analysis, archs)
     return points
@@ -110,11 +110,11 @@ def operating_point(exp, analysis, archs, cls) -> dict:
 
 def argmax_confusion(analysis, archs) -> None:
     with st.expander("All classes at once: confusion matrix of the most probable class (no threshold)"):
-        for col, arch in zip(st.columns(len(archs)), archs):
-            shown = operating.argmax_confusion(analysis, arch)
-            if shown is not None:
-                col.markdown(shown[1])
-                col.dataframe(shown[0], width="stretch")
+        shown = [operating.argmax_confusion(analysis, arch) for arch in archs]
+        for col, one in zip(grid([s and s[0] for s in shown]), shown):
+            if one is not None:
+                col.markdown(one[1])
+                col.table(one[0])
 
 
 def calibration(exp, analysis, archs, cls, colours) -> None:
@@ -126,12 +126,12 @@ def calibration(exp, analysis, archs, cls, colours) -> None:
     per_class = compare.calibration_class(task, cls)
     st.caption(compare.reliability_caption(task, cls))
     st.plotly_chart(figures.reliability_figure(analysis, archs, per_class, colours, task), width="stretch",
-                    key="cmp_reliability")
-    st.dataframe(compare.calibration_table(analysis, archs, cls=per_class), width="stretch")
+                    key=ui.scoped(exp, "cmp_reliability"))
+    st.table(compare.calibration_table(analysis, archs, cls=per_class))
 
 
-def _pick(row: int) -> None:
-    st.session_state["cmp_pick"] = row
+def _pick(key: str, row: int) -> None:
+    st.session_state[key] = row
 
 
 def gallery(exp, archs, pair, cls, points) -> None:
@@ -145,33 +145,34 @@ def gallery(exp, archs, pair, cls, points) -> None:
         return
     onehot, probs, rows = ui.compare_test(exp)
     left, right = st.columns([2, 1])
-    kind = left.radio("Show", list(gallery_view.KINDS), key="cmp_gallery_kind", horizontal=True,
+    kind = left.radio("Show", list(gallery_view.KINDS), key=ui.scoped(exp, "cmp_gallery_kind"), horizontal=True,
                       format_func=gallery_view.KINDS.get)
-    confident = right.slider("'Confidently' means a probability of at least", 0.5, 0.99, 0.8, 0.01, key="cmp_confident")
+    confident = right.slider("'Confidently' means a probability of at least", 0.5, 0.99, 0.8, 0.01,
+                             key=ui.scoped(exp, "cmp_confident"))
     frame, rule = gallery_view.select(onehot, probs, pair, task, list(exp.labels.names), cls, points, confident, kind)
     st.caption(gallery_view.summary(frame, len(onehot), rule))
     if not len(frame):
         st.success("No such test images.")
         return
-    options = gallery_view.pick_options(frame, rows, exp.images()["image_id"])
-    if st.session_state.get("cmp_pick") not in options:
-        st.session_state.pop("cmp_pick", None)
-    picked = st.selectbox("Image for the heatmaps", list(options), key="cmp_pick", index=None,
+    options, pick = gallery_view.pick_options(frame, rows, exp.images()["image_id"]), ui.scoped(exp, "cmp_pick")
+    if st.session_state.get(pick) not in options:
+        st.session_state.pop(pick, None)
+    picked = st.selectbox("Image for the heatmaps", list(options), key=pick, index=None,
                           placeholder="Choose an image (or press Heatmaps under it)", format_func=options.get)
     if picked is not None:
         heatmaps(exp, pair, picked, gallery_view.explained_classes(task, probs, rows, picked, pair, exp.labels.names, cls))
     st.markdown(f"A = {arch_label(pair[0])}, B = {arch_label(pair[1])}. ✗ marks a wrong call.")
-    tiles(exp, gallery_view.tiles(frame, rows))
+    tiles(exp, gallery_view.tiles(frame, rows), pick)
 
 
-def tiles(exp, shown: list[tuple[int, str]]) -> None:
+def tiles(exp, shown: list[tuple[int, str]], pick: str) -> None:
     """The gallery's thumbnails, ``gallery_view.PER_ROW`` a row, each with its caption and Heatmaps button."""
     thumbs, n = ui.thumbnails(exp), gallery_view.PER_ROW
     for start in range(0, len(shown), n):
         for col, (row, text) in zip(st.columns(n), shown[start:start + n]):
             col.image(np.asarray(thumbs[row]), width="stretch")
             col.caption(text)
-            col.button("Heatmaps", key=f"cmp_heat_{row}", on_click=_pick, args=(row,))
+            col.button("Heatmaps", key=ui.scoped(exp, f"cmp_heat_{row}"), on_click=_pick, args=(pick, row))
 
 
 def heatmaps(exp, pair, row: int, explain: dict[str, int]) -> None:
@@ -188,11 +189,11 @@ def heatmaps(exp, pair, row: int, explain: dict[str, int]) -> None:
                 arch, exp.labels.names[explained], exp.labels.task))
 
 
-def subgroups(analysis, archs, cls, colours) -> None:
+def subgroups(exp, analysis, archs, cls, colours) -> None:
     st.header("Subgroups")
     sentences = compare.confounding_for(analysis)
     for s in sentences:
-        st.warning(f"**Confounding.** {s}", icon=WARN)
+        st.warning(compare.confounding_warning(s), icon=WARN)
     if not sentences:
         st.caption(compare.NO_CONFOUNDING)
     if source := compare.source_baseline_text(analysis):
@@ -205,15 +206,14 @@ def subgroups(analysis, archs, cls, colours) -> None:
         st.info("No subgroup attribute (source, sex, age, view) has two or more groups in the test split.")
         return
     st.caption(compare.SUBGROUP_CAPTION)
-    st.plotly_chart(figures.subgroup_figure(table, archs, colours, cls), width="stretch", key="cmp_subgroups")
+    st.plotly_chart(figures.subgroup_figure(table, archs, colours, cls), width="stretch", key=ui.scoped(exp, "cmp_subgroups"))
     with st.expander("Subgroup table"):
-        st.dataframe(compare.subgroup_display(table, archs), width="stretch", hide_index=True)
+        st.table(compare.subgroup_display(table, archs))
 
 
 def not_analysed(exp, problem: str = "") -> None:
     st.title(f"Compare backbones: {exp.name}")
-    st.warning(problem or "This experiment has not been analysed yet, so there are no curves, CIs or tests to "
-               "compare.", icon=WARN)
+    st.warning(problem or compare.NOT_ANALYSED, icon=WARN)
     st.markdown(f"Run this in `{ui.REPO}`, then reload the page:")
     st.code(analyse_command(exp.path, ui.REPO), language="bash")
 
@@ -228,22 +228,20 @@ def render(exp) -> None:
     if not archs:
         not_analysed(exp)
         return
-    missing = [a for a in exp.backbones if a not in archs]
-    if missing:
+    if missing := [a for a in exp.backbones if a not in archs]:
         st.warning(compare.stale_text(missing, analyse_command(exp.path, ui.REPO)), icon=WARN)
     colours = backbone_colours(exp)
     cls, pair = header(exp, analysis, archs)
-    # The operating point is computed before the curves are drawn so the ROC can mark it; the curves
-    # go into a container placed above its widgets.
+    # The ROC marks the operating point: the curves go into a container above the operating point's widgets.
     curves_box = st.container()
     points = operating_point(exp, analysis, archs, cls)
     with curves_box:
-        curves(analysis, archs, cls, colours, points)
+        curves(exp, analysis, archs, cls, colours, points)
     class_table(exp, analysis, archs, pair)
     calibration(exp, analysis, archs, cls, colours)
     gallery(exp, archs, pair, cls, points)
-    subgroups(analysis, archs, cls, colours)
-    ui.training_curves(exp, archs, key="cmp_training")
+    subgroups(exp, analysis, archs, cls, colours)
+    ui.training_curves(exp, archs, key=ui.scoped(exp, "cmp_training"))
 
 
 ui.run_page("Compare backbones", render)

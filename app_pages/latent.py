@@ -1,12 +1,11 @@
 """Latent space page: each backbone's t-SNE / UMAP / PCA map of the images, linked to the images.
 
-Pick a backbone, a map and a colouring; draw a box or lasso on a map (or click a point) and the
-selected images appear in a paged gallery with their class mix and a CSV export; open any of them
-to see the full image, the probabilities and the CAM heatmaps. Both backbones can be shown side by
-side with the selection highlighted in each (rows of images.parquet are the shared identity). The
-diagnose page's upload (``ui.upload_for``), when there is one, is a star with its nearest neighbours
-ringed. What is drawn: ``covidviz.views.latent`` (the maps) and ``covidviz.views.latent_selection``.
-Runs under ``app.py`` or on its own (``streamlit run app_pages/latent.py``).
+Draw a box or lasso on a map (or click a point): the selected images appear in a paged gallery with
+their class mix and a CSV export; open one to see it with its probabilities and CAM heatmaps. Both
+backbones side by side share the selection (rows of images.parquet are the identity); the diagnose
+page's upload (``ui.upload_for``) is a star with its nearest neighbours ringed. Every key is scoped to
+the experiment (``key``). What is drawn: ``views.latent`` and ``views.latent_selection`` (which also
+decides when a map is redrawn). Runs under ``app.py`` or alone (``streamlit run app_pages/latent.py``).
 """
 
 from __future__ import annotations
@@ -18,78 +17,98 @@ from covidviz import runs, ui
 from covidviz.data.labels import MULTILABEL
 from covidviz.views import latent
 from covidviz.views import latent_selection as selection
-from covidviz.views.style import analyse_command, arch_label, table_height
+from covidviz.views.style import analyse_command, arch_label
 
 SEL = "latent_selection"        # selected images.parquet rows (list of int), shared by both maps
 SIGS = "latent_signatures"      # chart key -> signature of the selection last seen on it
 OPEN = "latent_open"            # the opened image's row, or None
 PAGE = "latent_gallery_page"
+PICK = "latent_open_pick"       # the gallery's "Open an image" picker
+DRAWN = "latent_drawn"          # backbone -> selection.MapDrawing shown last run
+FOLLOWUP = "latent_followup"    # True during the run that draws the maps' deferred overlays
 CHART_KEY = "latent_map_{}"     # a backbone's map (its selection events)
-GALLERY_COLUMNS = 6
 
 
-def sync_selection(archs: list[str]) -> None:
+def key(exp, name: str) -> str:
+    """This page's key ``name`` for ``exp``: no widget value or selection survives a switch of experiment."""
+    return ui.scoped(exp, name)
+
+
+def sync_selection(exp, archs: list[str]) -> None:
     """Adopt the selection of the map the user changed last; clicking one point opens it."""
-    charts = {arch: st.session_state.get(CHART_KEY.format(arch)) for arch in archs}
-    sigs, rows, opened = selection.selection_change(st.session_state.get(SIGS), charts)
-    st.session_state[SIGS] = sigs
+    charts = {arch: st.session_state.get(key(exp, CHART_KEY.format(arch))) for arch in archs}
+    sigs, rows, opened = selection.selection_change(st.session_state.get(key(exp, SIGS)), charts)
+    st.session_state[key(exp, SIGS)] = sigs
     if opened is not None:  # a click: open that image, keep the current selection
-        st.session_state[OPEN] = opened
+        st.session_state[key(exp, OPEN)] = opened
     if rows is not None:
-        set_selection(rows)
+        set_selection(exp, rows)
 
 
-def set_selection(rows) -> None:
-    st.session_state[SEL] = [int(r) for r in rows]
-    st.session_state[PAGE] = 1
+def set_selection(exp, rows) -> None:
+    st.session_state[key(exp, SEL)] = [int(r) for r in rows]
+    st.session_state[key(exp, PAGE)] = 1
 
 
-def open_row(row: int) -> None:
-    st.session_state[OPEN] = int(row)
+def open_row(exp, row: int | None, picked: bool = False) -> None:
+    """Open ``row`` (None: close), or with ``picked`` the gallery picker's choice."""
+    row = st.session_state.get(key(exp, PICK)) if picked else row
+    st.session_state[key(exp, OPEN)] = None if row is None else int(row)
 
 
 def controls(exp, analysed: list[str]) -> dict:
     c1, c2, c3, c4 = st.columns([2, 2, 3, 2])
     both = False
     with c1:
-        arch = st.selectbox("Backbone", analysed, format_func=arch_label, key="latent_arch")
+        arch = st.selectbox("Backbone", analysed, format_func=arch_label, key=key(exp, "latent_arch"))
         if len(analysed) > 1:
-            both = st.toggle("Both backbones side by side", value=True, key="latent_both",
+            both = st.toggle("Both backbones", value=True, key=key(exp, "latent_both"),
                              help="Each map shows the same images; a selection on one is ringed on the other.")
     shown = analysed if both else [arch]
     methods = latent.common_methods([ui.latent_maps(exp, a) for a in shown])
-    method = c2.selectbox("Map", methods, format_func=lambda m: latent.METHOD_NAMES.get(m, m), key="latent_method")
+    method = c2.selectbox("Map", methods, format_func=lambda m: latent.METHOD_NAMES.get(m, m), key=key(exp, "latent_method"))
     colour_by = c3.selectbox("Colour by", list(latent.COLOUR_BY), format_func=latent.COLOUR_BY.get,
-                             key="latent_colour")
+                             key=key(exp, "latent_colour"))
     cls = None
     if colour_by == "outcome":
-        cls = c4.selectbox("Class", list(exp.labels.names), key="latent_class")
+        cls = c4.selectbox("Class", list(exp.labels.names), key=key(exp, "latent_class"))
         c4.caption(latent.thresholds_caption(exp.analysis(), shown, cls))
-    return {"arch": arch, "shown": shown, "method": method, "colour_by": colour_by, "cls": cls}
+    height = 560 if len(shown) > 1 else 680
+    return {"arch": arch, "shown": shown, "method": method, "colour_by": colour_by, "cls": cls, "height": height}
 
 
-def draw_map(exp, arch: str, opts: dict, height: int) -> None:
+def plan_maps(exp, opts: dict, rows: np.ndarray) -> dict:
+    """What each map draws this run (``selection.plan_drawings``); asks for a follow-up run when an overlay
+    change was held back so that the gallery reaches the browser before the maps are re-created."""
+    shown, opened = opts["shown"], st.session_state.get(key(exp, OPEN))
+    plans, pending = selection.plan_drawings(
+        st.session_state.get(key(exp, DRAWN)), {a: (opts["method"], opts["colour_by"], opts["cls"], opts["height"])
+                                                for a in shown}, rows,
+        {a: latent.overlay_key(opened, latent.upload_for(ui.upload_for(exp), a, opts["method"])) for a in shown},
+        {a: st.session_state.get(key(exp, CHART_KEY.format(a))) for a in shown},
+        followup=bool(st.session_state.pop(key(exp, FOLLOWUP), False)))
+    st.session_state[key(exp, DRAWN)], st.session_state[key(exp, FOLLOWUP)] = plans, pending
+    return plans
+
+
+def draw_map(exp, arch: str, opts: dict, plan: selection.MapDrawing) -> None:
     method = opts["method"]
-    base = ui.latent_figure(exp, arch, method, opts["colour_by"], opts["cls"], height)
-    fig = latent.with_overlays(base, ui.latent_maps(exp, arch).coords[method], st.session_state.get(SEL) or [],
-                               st.session_state.get(OPEN), latent.upload_for(ui.upload_for(exp), arch, method))
-    st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key=CHART_KEY.format(arch),
-                    width="stretch", config={"scrollZoom": True, "displaylogo": False})
+    base = ui.latent_figure(exp, arch, method, opts["colour_by"], opts["cls"], opts["height"])
+    fig = latent.drawn_figure(base, ui.latent_maps(exp, arch).coords[method], plan.rings, plan.others, plan.revision)
+    st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"),
+                    key=key(exp, CHART_KEY.format(arch)), width="stretch",
+                    config={"scrollZoom": True, "displaylogo": False})
 
 
-def draw_maps(exp, opts: dict) -> None:
+def draw_maps(exp, opts: dict, plans: dict) -> None:
     """The maps shown side by side, each with its quality below; one map: quality on its right."""
-    if len(opts["shown"]) > 1:
-        for col, arch in zip(st.columns(len(opts["shown"])), opts["shown"]):
-            with col:
-                draw_map(exp, arch, opts, height=560)
-                quality_panel(exp, arch, opts["method"])
-    else:
-        left, right = st.columns([4, 1])
-        with left:
-            draw_map(exp, opts["arch"], opts, height=680)
-        with right:
-            quality_panel(exp, opts["arch"], opts["method"])
+    both = len(opts["shown"]) > 1
+    cols = st.columns(len(opts["shown"]) if both else [4, 1])
+    for k, arch in enumerate(opts["shown"]):
+        with cols[k]:
+            draw_map(exp, arch, opts, plans[arch])
+        with cols[k if both else 1]:
+            quality_panel(exp, arch, opts["method"])
 
 
 def quality_panel(exp, arch: str, method: str) -> None:
@@ -103,72 +122,59 @@ def upload_notice(exp, opts: dict) -> None:
         return
     text, nbrs = notice
     st.info(text, icon=":material/star:")
-    if len(nbrs) and st.button(f"Select the upload's {len(nbrs)} neighbours", key="latent_select_neighbours"):
-        set_selection(nbrs)
+    if len(nbrs) and st.button(f"Select the upload's {len(nbrs)} neighbours", key=key(exp, "latent_select_neighbours")):
+        set_selection(exp, nbrs)
         st.rerun()
 
 
-def selection_section(exp, opts: dict) -> None:
-    rows = np.asarray(st.session_state.get(SEL) or [], dtype=np.int64)
+def selection_section(exp, opts: dict, rows: np.ndarray) -> None:
     st.header("Selection")
-    if not len(rows):
-        st.caption("Draw a box or a lasso on a map (the toolbar's box/lasso tools; box is the default drag) "
-                   "to list the images inside it, or click a point to open it.")
-        return
+    if not len(rows):  # st.html: also loads the gallery's component before the first selection
+        return st.html(selection.EMPTY_GALLERY_HTML)
     names = list(exp.labels.names)
     shown, method = opts["shown"], opts["method"]
     top = st.columns([3, 1, 1])
     top[0].markdown(f"**{len(rows):,} images selected**")
-    if top[2].button("Clear selection", key="latent_clear"):
-        set_selection([])
-        st.session_state[OPEN] = None
+    if top[2].button("Clear selection", key=key(exp, "latent_clear")):
+        set_selection(exp, [])
+        open_row(exp, None)
         st.rerun()
     images = exp.images()  # the shared table (read only): a copy would cost O(N) per rerun
     probs = {a: ui.latent_points(exp, a)[1] for a in exp.backbones if a in shown}
     coords = {f"{a}:{method}": ui.latent_maps(exp, a).coords[method] for a in shown}
     top[1].download_button("Download CSV", selection.selection_csv(images, rows, probs, names, coords),
-                           file_name=f"{exp.name}-selection-{len(rows)}.csv", mime="text/csv", key="latent_csv")
-    left, right = st.columns([2, 5])
-    with left:
-        st.subheader("Class mix")
-        mix = selection.class_mix({arch_label(a): ui.latent_points(exp, a)[0] for a in shown}, rows, names)
-        st.dataframe(mix, width="stretch", height=table_height(mix))
-        if exp.labels.task == MULTILABEL:
-            st.caption("An image can carry several findings, so 'True label' can sum to more than the selection.")
-    with right:
-        gallery(exp, rows, opts)
+                           file_name=f"{exp.name}-selection-{len(rows)}.csv", mime="text/csv", key=key(exp, "latent_csv"))
+    st.subheader("Class mix")  # full width, above the gallery: a backbone per column needs the room
+    st.html(selection.table_html(selection.class_mix({arch_label(a): ui.latent_points(exp, a)[0] for a in shown},
+                                                     rows, names), "latent-mix"))
+    st.caption(selection.class_mix_help(exp.labels.task == MULTILABEL))
+    gallery(exp, rows, opts)
 
 
 def gallery(exp, rows: np.ndarray, opts: dict) -> None:
     names = list(exp.labels.names)
     pages = selection.page_count(len(rows))
     st.subheader("Gallery")
-    if st.session_state.get(PAGE, 1) > pages:
-        st.session_state[PAGE] = 1
+    if st.session_state.get(key(exp, PAGE), 1) > pages:
+        st.session_state[key(exp, PAGE)] = 1
+    top = st.columns(3)
     if pages > 1:
-        st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1, key=PAGE)
-    page = int(st.session_state.get(PAGE, 1))
+        top[0].selectbox("Page", range(1, pages + 1), format_func=f"{{}} of {pages}".format, key=key(exp, PAGE))
+    page = int(st.session_state.get(key(exp, PAGE), 1))
     shown = selection.gallery_page(rows, page)
-    st.caption(f"{selection.gallery_range(page, len(shown), len(rows))}; predictions by {arch_label(opts['arch'])}. "
-               "**Open** shows the full image.")
     table, probs = ui.latent_points(exp, opts["arch"])
-    thumbs = ui.thumbnails(exp)
-    cols = st.columns(GALLERY_COLUMNS)
-    for k, row in enumerate(shown):
-        with cols[k % GALLERY_COLUMNS]:
-            caption = selection.gallery_caption(table, row, names, probs)
-            st.markdown(selection.thumbnail_html(thumbs[int(row)], caption), unsafe_allow_html=True)
-            st.caption(caption)
-            st.button("Open", key=f"latent_open_{int(row)}", on_click=open_row, args=(int(row),))
+    captions = [selection.gallery_caption(table, row, names, probs) for row in shown]
+    first = (page - 1) * selection.GALLERY_PAGE + 1
+    labels = selection.pick_labels(shown, table, first)
+    top[1].selectbox("Open an image", list(labels), index=None, format_func=labels.get, key=key(exp, PICK),
+                     placeholder="Choose one to see it full size…", on_change=open_row, args=(exp, None, True))
+    st.caption(f"{selection.gallery_range(page, len(shown), len(rows))}; predictions by {arch_label(opts['arch'])}.")
+    st.html(selection.gallery_html(ui.thumbnails(exp), shown, captions, first))
 
 
 def detail_section(exp, opts: dict) -> None:
-    row = st.session_state.get(OPEN)
-    if row is None:
-        return
-    images = exp.images()
-    if not 0 <= int(row) < len(images):
-        st.session_state[OPEN] = None
+    row, images = st.session_state.get(key(exp, OPEN)), exp.images()
+    if row is None or not 0 <= int(row) < len(images):
         return
     row, names, archs = int(row), list(exp.labels.names), opts["shown"]
     rec = images.iloc[row]
@@ -176,7 +182,7 @@ def detail_section(exp, opts: dict) -> None:
     st.markdown(selection.detail_meta(rec))
     cls_idx = names.index(opts["cls"]) if opts.get("cls") else None
     probs = selection.probability_table({arch_label(a): ui.latent_points(exp, a)[1][row] for a in archs}, names)
-    cols = st.columns([2] + [2] * len(archs) + [2])
+    cols = st.columns([2] + [2] * len(archs) + [3])
     details = {a: ui.latent_detail(exp, a, row, cls_idx) for a in archs}
     gray = next((d[0] for d in details.values() if d[0] is not None), None)
     with cols[0]:
@@ -193,19 +199,18 @@ def detail_section(exp, opts: dict) -> None:
             else:
                 st.caption(problem)
     with cols[-1]:
-        st.dataframe(probs.style.format("{:.3f}"), width="stretch")
+        st.html(selection.table_html(probs, "latent-probs", "{:.3f}"))
         st.caption(f"Heatmaps: CAM of {opts['cls'] or 'its top class'}; red = the regions that raised that class's "
                    "score most.")
-    if st.button("Close image", key="latent_close"):
-        st.session_state[OPEN] = None
+    if st.button("Close image", key=key(exp, "latent_close")):
+        open_row(exp, None)
+        st.session_state.pop(key(exp, PICK), None)
         st.rerun()
 
 
 def render(exp) -> None:
     st.title(f"Latent space: {exp.name}")
-    st.caption("Each point is an image, placed by its backbone's pooled features: nearby points look alike "
-               "to the model. t-SNE and UMAP keep local neighbourhoods (distances between far clusters mean "
-               "little); PCA is linear and keeps global spread. Every image is drawn (WebGL), none sampled.")
+    st.caption(latent.INTRO)
     analysed = exp.analysed_backbones(runs.PROJECTIONS_INFO)  # written after projections.npz: both are there
     if not analysed:
         st.warning("This experiment has not been analysed yet, so it has no maps. Run, in the repository folder:",
@@ -220,16 +225,22 @@ def render(exp) -> None:
     if not opts["method"]:
         st.warning("The backbones have no map in common.")
         return
-    sync_selection(opts["shown"])
+    sync_selection(exp, opts["shown"])
+    rows = selection.valid_rows(st.session_state.get(key(exp, SEL)), len(exp.images()))
+    plans = plan_maps(exp, opts, rows)
     upload_notice(exp, opts)
     maps_area, below = st.container(), st.container()
     # Filled out of order: the selection's gallery (O(selection)) reaches the browser before the maps
-    # (O(N) each) are serialised again, so a selection on a 100k map shows its images first.
+    # (O(N) each) are serialised again. When plan_maps held an overlay change back, this run ends
+    # without the maps (the browser keeps showing them: a run stopped for a rerun removes nothing) and
+    # the follow-up run draws them, so a selection on a 100k map shows its images first.
     with below:
         detail_section(exp, opts)
-        selection_section(exp, opts)
+        selection_section(exp, opts, rows)
+    if st.session_state.get(key(exp, FOLLOWUP)):
+        st.rerun()
     with maps_area:
-        draw_maps(exp, opts)
+        draw_maps(exp, opts, plans)
 
 
 ui.run_page("Latent space", render)

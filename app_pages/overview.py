@@ -63,8 +63,7 @@ def dataset_card(exp) -> None:
 
 def sources_and_confounding(exp, sources) -> None:
     st.subheader("Images per class and source")
-    st.caption("A class drawn mostly from one source lets a model learn the source (scanner, hospital, "
-               "text markers) instead of the disease: compare the rows before trusting the AUCs.")
+    st.caption(view.SOURCES_NOTE)
     single = view.single_source_text(sources)
     if single:
         st.caption(single)
@@ -104,9 +103,7 @@ def model_card(exp) -> None:
     aucs = view.auc_table(exp, "test")
     n_test = view.n_test_images(exp)
     st.subheader("Test AUC per class")
-    st.caption(f"Area under the ROC curve on the held-out test images ({view.n_text(n_test)}): how well the model "
-               "ranks images with that class above images without it. 0.5 (dotted line) is chance, 1.0 is perfect. "
-               "Blank: the class is absent from the test split, so its AUC is undefined.")
+    st.caption(view.auc_caption(n_test))
     small = view.small_test_warning(n_test)
     if small:
         st.warning(small, icon=":material/info:")

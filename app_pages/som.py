@@ -4,8 +4,9 @@ Controls (layer, class, split, prototype pictures) apply to every backbone's map
 Click a hexagon (or type its number) to see its images, labels, predictions and statistics. The
 upload of the diagnose page (``ui.upload_for``) is starred on the maps with its quantisation error
 against the training images'. A class-relations view shows which classes share nodes (the paper's
-"which diseases sit together"). What is drawn: ``covidviz.views.som`` and ``covidviz.views.som_figure``.
-Runs under ``app.py`` or on its own (``streamlit run app_pages/som.py``).
+"which diseases sit together"). Every widget key is scoped to the experiment (``key``): node numbers of
+one experiment's maps never reach another's. What is drawn: ``covidviz.views.som`` and
+``covidviz.views.som_figure``. Runs under ``app.py`` or on its own (``streamlit run app_pages/som.py``).
 """
 
 from __future__ import annotations
@@ -21,42 +22,44 @@ from covidviz.views.style import analyse_command, arch_label, table_height
 
 NODE_KEY = "som_node_{}"        # a backbone's selected node (the number input): the one source of truth
 CHART_KEY = "som_chart_{}"      # a backbone's map (its click events)
-EXPERIMENT = "som_experiment"   # the experiment the node numbers belong to
 
 
-def _on_select(arch: str, trace_index: int) -> None:
+def key(exp, name: str) -> str:
+    """This page's key ``name`` for ``exp``: no widget value survives a switch of experiment."""
+    return ui.scoped(exp, name)
+
+
+def _on_select(exp, arch: str, trace_index: int) -> None:
     """A click on a hexagon becomes the node number."""
-    node = som_figure.node_from_selection(st.session_state.get(CHART_KEY.format(arch)), trace_index)
+    node = som_figure.node_from_selection(st.session_state.get(key(exp, CHART_KEY.format(arch))), trace_index)
     if node is not None:
-        st.session_state[NODE_KEY.format(arch)] = node
+        st.session_state[key(exp, NODE_KEY.format(arch))] = node
 
 
-def _go_to(arch: str, node: int) -> None:
-    st.session_state[NODE_KEY.format(arch)] = int(node)
+def _go_to(exp, arch: str, node: int) -> None:
+    st.session_state[key(exp, NODE_KEY.format(arch))] = int(node)
 
 
 def controls(exp) -> som_view.Choice:
     c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
-    layer = c1.selectbox("Layer", list(som_view.LAYERS), format_func=som_view.LAYERS.get, key="som_layer")
-    cls_name = c2.selectbox("Class", som_view.class_options(exp.labels, layer), key="som_class",
+    layer = c1.selectbox("Layer", list(som_view.LAYERS), format_func=som_view.LAYERS.get, key=key(exp, "som_layer"))
+    cls_name = c2.selectbox("Class", som_view.class_options(exp.labels, layer), key=key(exp, "som_class"),
                             disabled=not som_view.needs_class(layer, exp.labels),
                             help="Used by the density, mean-probability and (multi-label) error layers.")
-    split = c3.selectbox("Images", list(som_view.SPLIT_CHOICES), key="som_split",
+    split = c3.selectbox("Images", list(som_view.SPLIT_CHOICES), key=key(exp, "som_split"),
                          help="Which split's images the layers, gallery and class relations count. The map itself "
                               "was trained on the training images only.")
-    protos = c4.toggle("Prototype pictures", key="som_prototypes",
+    protos = c4.toggle("Prototype pictures", key=key(exp, "som_prototypes"),
                        help="Show in each hexagon the image closest to the node's weights (its prototype); "
                             "the layer's colour stays visible as a rim.")
     st.caption(som_view.LAYER_HELP[layer])
     return som_view.choice(exp.labels, layer, cls_name, split, protos)
 
 
-def quality(info: dict) -> None:
+def quality(info) -> None:
     for col, (label, value, help_text) in zip(st.columns(3), som_view.quality_metrics(info)):
         col.metric(label, value, help=help_text)
-    st.caption("**How to read:** QE says how closely the nodes represent the images (lower = closer; compare "
-               "maps of one experiment only). TE says whether neighbourhoods are kept: below ~10 % nearby "
-               "hexagons really hold similar images, so distances on the map mean something.")
+    st.caption(som_view.QUALITY_HELP)
 
 
 def backbone_map(exp, arch: str, som: dict, ctl: som_view.Choice, upload: dict | None, width: int) -> None:
@@ -65,42 +68,46 @@ def backbone_map(exp, arch: str, som: dict, ctl: som_view.Choice, upload: dict |
     quality(som["info"])
     nd = ui.som_nodes(exp, arch, ctl.splits)
     thresholds = som_view.youden_thresholds(exp.analysis(), arch)
-    up = som_view.upload_on_map(upload, arch)
+    grid = som["info"].grid or som_view.grid_shape(a["hex_xy"])
+    up = som_view.upload_on_map(upload, arch, grid)
     up_node = up.node if up else None
+    n_nodes, node_key = len(a["hex_xy"]), key(exp, NODE_KEY.format(arch))
+    if not 0 <= (st.session_state.get(node_key) or 0) < n_nodes:  # an experiment replaced under its name
+        del st.session_state[node_key]
     fig = som_figure.backbone_figure(a, nd, ctl.layer, ctl.cls, thresholds,
-                                     highlight=st.session_state.get(NODE_KEY.format(arch)), upload=up_node,
+                                     highlight=st.session_state.get(node_key), upload=up_node,
                                      mosaic=ui.som_mosaic(exp, arch) if ctl.prototypes else None, width=width)
-    st.plotly_chart(fig, width="stretch", key=CHART_KEY.format(arch), selection_mode="points",
-                    on_select=functools.partial(_on_select, arch, som_figure.centres_trace_index(fig)),
+    st.plotly_chart(fig, width="stretch", key=key(exp, CHART_KEY.format(arch)), selection_mode="points",
+                    on_select=functools.partial(_on_select, exp, arch, som_figure.centres_trace_index(fig)),
                     config={"scrollZoom": True, "displaylogo": False})
-    n_nodes = len(a["hex_xy"])
-    left, right = st.columns([2, 3])
-    left.number_input("Node", min_value=0, max_value=n_nodes - 1, value=None, step=1, key=NODE_KEY.format(arch),
+    left, right = st.columns([1, 1])
+    left.number_input("Node", min_value=0, max_value=n_nodes - 1, value=None, step=1, key=node_key,
                       placeholder="click a hexagon", help=f"0 … {n_nodes - 1}; click a hexagon to choose it.")
     if up_node is not None:
-        right.button("Go to the uploaded image's node", key=f"som_goto_upload_{arch}",
-                     on_click=_go_to, args=(arch, up_node))
+        right.button("Go to the uploaded image's node", key=key(exp, f"som_goto_upload_{arch}"),
+                     on_click=_go_to, args=(exp, arch, up_node))
     if up is not None and up.has_qe:
-        upload_qe(arch, a, up)
-    node = st.session_state.get(NODE_KEY.format(arch))
+        upload_qe(exp, arch, a, up)
+    node = st.session_state.get(node_key)
     if node is None:
         st.caption("Click a hexagon (or type a node number) to see its images and statistics.")
     else:
-        node_panel(exp, arch, a, nd, int(node), ctl, thresholds)
+        node_panel(exp, arch, a, nd, int(node), ctl, thresholds, grid)
 
 
-def upload_qe(arch: str, a: dict, up: som_view.MapUpload) -> None:
+def upload_qe(exp, arch: str, a: dict, up: som_view.MapUpload) -> None:
     if up.ood:
         st.warning(up.text, icon=":material/warning:")
     else:
         st.info(up.text, icon=":material/star:")
     fig = som_figure.qe_histogram(a["qe_train_sorted"], up.qe, f"upload ({up.pct_text} %)")
-    st.plotly_chart(fig, width="stretch", key=f"som_upload_qe_{arch}")
+    st.plotly_chart(fig, width="stretch", key=key(exp, f"som_upload_qe_{arch}"))
 
 
-def node_panel(exp, arch: str, a: dict, nd, node: int, ctl: som_view.Choice, thresholds: dict) -> None:
+def node_panel(exp, arch: str, a: dict, nd, node: int, ctl: som_view.Choice, thresholds: dict, grid) -> None:
     rows = som_view.node_rows(nd, node)
     st.markdown(f"#### Node {node}")
+    st.caption(f"Node {node} is at {som_view.node_position(node, grid)} on the map above.")
     for col, (label, value, help_text) in zip(st.columns(4), som_view.node_metrics(a, node, rows, ctl.split_label)):
         col.metric(label, value, help=help_text)
     if not len(rows):
@@ -108,13 +115,15 @@ def node_panel(exp, arch: str, a: dict, nd, node: int, ctl: som_view.Choice, thr
         return
     summary = som_view.node_summary(nd, rows, thresholds)
     st.markdown(summary.headline)
-    st.dataframe(summary.stats, width="stretch", height=table_height(summary.stats))
+    st.table(summary.stats)
+    st.caption(som_view.NODE_STATS_HELP)
     table = som_view.node_images_table(exp.images(), nd, rows, summary.predicted, a["qe"])
     limit = som_view.GALLERY_MAX
     more = f"; the first {limit} shown, all in the table below" if len(rows) > limit else ""
     st.caption(f"{len(rows)} image(s) on this node{more}. Caption: label → prediction.")
     ui.show_thumbnails(exp, rows[:limit], captions=som_view.gallery_captions(table, limit), width=96)
-    st.dataframe(table, width="stretch", hide_index=True, key=f"som_node_table_{arch}")
+    st.dataframe(table, width="stretch", hide_index=True, key=key(exp, f"som_node_table_{arch}"),
+                 column_config=som_view.NODE_TABLE_COLUMNS)
 
 
 def class_relations(exp, soms: dict, ctl: som_view.Choice) -> None:
@@ -129,7 +138,7 @@ def class_relations(exp, soms: dict, ctl: som_view.Choice) -> None:
             st.subheader(arch_label(arch))
             st.markdown(rel.headline)
             st.plotly_chart(som_figure.relation_heatmap(rel.similarity, rel.classes), width="stretch",
-                            key=f"som_rel_{arch}")
+                            key=key(exp, f"som_rel_{arch}"))
             with st.expander("Share of each class's images on nodes dominated by another class"):
                 st.caption("Row = the class of the images, column = the dominant class of the node they sit on; "
                            "rows sum to 100 %. A large off-diagonal share means the row class is mostly mapped "
@@ -146,24 +155,9 @@ def not_analysed(exp, archs: list[str]) -> None:
     st.code(analyse_command(exp.path, ui.REPO), language="bash")
 
 
-def forget_other_experiment(exp, soms: dict) -> None:
-    """Node numbers belong to one experiment's maps: drop them when another experiment is chosen."""
-    previous = st.session_state.get(EXPERIMENT)
-    if previous is not None and previous != str(exp.path):
-        for key in [k for k in st.session_state if str(k).startswith(NODE_KEY.format(""))]:
-            del st.session_state[key]
-    st.session_state[EXPERIMENT] = str(exp.path)
-    for arch, som in soms.items():
-        node = st.session_state.get(NODE_KEY.format(arch))
-        if node is not None and not 0 <= node < len(som["arrays"]["hex_xy"]):
-            del st.session_state[NODE_KEY.format(arch)]
-
-
 def render(exp) -> None:
     st.title(f"Self-organizing map: {exp.name}")
-    st.caption("A self-organizing map (SOM) lays the images' feature vectors on a grid of hexagons, trained on the "
-               "training images: similar images land on the same or nearby hexagons, so clusters of a disease, "
-               "mixed regions and outliers become visible. One map per backbone; the controls apply to all.")
+    st.caption(som_view.INTRO)
     soms = {arch: ui.som_result(exp, arch) for arch in exp.analysed_backbones(runs.SOM)}
     soms = {a: s for a, s in soms.items() if s is not None}
     missing = [a for a in exp.backbones if a not in soms]
@@ -171,7 +165,6 @@ def render(exp) -> None:
         not_analysed(exp, missing)
     if not soms:
         return
-    forget_other_experiment(exp, soms)
     ctl = controls(exp)
     upload = ui.upload_for(exp)
     elsewhere = som_view.upload_elsewhere(st.session_state.get(ui.UPLOAD_KEY), upload)

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from covidviz import runs
 from tests.browser_support import chromium_page, streamlit_server
 from tests.test_browser_som import choose, make_big_experiment, open_page
 
@@ -52,9 +53,7 @@ def main() -> None:
             root = tmp / label.replace(" ", "_")
             t0 = time.perf_counter()
             folder = make_big_experiment(root, n=args.n, grid=grid, iterations=iters)
-            import json
-
-            g = json.loads((folder / "backbones" / "densenet121" / "som.json").read_text())["grid"]
+            g = runs.read_experiment(folder).som_info("densenet121").grid
             print(f"[{label}] built {args.n} images, SOM {g[0]}x{g[1]} = {g[0] * g[1]} nodes "
                   f"in {time.perf_counter() - t0:.1f} s", flush=True)
             results[label] = measure(root, tmp)

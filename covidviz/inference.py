@@ -4,6 +4,7 @@
 ``Predictor`` per experiment in ``st.cache_resource``) and the analysis artefacts the page needs.
 ``Predictor.predict(gray)`` takes a decoded uint8 film (``covidviz.data.imageio``) and returns a
 ``Diagnosis``: per backbone the calibrated probabilities, the call at the validation-chosen threshold
+(``Predictor.calls``: the threshold put on the same calibrated scale, see ``calibrated_threshold``)
 with what that threshold achieved on test, the pooled features, CAM heat maps (``covidviz.cam``: one
 forward pass per backbone, the pooled features captured from that same pass), the k nearest TRAINING
 images in feature space, the upload's place on the stored maps and SOM, and an out-of-distribution
@@ -62,7 +63,7 @@ class BackboneResult:
     probs: np.ndarray              # (C,) temperature-calibrated probabilities (what the page shows)
     features: np.ndarray           # (D,) pooled features
     top: int                       # index of the highest probability
-    calls: list[dict]              # per class: class, prob, raw_prob, threshold, positive, test (TEST_RATES -> Rate), val
+    calls: list[dict]              # at the balanced (Youden) point: see Predictor.calls
     cams: dict[str, CamResult]     # method -> maps for the top class (1 image)
     coords: dict[str, list[float]] = field(default_factory=dict)
     neighbors: list[int] = field(default_factory=list)
@@ -99,6 +100,32 @@ class Diagnosis:
                    "som_qe_pct": None if b.som_qe_pct is None else float(b.som_qe_pct),
                    "ood": bool(b.ood)}
             for arch, b in self.backbones.items()}}
+
+
+def calibrated_threshold(raw_probs, j: int, threshold: float | None, temperature, task: str) -> float | None:
+    """A threshold on the model's raw probability of class ``j``, put on the calibrated scale the page shows.
+
+    The thresholds were chosen on the raw probabilities; the page shows temperature-calibrated ones.
+    Multi-label: calibration is a monotone map per class (sigmoid(logit(p) / T_j)), so the threshold is
+    mapped through it and is the same for every image. Multi-class: the calibrated probability of a class
+    depends on the other classes too (softmax(log p / T)), so no single number works for every image.
+    The threshold is mapped at THIS image's mix of the other classes: class ``j`` set to ``threshold`` and
+    the others keeping their shares of the rest. For a fixed mix the calibrated value
+    ``x^a / (x^a + (1 - x)^a S)`` (a = 1/T > 0, S > 0 from the mix) strictly increases with ``x``, so
+    ``raw_probs[j] >= threshold`` exactly when the calibrated probability >= the returned threshold: the
+    call made on the validated raw rule never contradicts the calibrated number shown beside it.
+    ``temperature`` None (not calibrated): the threshold unchanged."""
+    if threshold is None or temperature is None:
+        return None if threshold is None else float(threshold)
+    p = np.asarray(raw_probs, np.float64)
+    t = float(np.clip(threshold, 0.0, 1.0))
+    if task == "multilabel":
+        temps = np.broadcast_to(np.asarray(temperature, np.float64), p.shape)
+        return float(apply_temperature(np.array([t]), [temps[j]], task)[0])
+    rest = np.delete(np.clip(p, 0.0, None), j)
+    shares = rest / rest.sum() if rest.sum() > 0 else np.full(len(rest), 1.0 / max(len(rest), 1))
+    q = np.insert(shares * (1.0 - t), j, t)
+    return float(apply_temperature(q, temperature, task)[j])
 
 
 def _percentile(sorted_ref: np.ndarray, value: float) -> float:
@@ -166,6 +193,38 @@ class Predictor:
         p = self.analysis.backbone(arch).point(cls, point)
         return p if p.defined else None
 
+    def test_prevalence(self, arch: str, cls: str) -> float | None:
+        """Share of the test images carrying ``cls`` (the prevalence the test PPV and NPV hold at), or None."""
+        if not self.analysis:
+            return None
+        test = self.analysis.backbone(arch).class_counts(cls)["test"]
+        return test["n_pos"] / test["n"] if test.get("n") and test.get("n_pos") is not None else None
+
+    def calls(self, b: BackboneResult, point: str = "youden") -> list[dict]:
+        """Per class, the screening call of ``b`` at one operating point (``youden`` | ``high_sensitivity`` |
+        ``high_specificity``) without running the model again:
+
+        ``class``, ``prob`` (calibrated, what the page shows), ``threshold`` (on that same scale for this
+        image: ``calibrated_threshold``), ``positive`` (``prob >= threshold``, which is exactly the validated
+        rule ``raw_prob >= raw_threshold``; None without a threshold), ``raw_prob``, ``raw_threshold``
+        (the model's score and the threshold chosen on it), ``test`` (``TEST_RATES`` -> ``Rate`` of that
+        threshold on the test images), ``test_prevalence`` and ``val`` (its validation sensitivity and
+        specificity)."""
+        out = []
+        temp = self.temperature(b.arch)
+        for j, cls in enumerate(self.names):
+            op = self.operating_point(b.arch, cls, point)
+            raw_thr = None if op is None else float(op.threshold)
+            out.append({"class": cls, "prob": float(b.probs[j]), "raw_prob": float(b.raw_probs[j]),
+                        "threshold": calibrated_threshold(b.raw_probs, j, raw_thr, temp, self.task),
+                        "raw_threshold": raw_thr,
+                        "positive": None if raw_thr is None else bool(b.raw_probs[j] >= raw_thr),
+                        "test": {k: (op.rate(k) if op is not None else Rate(None)) for k in TEST_RATES},
+                        "test_prevalence": self.test_prevalence(b.arch, cls),
+                        "val": None if op is None else {"sensitivity": op.val_sensitivity,
+                                                        "specificity": op.val_specificity}})
+        return out
+
     # ------------------------------------------------------------------ inference
 
     def model_input(self, gray: np.ndarray) -> np.ndarray:
@@ -197,24 +256,12 @@ class Predictor:
             temp = self.temperature(arch)
             probs = apply_temperature(raw, temp, self.task) if temp is not None else raw.copy()
             res = BackboneResult(arch=arch, logits=logits, raw_probs=raw, probs=np.asarray(probs, np.float64),
-                                 features=feats, top=int(np.argmax(probs)), calls=self._calls(arch, raw, probs, point),
-                                 cams=cams)
+                                 features=feats, top=int(np.argmax(probs)), calls=[], cams=cams)
+            res.calls = self.calls(res, point)
             self._place(arch, feats, res)
             res.seconds = time.perf_counter() - t0
             out[arch] = res
         return Diagnosis(name=name, experiment=self.exp.name, pixels=pixels, backbones=out)
-
-    def _calls(self, arch, raw, probs, point) -> list[dict]:
-        calls = []
-        for j, cls in enumerate(self.names):
-            op = self.operating_point(arch, cls, point)
-            thr = None if op is None else float(op.threshold)
-            calls.append({"class": cls, "prob": float(probs[j]), "raw_prob": float(raw[j]), "threshold": thr,
-                          "positive": None if thr is None else bool(raw[j] >= thr),
-                          "test": {k: (op.rate(k) if op is not None else Rate(None)) for k in TEST_RATES},
-                          "val": None if op is None else {"sensitivity": op.val_sensitivity,
-                                                          "specificity": op.val_specificity}})
-        return calls
 
     def _place(self, arch: str, feats: np.ndarray, res: BackboneResult) -> None:
         placer = self._placers.get(arch)

@@ -15,6 +15,7 @@ from pydicom.uid import JPEG2000Lossless
 
 from covidviz.data.imageio import ImageDecodeError, decode_upload
 from tests.dicom_factory import make_dicom
+from tests.test_diagnose import key
 
 pytestmark = pytest.mark.usefixtures("app_like_server")
 
@@ -157,7 +158,7 @@ def page(tiny_experiment, monkeypatch):
 
 
 def _upload(at, name, data):
-    at.file_uploader(key="diagnose_upload").set_value((name, data, "application/octet-stream"))
+    at.file_uploader(key=key("diagnose_upload")).set_value((name, data, "application/octet-stream"))
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at

@@ -5,11 +5,16 @@
   screenshots ``screenshots/som.png`` and ``screenshots/som_prototypes.png``;
 - a fake 10,000-image experiment (``make_big_experiment``: ExperimentWriter + the analysis step's own
   SOM writer on clustered random features) renders its two maps in a few seconds
-  (``screenshots/som_10k.png``); marked slow because building it takes a while on 2 cores.
+  (``screenshots/som_10k.png``); marked slow because building it takes a while on 2 cores;
+- at 1280 and 1920 px, a node chosen on both maps of a 15 x 7 map: the node's tables, metrics and picture
+  captions fit (nothing clipped), and the caption's "column c of 15, row r of 7" is where the browser
+  draws that hexagon (``$COVIDVIZ_SHOTS/som-1280.png``, ``som-1920.png``; ``/tmp/shots`` by default).
 """
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from pathlib import Path
 
@@ -21,6 +26,7 @@ from covidviz import runs
 from tests.browser_support import CHROMIUM_MARKS, SCREENSHOTS, chromium_page, streamlit_server
 
 pytestmark = CHROMIUM_MARKS
+SHOTS = Path(os.environ.get("COVIDVIZ_SHOTS", "/tmp/shots"))
 
 NAMES = ["COVID-19", "Normal", "Pneumonia", "Lung Opacity"]
 RENDER_BUDGET_S = 8.0  # "a few seconds" for a cold page with two 10k-image maps, generous for a loaded CI box
@@ -167,3 +173,84 @@ def test_10k_image_som_renders_in_a_few_seconds(tmp_path):
         assert page.locator("[data-testid='stException']").count() == 0
     print(f"10k-image SOM page: cold {cold:.2f} s, reload {warm:.2f} s, prototypes on {protos:.2f} s")
     assert warm < RENDER_BUDGET_S and protos < RENDER_BUDGET_S, (cold, warm, protos)
+
+
+# Boxes of what the node panels show, against the columns that hold them (one per backbone).
+NODE_LAYOUT_JS = """() => {
+  const inside = (r, c) => r.left >= c.left - 0.5 && r.right <= c.right + 0.5;
+  const col = e => e.closest("[data-testid='stColumn']").getBoundingClientRect();
+  return {
+    tables: [...document.querySelectorAll("[data-testid='stTable'] table")].map(t => {
+      const box = t.getBoundingClientRect();
+      return {fits: inside(box, col(t)), headers: [...t.querySelectorAll('thead th')].map(h =>
+        [h.innerText, inside(h.getBoundingClientRect(), box)])}; }),
+    frames: [...document.querySelectorAll("[data-testid='stDataFrame']")].filter(f => f.querySelector('.dvn-scroller'))
+      .map(f => {  // (the class relations' table waits, unrendered, in its closed expander)
+      const sc = f.querySelector('.dvn-scroller');
+      return {fits: inside(f.getBoundingClientRect(), col(f)), scroll: sc.scrollWidth, client: sc.clientWidth}; }),
+    metrics: [...document.querySelectorAll("[data-testid='stMetricLabel']")].map(m => {
+      const t = m.querySelector('p') || m; return [t.innerText, t.scrollWidth, t.clientWidth]; }),
+    captions: [...document.querySelectorAll("[data-testid='stImageCaption']")].map(c =>
+      [c.innerText, c.scrollWidth, c.clientWidth]),
+  };
+}"""
+# Column (left to right) and row (top to bottom) of a node as the browser draws the first map's hexagons.
+DRAWN_CELL_JS = """node => {
+  const g = [...document.querySelectorAll('.js-plotly-plot')].find(p => p.data.some(t => t.name === 'nodes'));
+  const t = g._fullData.find(t => t.name === 'nodes'), xa = g._fullLayout.xaxis, ya = g._fullLayout.yaxis;
+  const column = v => Math.ceil(v - 1e-6);          // hexagons of a column sit at x = i or i - 0.5
+  const xs = [...t.x], py = [...t.y].map(v => Math.round(ya.d2p(v)));
+  const col = 1 + column(xs[node]) - Math.min(...xs.map(column));
+  const row = 1 + new Set(py.filter(v => v < py[node])).size;   // rows drawn above it (screen y grows down)
+  return [xa.d2p(1) > xa.d2p(0) ? col : -col, row];             // negative if drawn right to left
+}"""
+
+
+@pytest.fixture(scope="module")
+def wide_som(tmp_path_factory):
+    """A 15 x 7 map (the issue's example) of 400 images, two backbones, served on its own."""
+    root = tmp_path_factory.mktemp("som-layout") / "runs"
+    make_big_experiment(root, "wide", n=400, grid=(15, 7), iterations=1500)
+    with streamlit_server(root, root.parent, script="app_pages/som.py") as url:
+        yield url, root / "wide"
+
+
+@pytest.mark.parametrize("width", [1280, 1920])
+def test_node_panels_fit_and_the_position_is_in_map_terms(wide_som, width):
+    from playwright.sync_api import expect
+
+    from covidviz.views import som as som_view
+
+    expect.set_options(timeout=60_000)
+    url, folder = wide_som
+    a = runs.read_experiment(folder).load_arrays(runs.SOM, "densenet121")
+    node = int(np.bincount(a["node"]).argmax())
+    with chromium_page(width=width, height=4200) as page:
+        open_page(page, url, 2)
+        for k in range(2):  # the same node on both backbones' maps
+            field = page.locator("[data-testid='stNumberInput'] input").nth(k)
+            field.fill(str(node))
+            field.press("Enter")
+            expect(page.get_by_role("heading", name=f"Node {node}")).to_have_count(k + 1)
+        page.wait_for_function("document.querySelectorAll(\"[data-testid='stDataFrame'] .dvn-scroller\").length >= 2",
+                               timeout=60_000)
+        page.wait_for_timeout(1500)
+        lay = page.evaluate(NODE_LAYOUT_JS)
+        assert len(lay["tables"]) == 2 and len(lay["frames"]) == 2
+        for t in lay["tables"]:  # the class table of each node: inside its column, every header in its box
+            assert t["fits"] and [h for h, _ in t["headers"]][:5] == ["Class", "Images", "Share", "Mean P", "Predicted"]
+            assert all(ok for _, ok in t["headers"]), t
+        for f in lay["frames"]:  # the images table: inside its column, no column hidden behind a scroll
+            assert f["fits"] and f["scroll"] <= f["client"] + 1, f
+        for label, scroll, client in lay["metrics"]:  # metric labels are not cut with "…"
+            assert scroll <= client + 1, (label, scroll, client)
+        assert lay["captions"] and all(scroll <= client + 1 for _, scroll, client in lay["captions"])
+        # "Node N is at column c of 15 (left to right), row r of 7 (top to bottom)": where the browser draws it.
+        text = page.get_by_text(f"Node {node} is at column").first.inner_text()
+        col, row = map(int, re.search(r"column (\d+) of 15 \(left to right\), row (\d+) of 7 \(top to bottom\)",
+                                      text).groups())
+        assert (col, row) == som_view.node_cell(node, (15, 7))
+        assert page.evaluate(DRAWN_CELL_JS, node) == [col, row]
+        assert page.locator("[data-testid='stException']").count() == 0
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"som-{width}.png"), full_page=True)

@@ -27,6 +27,7 @@ from covidviz.views.style import analyse_command
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = str(REPO / "app_pages" / "compare.py")
+APP = str(REPO / "app.py")
 TIMEOUT = 60
 SPLIT_CYCLE = ["train", "train", "val", "train", "test", "train", "train", "val", "test", "test"]
 
@@ -142,10 +143,31 @@ def charts(at: AppTest) -> dict[str, dict]:
     return out
 
 
+def widget(at: AppTest, kind: str, name: str):
+    """The page's widget of ``kind`` ("selectbox", "slider", ...) whose key is ``ui.scoped(exp, name)`` for
+    the experiment shown (or ``name::<class>``, as the prevalence slider is keyed per class too)."""
+    found = [w for w in getattr(at.main, kind) if w.key and "::" in w.key
+             and (w.key.split("::", 1)[1] == name or w.key.split("::", 1)[1].startswith(name + "::"))]
+    assert len(found) == 1, (kind, name, [w.key for w in getattr(at.main, kind)])
+    return found[0]
+
+
+def tables(at: AppTest) -> list[pd.DataFrame]:
+    """Every table on the page (``st.table``, and any ``st.dataframe``), as frames."""
+    return [t.value for t in at.table] + [df.value for df in at.dataframe]
+
+
+def heat_buttons(at: AppTest) -> list:
+    return [bt for bt in at.button if bt.key and "::cmp_heat_" in bt.key]
+
+
+def heat_row(button) -> int:
+    return int(button.key.rsplit("cmp_heat_", 1)[1])
+
+
 def frame_with(at: AppTest, *labels: str) -> pd.DataFrame:
-    """The first dataframe whose index or columns contain all ``labels``."""
-    for df in at.dataframe:
-        v = df.value
+    """The first table whose index or columns contain all ``labels``."""
+    for v in tables(at):
         names = set(map(str, v.index)) | set(map(str, v.columns))
         if all(lab in names for lab in labels):
             return v
@@ -153,7 +175,7 @@ def frame_with(at: AppTest, *labels: str) -> pd.DataFrame:
 
 
 def confusions(at: AppTest, cls: str) -> list[pd.DataFrame]:
-    return [df.value for df in at.dataframe if f"Called {cls}" in df.value.columns]
+    return [v for v in tables(at) if f"Called {cls}" in v.columns]
 
 
 def counts(df: pd.DataFrame) -> tuple[int, int, int, int]:
@@ -231,9 +253,9 @@ def test_roc_legend_class_selector_and_macro(tiny):
     exp, analysis = tiny
     at = run_page()
     names = list(exp.labels.names)
-    assert at.selectbox(key="cmp_class").options == names + [compare.MACRO]
+    assert widget(at, "selectbox", "cmp_class").options == names + [compare.MACRO]
     for cls in (names[1], compare.MACRO):
-        at.selectbox(key="cmp_class").set_value(cls).run()
+        widget(at, "selectbox", "cmp_class").set_value(cls).run()
         ok(at)
         roc = charts(at)["cmp_roc"]
         legend = [t["name"] for t in roc["data"] if t.get("mode") == "lines"]
@@ -246,7 +268,7 @@ def test_roc_legend_class_selector_and_macro(tiny):
     # Macro: no PR curve (per class only); a class: PR curve with AP in its legend.
     assert "cmp_pr" not in charts(at)
     assert any("Precision–recall curves are per class" in i.value for i in at.info)
-    at.selectbox(key="cmp_class").set_value(names[0]).run()
+    widget(at, "selectbox", "cmp_class").set_value(names[0]).run()
     pr = charts(ok(at))["cmp_pr"]
     ap = analysis["backbones"][exp.backbones[0]]["test"]["per_class"][names[0]]["ap"]
     assert f"{ui.arch_label(exp.backbones[0])}: AP {ap:.3f}" in [t["name"] for t in pr["data"]]
@@ -275,7 +297,7 @@ def test_class_table_matches_analysis(tiny):
             assert winner == "—"
     assert at.get("download_button")  # the CSV itself is checked in test_class_table_csv_numbers
     # Multi-class: the argmax confusion matrix of each backbone, as analysed.
-    shown = [df.value for df in at.dataframe if f"Predicted {names[0]}" in df.value.columns]
+    shown = [v for v in tables(at) if f"Predicted {names[0]}" in v.columns]
     assert [df.to_numpy().tolist() for df in shown] == [
         analysis["backbones"][arch]["thresholds"]["confusion"]["matrix"] for arch in (a, b)]
 
@@ -285,11 +307,11 @@ def test_operating_point_presets_slider_and_prevalence(tiny, tiny_experiment):
     names = list(exp.labels.names)
     cls = names[0]
     at = run_page()
-    assert at.radio(key="cmp_preset").value == "youden"
-    assert at.slider(key="cmp_threshold").disabled
+    assert widget(at, "radio", "cmp_preset").value == "youden"
+    assert widget(at, "slider", "cmp_threshold").disabled
     arrays = {arch: arrays_of(tiny_experiment, arch, cls) for arch in exp.backbones}
     for preset in ("youden", "high_sensitivity", "high_specificity"):
-        at.radio(key="cmp_preset").set_value(preset).run()
+        widget(at, "radio", "cmp_preset").set_value(preset).run()
         ok(at)
         shown = confusions(at, cls)
         for arch, df in zip(exp.backbones, shown):
@@ -299,14 +321,14 @@ def test_operating_point_presets_slider_and_prevalence(tiny, tiny_experiment):
             stored = analysis["backbones"][arch]["thresholds"]["per_class"][cls]["points"][preset]["test"]
             assert counts(df) == (stored["tp"], stored["fn"], stored["fp"], stored["tn"])
 
-    at.radio(key="cmp_preset").set_value("custom").run()
-    assert not at.slider(key="cmp_threshold").disabled
+    widget(at, "radio", "cmp_preset").set_value("custom").run()
+    assert not widget(at, "slider", "cmp_threshold").disabled
     seen = set()
     # Thresholds inside the last backbone's test scores (the tiny models' scores span a narrow range).
     last = arrays[exp.backbones[-1]][1]
     levels = sorted({round(float(np.quantile(last, q)), 3) for q in (0.2, 0.5, 0.8)})
     for t in levels:
-        at.slider(key="cmp_threshold").set_value(t).run()
+        widget(at, "slider", "cmp_threshold").set_value(t).run()
         ok(at)
         roc = charts(at)["cmp_roc"]
         markers = [tr for tr in roc["data"] if tr.get("mode") == "markers"]
@@ -325,7 +347,7 @@ def test_operating_point_presets_slider_and_prevalence(tiny, tiny_experiment):
     assert len(seen) >= len(levels) > 1  # the slider really moved the counts
 
     # Prevalence: PPV/NPV by Bayes' rule from the test sensitivity and specificity.
-    at.slider(key="cmp_prevalence").set_value(5.0).run()
+    widget(at, "slider", "cmp_prevalence").set_value(5.0).run()
     rates = ok(at) and frame_with(at, "PPV at 5.0% prevalence")
     y, s, _ = arrays[exp.backbones[0]]
     tp, fn, fp, tn = hand_counts(y, s, levels[-1])
@@ -336,7 +358,7 @@ def test_operating_point_presets_slider_and_prevalence(tiny, tiny_experiment):
     assert rates.loc["PPV at 5.0% prevalence", col] == ("n/a" if ppv is None else f"{ppv:.1%}")
     assert rates.loc["NPV at 5.0% prevalence", col] == f"{npv:.1%}"
 
-    at.selectbox(key="cmp_class").set_value(compare.MACRO).run()
+    widget(at, "selectbox", "cmp_class").set_value(compare.MACRO).run()
     assert any("Thresholds are per class" in i.value for i in ok(at).info)
 
 
@@ -373,17 +395,17 @@ def test_gallery_controls_and_heatmaps(tiny, tiny_experiment):
     disagree = int((pa.argmax(1) != pb.argmax(1)).sum())
     assert any(c.value.startswith(f"{disagree} of {int(test.sum())} test images") for c in at.caption)
 
-    at.radio(key="cmp_gallery_kind").set_value("confident").run()
+    widget(at, "radio", "cmp_gallery_kind").set_value("confident").run()
     for level in (0.5, 0.7):
-        at.slider(key="cmp_confident").set_value(level).run()
+        widget(at, "slider", "cmp_confident").set_value(level).run()
         ok(at)
         wrong = ((pa.argmax(1) != truth) & (pa.max(1) >= level)) | ((pb.argmax(1) != truth) & (pb.max(1) >= level))
         assert any(c.value.startswith(f"{int(wrong.sum())} of {int(test.sum())} test images") for c in at.caption), level
 
     # One Heatmaps button per gallery image (however many confident mistakes the tiny models make).
-    at.slider(key="cmp_confident").set_value(0.5).run()
+    widget(at, "slider", "cmp_confident").set_value(0.5).run()
     wrong = ((pa.argmax(1) != truth) & (pa.max(1) >= 0.5)) | ((pb.argmax(1) != truth) & (pb.max(1) >= 0.5))
-    buttons = [bt for bt in ok(at).button if bt.key and bt.key.startswith("cmp_heat_")]
+    buttons = heat_buttons(ok(at))
     assert len(buttons) == min(int(wrong.sum()), 24)
     if not wrong.any():
         assert any(s.value == "No such test images." for s in at.success)
@@ -397,12 +419,12 @@ def test_gallery_heatmaps_explain_each_backbones_call(runs_root, tmp_path):
     exp = runs.read_experiment(folder)
     a, b = exp.backbones
     at = run_page()
-    buttons = [bt for bt in at.button if bt.key and bt.key.startswith("cmp_heat_")]
+    buttons = heat_buttons(at)
     assert buttons, "the fixture's backbones should disagree on some test images"
-    row = int(buttons[0].key.removeprefix("cmp_heat_"))
+    row = heat_row(buttons[0])
     buttons[0].click().run()
     ok(at)
-    assert at.selectbox(key="cmp_pick").value == row
+    assert widget(at, "selectbox", "cmp_pick").value == row
     captions = [c for el in at.get("image") for c in _image_captions(el)]
     heat = [c for c in captions if "class activation map" in c]
     assert len(heat) == 2 and heat[0].startswith(ui.arch_label(a)) and heat[1].startswith(ui.arch_label(b))
@@ -437,13 +459,13 @@ def test_multilabel_14_findings_confounding_and_gallery(runs_root):
     folder = make_analysed(runs_root, "nih14", names, MULTILABEL, ["densenet121", "resnet50"], n=300)
     analysis = json.loads((folder / runs.ANALYSIS).read_text())
     at = run_page()
-    assert len(at.selectbox(key="cmp_class").options) == 15
+    assert len(widget(at, "selectbox", "cmp_class").options) == 15
     assert analysis["confounding"], "the fixture's first class should be flagged"
     warned = [w.value for w in at.warning if "Confounding." in w.value]
     assert any(names[0] in w and "Source predicts" in w for w in warned)
     assert len(frame_with(at, "Macro average").index) == 15
     cls = names[2]
-    at.selectbox(key="cmp_class").set_value(cls).run()
+    widget(at, "selectbox", "cmp_class").set_value(cls).run()
     ok(at)
     # Multi-label gallery: disagreement on this finding at each backbone's Youden threshold.
     t = [compare_operating.presets(runs.Analysis(analysis), arch, cls)["youden"] for arch in ("densenet121", "resnet50")]
@@ -455,11 +477,11 @@ def test_multilabel_14_findings_confounding_and_gallery(runs_root):
     table = frame_with(at, "ECE before")
     ece = analysis["backbones"]["densenet121"]["calibration"]["before"]["ece_per_class"][cls]
     assert table.loc["ECE before", "DenseNet121"] == f"{ece:.3f}"
-    buttons = [bt for bt in at.button if bt.key and bt.key.startswith("cmp_heat_")]
+    buttons = heat_buttons(at)
     if buttons:  # the originals do not exist: a clear warning, the thumbnail, no exception
         buttons[0].click().run()
         assert any("cannot be read" in w.value for w in ok(at).warning)
-    at.selectbox(key="cmp_class").set_value(compare.MACRO).run()
+    widget(at, "selectbox", "cmp_class").set_value(compare.MACRO).run()
     assert any("choose a class above" in i.value for i in ok(at).info)
 
 
@@ -467,9 +489,9 @@ def test_three_backbones_pair_selector(runs_root):
     make_analysed(runs_root, "three", ["COVID-19", "Normal", "Pneumonia"], MULTICLASS,
                   ["densenet121", "resnet50", "tinycnn"], n=120)
     at = run_page()
-    pairs = at.selectbox(key="cmp_pair").options
+    pairs = widget(at, "selectbox", "cmp_pair").options
     assert len(pairs) == 3
-    at.selectbox(key="cmp_pair").set_value("resnet50|tinycnn").run()
+    widget(at, "selectbox", "cmp_pair").set_value("resnet50|tinycnn").run()
     table = frame_with(ok(at), "Difference (95% CI)")
     assert table.loc["COVID-19", "Winner"] in ("—", "ResNet50", "Tiny CNN (test model)")
     assert any(c.value.startswith("Difference = ResNet50 − Tiny CNN") for c in at.caption)
@@ -518,3 +540,88 @@ def test_operating_point_prevalence():
     assert (c["tp"], c["fn"], c["fp"], c["tn"]) == (2, 1, 1, 4)
     assert c["tpr"] == pytest.approx(2 / 3) and c["fpr"] == pytest.approx(1 / 5)
     assert c["at_prevalence"]["ppv"] == pytest.approx((2 / 3) / (2 / 3 + 1 / 5))
+
+
+# ---------------------------------------------------------------- page: switching experiments (app.py)
+
+def _main_keys(at: AppTest) -> list[str]:
+    return [w.key for kind in ("selectbox", "radio", "slider", "button", "download_button")
+            for w in at.main.get(kind) if getattr(w, "key", None)]
+
+
+@pytest.mark.usefixtures("app_like_server")
+def test_no_widget_value_survives_a_switch_of_experiment(runs_root):
+    """Issue 13: Compare's prevalence showed nih14's 14.1 % labelled "COVID-19" after switching to the demo,
+    and the PPV/NPV rows used it. Every widget is keyed per experiment (``ui.scoped``), so after a switch
+    each one is at the new experiment's default, and the PPV/NPV rows use the new default prevalence."""
+    names = list(NIH_FINDINGS)
+    make_analysed(runs_root, "nih14", names, MULTILABEL, ["densenet121", "resnet50"], n=300)
+    demo = make_analysed(runs_root, "demo", ["COVID-19", "Normal", "Pneumonia"], MULTICLASS,
+                         ["densenet121", "resnet50"], n=160)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.sidebar.selectbox[0].select("nih14").run()
+    at.switch_page("app_pages/compare.py").run()
+    assert ok(at).title[0].value == "Compare backbones: nih14"
+
+    # Change every control on nih14.
+    cls = names[3]
+    widget(at, "selectbox", "cmp_class").set_value(cls).run()
+    assert widget(ok(at), "slider", "cmp_prevalence").label.startswith(f"Prevalence of {cls}")
+    widget(at, "slider", "cmp_prevalence").set_value(14.1).run()
+    widget(at, "radio", "cmp_preset").set_value(compare_operating.CUSTOM).run()
+    widget(at, "slider", "cmp_threshold").set_value(0.7).run()
+    widget(at, "radio", "cmp_gallery_kind").set_value("confident").run()
+    widget(at, "slider", "cmp_confident").set_value(0.6).run()
+    assert "PPV at 14.1% prevalence" in frame_with(ok(at), "Sensitivity").index
+    assert all(k.startswith("nih14::") for k in _main_keys(at)), _main_keys(at)
+
+    # Switch to the demo in the sidebar: every control at the demo's defaults.
+    at.sidebar.selectbox[0].select("demo").run()
+    assert ok(at).title[0].value == "Compare backbones: demo"
+    keys = _main_keys(at)
+    assert keys and all(k.startswith("demo::") for k in keys), keys
+    assert widget(at, "selectbox", "cmp_class").value == "COVID-19"
+    assert widget(at, "radio", "cmp_preset").value == "youden"
+    assert widget(at, "slider", "cmp_threshold").value == 0.5 and widget(at, "slider", "cmp_threshold").disabled
+    assert widget(at, "radio", "cmp_gallery_kind").value == "disagree"
+    assert widget(at, "slider", "cmp_confident").value == 0.8
+    prevalence = widget(at, "slider", "cmp_prevalence")
+    y, _, _ = arrays_of(demo, "densenet121", "COVID-19")
+    default = compare_operating.default_prevalence_percent(y)
+    assert default != 14.1 and prevalence.value == default
+    assert prevalence.label.startswith("Prevalence of COVID-19")
+
+    # The PPV/NPV rows: at the demo's default prevalence, by Bayes' rule from each backbone's own
+    # (validation-chosen, balanced) threshold on the demo's test images.
+    rates = frame_with(at, "Sensitivity")
+    p = default / 100
+    assert f"PPV at {p:.1%} prevalence" in rates.index and not any("14.1%" in str(r) for r in rates.index)
+    analysis = runs.Analysis(json.loads((demo / runs.ANALYSIS).read_text()))
+    for arch in ("densenet121", "resnet50"):
+        y, s, _ = arrays_of(demo, arch, "COVID-19")
+        tp, fn, fp, tn = hand_counts(y, s, analysis.backbone(arch).point("COVID-19", "youden").threshold)
+        se, sp = tp / (tp + fn), tn / (tn + fp)
+        ppv = se * p / (se * p + (1 - sp) * (1 - p))
+        npv = sp * (1 - p) / (sp * (1 - p) + (1 - se) * p)
+        assert rates.loc[f"PPV at {p:.1%} prevalence", ui.arch_label(arch)] == f"{ppv:.1%}"
+        assert rates.loc[f"NPV at {p:.1%} prevalence", ui.arch_label(arch)] == f"{npv:.1%}"
+
+    # And back: nih14 starts from its own defaults as well (nothing kept from the first visit).
+    at.sidebar.selectbox[0].select("nih14").run()
+    assert ok(at).title[0].value == "Compare backbones: nih14"
+    assert widget(at, "selectbox", "cmp_class").value == names[0]
+    assert widget(at, "radio", "cmp_preset").value == "youden"
+
+
+def test_prevalence_is_kept_per_class(runs_root):
+    """The prevalence slider is keyed per class too: it starts at each class's own test prevalence."""
+    folder = make_analysed(runs_root, "mc", ["COVID-19", "Normal", "Pneumonia"], MULTICLASS, ["densenet121", "resnet50"],
+                           n=160)
+    at = run_page()
+    widget(at, "slider", "cmp_prevalence").set_value(3.0).run()
+    assert "PPV at 3.0% prevalence" in frame_with(ok(at), "Sensitivity").index
+    widget(at, "selectbox", "cmp_class").set_value("Normal").run()
+    y, _, _ = arrays_of(folder, "densenet121", "Normal")
+    default = compare_operating.default_prevalence_percent(y)
+    assert widget(ok(at), "slider", "cmp_prevalence").value == default != 3.0
+    assert f"PPV at {default / 100:.1%} prevalence" in frame_with(at, "Sensitivity").index

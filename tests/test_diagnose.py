@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,10 +15,12 @@ from PIL import Image
 
 from covidviz import inference, runs
 from covidviz.analysis.calibration import apply_temperature
-from covidviz.cam import METHODS
+from covidviz.cam import METHODS, OVERLAY_ALPHA
 from covidviz.data.imageio import decode_bytes, decode_upload, read_image
-from covidviz.runs.records import Analysis, Rate
+from covidviz.runs.records import POINTS, Analysis, Rate
+from covidviz.ui.state import scoped
 from covidviz.views import diagnose as diagnose_view
+from covidviz.views import diagnose_calls as calls_view
 from tests.dicom_factory import make_dicom
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +37,11 @@ def exp(tiny_experiment):
 @pytest.fixture(scope="module")
 def predictor(exp):
     return inference.Predictor(exp)
+
+
+def key(name: str, folder: str = "tiny") -> str:
+    """A Diagnose widget's key: scoped to the experiment's folder (``ui.state.scoped``)."""
+    return scoped(SimpleNamespace(path=Path(folder)), name)
 
 
 def _rows(exp, split):
@@ -67,11 +76,41 @@ def test_calls_use_the_validation_thresholds_and_report_test_rates(exp, predicto
     for arch, b in d.backbones.items():
         for j, c in enumerate(b.calls):
             thr = exp.analysis().backbone(arch).point(c["class"], "youden").threshold
-            assert c["threshold"] == pytest.approx(thr)
-            assert c["positive"] == (b.raw_probs[j] >= thr)
+            assert c["raw_threshold"] == pytest.approx(thr)
+            assert c["positive"] == (b.raw_probs[j] >= thr) == (c["prob"] >= c["threshold"])
             test = analysis["backbones"][arch]["thresholds"]["per_class"][c["class"]]["points"]["youden"]["test"]
             assert c["test"]["sensitivity"] == Rate.of(test["sensitivity"]) and c["test"]["npv"] == Rate.of(test["npv"])
             assert c["test"]["sensitivity"].value == (test["sensitivity"] or {}).get("value")
+            counts = analysis["backbones"][arch]["thresholds"]["per_class"][c["class"]]["test"]
+            assert c["test_prevalence"] == pytest.approx(counts["n_pos"] / counts["n"])
+
+
+def test_calls_at_every_operating_point_never_contradict_the_numbers_shown(exp, predictor):
+    """Whatever the image and operating point: the call is the validated rule on the model's raw score AND
+    reads right on the page: Positive exactly when the calibrated probability shown reaches the threshold shown."""
+    d = predictor.predict(np.asarray(exp.thumbnails()[_rows(exp, "test")[0]]))
+    rng = np.random.default_rng(0)
+    seen = set()
+    for arch, b in d.backbones.items():
+        temp = exp.analysis().backbone(arch).temperature
+        assert temp is not None and temp != pytest.approx(1.0)  # calibration really moves the numbers here
+        for _ in range(60):
+            raw = rng.dirichlet(np.full(exp.labels.num_classes, 0.7))
+            fake = inference.BackboneResult(arch, b.logits, raw, apply_temperature(raw, temp, exp.labels.task),
+                                            b.features, int(np.argmax(raw)), [], {})
+            for point in POINTS:
+                calls = predictor.calls(fake, point)
+                table = calls_view.calls_table(calls)
+                for j, c in enumerate(calls):
+                    if c["raw_threshold"] is None:
+                        continue
+                    assert c["positive"] == (raw[j] >= c["raw_threshold"]) == (c["prob"] >= c["threshold"])
+                    assert table.loc[j, "Call"] == ("Positive" if table.loc[j, "Probability"] >= table.loc[j, "Threshold"]
+                                                    else "Negative")
+                    seen.add(c["positive"])
+                if calls_view.contradicts(calls, fake.top, exp.labels.task):
+                    assert "most likely class" in calls_view.screening_sentence(calls, fake.top, exp.labels.task, point)
+    assert seen == {True, False}
 
 
 def test_similar_cases_are_training_images_and_ood_flags_non_xrays(exp, predictor):
@@ -153,8 +192,10 @@ def test_case_report_png(exp, predictor):
     film = np.asarray(exp.thumbnails()[2])
     d = predictor.predict(film, "case.png")
     heats = {a: b.cams["cam"].normalised[0] for a, b in d.backbones.items()}
+    calls = calls_view.calls_at(predictor, d, "high_sensitivity")
     png = diagnose_view.case_report_png(d, film, heats, list(exp.labels.names), {"tinycnn": "Tiny"}, "cam",
-                                   {"tinycnn": "weights random"})
+                                        {"tinycnn": "weights random"}, calls=calls, point="high_sensitivity",
+                                        task=exp.labels.task)
     img = Image.open(io.BytesIO(png))
     assert img.format == "PNG" and img.mode == "RGB" and img.width > 1000
     arr = np.asarray(img)
@@ -195,7 +236,7 @@ def page(tiny_experiment, monkeypatch):
 
 
 def _upload(at, name, data):
-    at.file_uploader(key="diagnose_upload").set_value((name, data, "application/octet-stream")).run()
+    at.file_uploader(key=key("diagnose_upload")).set_value((name, data, "application/octet-stream")).run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     return at
@@ -210,12 +251,89 @@ def test_page_png_upload_shows_everything(page, exp):
     assert rec["name"] == "chest.png" and set(rec["backbones"]) == set(exp.backbones)
     assert len(at.dataframe) >= 2 and len(at.get("plotly_chart")) == 2
     assert len(at.get("download_button")) == 3  # two overlays + the case report
-    at.selectbox(key="diagnose_target").set_value("Pneumonia")
-    at.selectbox(key="diagnose_method").set_value("gradcam")
-    at.radio(key="diagnose_scale").set_value("Fixed (comparable between images)").run()
+    assert not at.status  # the busy state at the top was replaced by the results
+    assert sum(m.value.startswith("Most likely: **") for m in at.markdown) == 2  # one headline per backbone
+    _calls_read_right(at, 2)
+    at.selectbox(key=key("diagnose_target")).set_value("Pneumonia")
+    at.selectbox(key=key("diagnose_method")).set_value("gradcam")
+    at.radio(key=key("diagnose_scale")).set_value("Fixed (comparable between images)").run()
     assert not at.exception and not at.error
     captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
     assert captions.count("Grad-CAM for Pneumonia") == 2, captions
+
+
+def _calls_read_right(at, n_backbones: int) -> None:
+    """Every calls table on the page has one score column and a call that agrees with it."""
+    tables = [t for t in at.dataframe if "Call" in t.value.columns]
+    assert len(tables) == n_backbones
+    for table in tables:
+        t = table.value
+        assert list(t.columns) == ["Class", "Probability", "Threshold", "Call"]
+        assert list(t["Call"] == "Positive") == list(t["Probability"] >= t["Threshold"])
+        fmt = json.loads(table.proto.columns)["Threshold"]["type_config"]["format"]  # "%.3f": as printed
+        digits = int(fmt[2:-1])
+        shown = [float(f"{p:.{digits}f}") >= float(f"{th:.{digits}f}") for p, th in zip(t["Probability"], t["Threshold"])]
+        assert list(t["Call"] == "Positive") == shown
+
+
+def _rates(at):
+    """The rates tables (one per backbone) as one frame."""
+    import pandas as pd
+
+    return pd.concat([t.value for t in at.dataframe if "PPV" in t.value.columns], ignore_index=True)
+
+
+def test_page_screening_point_and_prevalence(page, exp):
+    at = _upload(page, "chest.png", _png(np.asarray(exp.thumbnails()[_rows(exp, "test")[2]])))
+    cls = exp.labels.names[0]
+    assert at.selectbox(key=key("diagnose_point")).value == "youden"
+    rates = _rates(at)
+    assert list(rates.columns) == ["Class", "Prevalence", "Sensitivity", "Specificity", "PPV", "NPV"]
+    assert len(rates) == 2 * exp.labels.num_classes and rates["Prevalence"].str.endswith("(test)").all()
+    test_pct = at.number_input(key=key(f"diagnose_prevalence::{cls}")).value
+    counts = exp.analysis().backbone(exp.backbones[0]).class_counts(cls)["test"]
+    assert test_pct == pytest.approx(round(100 * counts["n_pos"] / counts["n"], 1))
+    at.selectbox(key=key("diagnose_point")).set_value("high_specificity").run()
+    at.number_input(key=key(f"diagnose_prevalence::{cls}")).set_value(2.0).run()
+    assert not at.exception and not at.error
+    _calls_read_right(at, 2)
+    rates = _rates(at)
+    assert (rates.loc[rates["Class"] == cls, "Prevalence"] == "2.0% (yours)").all()
+    assert rates.loc[rates["Class"] != cls, "Prevalence"].str.endswith("(test)").all()
+    assert any(e.label == calls_view.rates_heading("high_specificity") for e in at.expander)
+
+
+def test_switching_experiment_resets_every_diagnose_widget(tiny_experiment, tmp_path, monkeypatch):
+    """Widget keys are scoped per experiment: a value set on one never shows up on another."""
+    from streamlit.testing.v1 import AppTest
+
+    from covidviz import ui
+
+    root = tmp_path / "runs"
+    for folder in ("tiny", "other"):
+        shutil.copytree(tiny_experiment, root / folder)
+    monkeypatch.setenv(ui.RUNS_ENV, str(root))
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    at.sidebar.selectbox[0].select("tiny").run()
+    test_source = "Pick a test image of this experiment"
+    at.radio(key=key("diagnose_source")).set_value(test_source).run()
+    cls = at.selectbox(key=key("diagnose_prev_class")).value
+    default_pct = at.number_input(key=key(f"diagnose_prevalence::{cls}")).value
+    at.selectbox(key=key("diagnose_point")).set_value("high_sensitivity").run()
+    at.number_input(key=key(f"diagnose_prevalence::{cls}")).set_value(1.5).run()
+    at.slider(key=key("diagnose_alpha")).set_value(0.9).run()
+    assert not at.exception and at.selectbox(key=key("diagnose_point")).value == "high_sensitivity"
+
+    at.sidebar.selectbox[0].select("other").run()
+    assert not at.exception
+    assert at.radio(key=key("diagnose_source", "other")).value == "Upload a file"  # back at its default
+    first = ["diagnose_source", "diagnose_point", f"diagnose_prevalence::{cls}", "diagnose_alpha"]
+    assert not [k for k in first if key(k) in at.session_state]  # nothing of the first experiment's is kept
+    at.radio(key=key("diagnose_source", "other")).set_value(test_source).run()
+    assert at.selectbox(key=key("diagnose_point", "other")).value == "youden"
+    assert at.number_input(key=key(f"diagnose_prevalence::{cls}", "other")).value == default_pct
+    assert at.slider(key=key("diagnose_alpha", "other")).value == pytest.approx(OVERLAY_ALPHA)
+    assert "(yours)" not in " ".join(_rates(at)["Prevalence"])
 
 
 def test_page_dicom_hides_patient_fields_and_offers_window(page):
@@ -223,25 +341,25 @@ def test_page_dicom_hides_patient_fields_and_offers_window(page):
     at = _upload(page, "film.dcm", make_dicom(ramp, photometric="MONOCHROME1", bits=12, window=(2000, 3000)))
     assert "Doe^Jane" not in str(at) and "TEST123" not in str(at)
     assert any("identifying field" in c.value for c in at.caption)
-    at.toggle(key="diagnose_window_on").set_value(True).run()
-    at.slider(key="diagnose_width").set_value(500.0).run()
+    at.toggle(key=key("diagnose_window_on")).set_value(True).run()
+    at.slider(key=key("diagnose_width")).set_value(500.0).run()
     assert not at.exception and not at.error and "Predictions" in [s.value for s in at.subheader]
-    at.toggle(key="diagnose_show_patient").set_value(True).run()
+    at.toggle(key=key("diagnose_show_patient")).set_value(True).run()
     assert "Doe^Jane" in str(at.json[0].value)
 
 
 def test_page_flat_16bit_png_with_window_control(page):
     at = _upload(page, "flat16.png", _png(np.full((64, 64), 1234, np.uint16)))
-    at.toggle(key="diagnose_window_on").set_value(True).run()
+    at.toggle(key=key("diagnose_window_on")).set_value(True).run()
     assert not at.exception and not at.error and "Predictions" in [s.value for s in at.subheader]
 
 
 def test_page_pick_a_test_image(page, exp):
     at = page
-    at.radio(key="diagnose_source").set_value("Pick a test image of this experiment").run()
-    at.multiselect(key="diagnose_filter_label").set_value(["Normal"]).run()
+    at.radio(key=key("diagnose_source")).set_value("Pick a test image of this experiment").run()
+    at.multiselect(key=key("diagnose_filter_label")).set_value(["Normal"]).run()
     assert not at.exception
-    options = at.selectbox(key="diagnose_test_row").options
+    options = at.selectbox(key=key("diagnose_test_row")).options
     assert options and all("label Normal" in o for o in options)
     assert "Predictions" in [s.value for s in at.subheader]
     assert at.session_state["upload"]["name"].startswith("test image ")
@@ -306,7 +424,8 @@ def test_page_says_so_when_the_models_cannot_be_loaded(tmp_path, monkeypatch):
     make_fake_experiment(tmp_path / "runs", "fake", n=40)  # head-only weights, not analysed
     monkeypatch.setenv(ui.RUNS_ENV, str(tmp_path / "runs"))
     at = AppTest.from_file(PAGE, default_timeout=120).run()
-    at.file_uploader(key="diagnose_upload").set_value(("x.png", _png(np.full((64, 64), 90, np.uint8)), "image/png"))
+    at.file_uploader(key=key("diagnose_upload", "fake")).set_value(("x.png", _png(np.full((64, 64), 90, np.uint8)),
+                                                                    "image/png"))
     at.run()
     assert not at.exception
     assert any("could not be loaded" in e.value for e in at.error)

@@ -4,13 +4,15 @@ through AppTest.
 AppTest cannot draw a lasso and Streamlit refuses to set a chart's selection through session state,
 so the selection is tested in two halves: ``selection_rows`` on a selection payload built from the
 page's real figure (the shape the browser sends), and the page with the selection rows it stores.
-The browser test (tests/test_browser_latent.py) draws a real box selection.
+The browser test (tests/test_browser_latent.py) draws a real box selection. Every key the page keeps
+is scoped to the experiment (``ui.scoped``); ``sk`` builds them here.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -41,6 +43,12 @@ def _images(n=12):
                          "source": ["A" if i % 2 else "" for i in range(n)], "sex": ["M", "F", ""] * (n // 3),
                          "age": [np.nan if i % 4 == 0 else 40 + i for i in range(n)],
                          "split": ["train", "val", "test"] * (n // 3)})
+
+
+def sk(exp_or_folder, name: str) -> str:
+    """The page's session key ``name`` for an experiment (its folder, or the experiment)."""
+    folder = getattr(exp_or_folder, "path", exp_or_folder)
+    return ui.scoped(runs.Experiment(Path(folder), {}), name)
 
 
 def _probs(n=12):
@@ -107,8 +115,8 @@ def test_gallery_pages_class_mix_and_csv():
     t = latent.point_table(images, probs, NAMES, "multiclass")
     sel = np.array([0, 3, 6, 1])
     mix = selection.class_mix({"A": t}, sel, NAMES)
-    assert mix.loc["COVID-19", "True label"] == 3 and mix.loc["Normal", "True label"] == 1
-    assert mix.loc["Normal", "Predicted by A"] == 2 and mix.loc["COVID-19", "Share (true)"] == "75%"
+    assert mix.loc["COVID-19", "Labelled"] == 3 and mix.loc["Normal", "Labelled"] == 1
+    assert mix.loc["Normal", "A"] == 2 and mix.loc["COVID-19", "Share"] == "75%"
     assert latent.NO_FINDING not in mix.index
     csv = pd.read_csv(io.BytesIO(selection.selection_csv(images, sel, {"a": probs}, NAMES,
                                                        {"a:tsne": np.ones((12, 2))})))
@@ -171,7 +179,7 @@ def test_page_controls_maps_and_quality(tiny_root):
         assert sum(_len(t["x"]) for t in base) == n  # every image drawn, none sampled
     q = json.loads((exp.path / runs.BACKBONES / exp.backbones[0] / runs.PROJECTIONS_INFO).read_text())["quality"]
     md = " ".join(m.value for m in at.markdown)
-    assert f"Trustworthiness: **{q['tsne']['trustworthiness']:.2f}**" in md
+    assert f"[Trustworthiness](/glossary#trustworthiness): **{q['tsne']['trustworthiness']:.2f}**" in md
     assert any("kNN label agreement" in c.value for c in at.caption)
     # Colour by outcome: the class picker and the thresholds appear, traces are TP/FN/FP/TN.
     at = selectbox(at, "Colour by").set_value("outcome").run()
@@ -206,24 +214,35 @@ def test_selection_makes_gallery_class_mix_csv_and_rings_in_both_maps(tiny_root)
                       for i in range(min(30, len(cd)))]}
     rows = selection.selection_rows(sel)
     assert len(rows) == min(30, len(cd))
-    at = run_page(latent_selection=[int(r) for r in rows])
+    exp = runs.read_experiment(next(tiny_root.iterdir()))
+    at = run_page(**{sk(exp, "latent_selection"): [int(r) for r in rows]})
     assert any(f"{len(rows)} images selected" in m.value for m in at.markdown)
-    thumbs = [m.value for m in at.markdown if 'class="latent-thumb"' in m.value]
-    assert len(thumbs) == min(len(rows), selection.GALLERY_PAGE)
-    assert all("data:image/png;base64," in t for t in thumbs)
-    gallery = [c.value for c in at.caption if " · true: " in c.value and " · pred: " in c.value]
-    assert len(gallery) == len(thumbs)
-    # One ring trace per map, over the same rows in both (identity across backbones).
+    # The gallery page is ONE html block of numbered pictures with wrapping captions (file name, labels).
+    (block,) = [h.value for h in at.get("html") if "latent-gallery" in h.value]
+    shown = min(len(rows), selection.GALLERY_PAGE)
+    assert block.count('class="latent-thumb"') == shown and block.count("data:image/png;base64,") == shown
+    captions = [c.split(">")[-1] for c in block.split("</figcaption>")[:-1]]
+    assert len(captions) == shown and all(" · true: " in c and " · pred: " in c for c in captions)
+    names = exp.images()["image_id"].to_numpy()
+    assert f"1. {selection.file_name(names[rows[0]])} · true: " in block
+    picker = at.selectbox(key=sk(exp, "latent_open_pick"))
+    assert picker.options[:2] == [f"1. {selection.file_name(names[rows[0]])}", f"2. {selection.file_name(names[rows[1]])}"]
+    # One ring trace per map, over the same rows in both (identity across backbones): the page opened on
+    # a stored selection draws both maps anew, so both ring it.
     for spec in charts(at):
         ring = next(t for t in spec["data"] if t["name"].startswith("selected"))
         assert sorted(_decode(ring["customdata"])[:, 0].astype(int)) == sorted(rows)
-    mix = next(df.value for df in at.dataframe if "True label" in df.value.columns)
-    assert mix["True label"].sum() == len(rows)
+    mix = next(h.value for h in at.get("html") if 'class="latent-mix"' in h.value)
+    headers = re.findall(r"<th[^>]*>([^<]*)</th>", mix)
+    assert headers[:3] == ["Class", "Labelled", "Share"] and headers[3:] == [ui.arch_label(a) for a in exp.backbones]
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", mix)
+    assert sum(int(v) for v in cells[1::len(headers)]) == len(rows)
     assert len(at.get("download_button")) == 1
     # Pages: 30 images -> 2 pages of 24.
     if len(rows) > selection.GALLERY_PAGE:
-        at.number_input[0].set_value(2).run()
+        at.selectbox(key=sk(exp, "latent_gallery_page")).set_value(2).run()
         assert any("Images 25–30" in c.value for c in at.caption)
+        assert "25. " in next(h.value for h in at.get("html") if "latent-gallery" in h.value)
 
 
 def _decode(v) -> np.ndarray:
@@ -237,20 +256,26 @@ def _decode(v) -> np.ndarray:
 
 
 def test_opening_an_image_shows_it_with_probabilities_and_heatmaps(tiny_root):
-    at = run_page(latent_selection=[0, 1, 2])
-    at.button(key="latent_open_1").click().run()
-    assert not at.exception
     exp = runs.read_experiment(next(tiny_root.iterdir()))
+    at = run_page(**{sk(exp, "latent_selection"): [0, 1, 2]})
+    at.selectbox(key=sk(exp, "latent_open_pick")).set_value(1).run()
+    assert not at.exception
     image_id = exp.images().iloc[1]["image_id"]
     assert any(h.value == f"Image {image_id}" for h in at.header)
-    probs = next(df.value for df in at.dataframe if list(df.value.index) == list(exp.labels.names))
-    assert np.allclose(probs.iloc[:, 0].to_numpy(), exp.probabilities(exp.backbones[0])[1], atol=1e-3)
+    probs = next(h.value for h in at.get("html") if 'class="latent-probs"' in h.value)
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", probs)
+    width = 1 + len(exp.backbones)  # class, then a probability per backbone
+    assert cells[::width] == list(exp.labels.names)
+    assert np.allclose([float(v) for v in cells[1::width]], exp.probabilities(exp.backbones[0])[1], atol=1e-3)
     # Original + one CAM per backbone (the phantoms are on disk, so the heatmaps are computed).
     captions = [c for i in at.get("image") for c in i.captions]
     assert any(c.startswith("Original") for c in captions), (captions, [c.value for c in at.caption])
     assert sum("CAM for" in c for c in captions) == len(exp.backbones)
-    # The opened image is marked on the map.
+    # The opened image is marked on the map (by the follow-up run that redraws the maps).
     assert any(t["name"] == "opened image" for t in charts(at)[0]["data"])
+    at.button(key=sk(exp, "latent_close")).click().run()
+    assert not any(h.value.startswith("Image ") for h in at.header)
+    assert at.selectbox(key=sk(exp, "latent_open_pick")).value is None  # the picker is reset with it
 
 
 def test_upload_is_a_star_with_its_neighbours_ringed(tiny_root):
@@ -268,7 +293,7 @@ def test_upload_is_a_star_with_its_neighbours_ringed(tiny_root):
     assert sorted(_decode(ring["customdata"])[:, 0].astype(int)) == [4, 5, 6]
     # Not for another experiment; and the neighbours can be selected in one click.
     assert not any(t["name"] == "your upload" for t in charts(at)[1]["data"])
-    at.button(key="latent_select_neighbours").click().run()
+    at.button(key=sk(exp, "latent_select_neighbours")).click().run()
     assert any("3 images selected" in m.value for m in at.markdown)
     at2 = run_page(upload={**upload, "experiment": "some-other-experiment"})
     assert not any(t["name"] == "your upload" for spec in charts(at2) for t in spec["data"])
@@ -284,3 +309,33 @@ def test_unanalysed_experiment_says_what_to_run(tmp_path, monkeypatch):
     assert any("not been analysed" in w.value for w in at.warning)
     assert any(c.value == f"python train.py analyze {root / 'raw'}" for c in at.code)
     assert not at.get("plotly_chart")
+
+
+def test_a_selection_does_not_survive_a_switch_to_a_smaller_experiment(tmp_path, monkeypatch):
+    """Select 50 images of a 300-image experiment, switch to a 40-image one: before keys were scoped, the
+    selection was kept and ``overlay_traces`` indexed past the small map (IndexError in ``coords[rows]``)."""
+    from bench.latent import build_experiment
+
+    root = tmp_path / "runs"
+    big, small = build_experiment(root, n=300, name="big"), build_experiment(root, n=40, name="small")
+    monkeypatch.setenv(ui.RUNS_ENV, str(root))
+    neighbours = list(range(250, 300))  # select through the page itself: the upload's neighbours button
+    upload = {"name": "u.png", "experiment": "big",
+              "backbones": {"densenet121": {"coords": {"tsne": [0.0, 0.0]}, "neighbors": neighbours}}}
+    at = run_page(experiment="big", upload=upload)
+    at.button(key=sk(big, "latent_select_neighbours")).click().run()
+    assert not at.exception and any("50 images selected" in m.value for m in at.markdown)
+    at.selectbox(key=sk(big, "latent_colour")).set_value("split").run()   # a widget value on "big"
+    at.sidebar.selectbox(key=ui.EXPERIMENT_KEY).set_value("small").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Latent space: small"
+    assert not any("images selected" in m.value for m in at.markdown)            # selection empty
+    assert any("latent-gallery-empty" in h.value for h in at.get("html"))
+    assert at.selectbox(key=sk(small, "latent_colour")).value == "label"          # no widget value carried over
+    for spec in charts(at):
+        assert not any(t["name"].startswith("selected") for t in spec["data"])
+        assert sum(_len(t["x"]) for t in spec["data"]) == 40
+    # Back on "big": its own selection is still there (kept per experiment, never shared); its widgets start
+    # from their defaults (Streamlit drops the values of widgets a run did not draw).
+    at.sidebar.selectbox(key=ui.EXPERIMENT_KEY).set_value("big").run()
+    assert not at.exception and any("50 images selected" in m.value for m in at.markdown)

@@ -50,6 +50,12 @@ def multilabel_root(tmp_path_factory) -> Path:
     return root
 
 
+def sk(exp_or_folder, name: str) -> str:
+    """The page's widget key ``name`` for an experiment (every key is scoped to its experiment)."""
+    folder = getattr(exp_or_folder, "path", exp_or_folder)
+    return ui.scoped(runs.Experiment(Path(folder), {}), name)
+
+
 def run_page(session: dict | None = None) -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
     for k, v in (session or {}).items():
@@ -192,8 +198,8 @@ def test_prototype_mosaic_puts_each_prototype_at_its_hexagon():
 def test_page_shows_both_maps_with_qe_te_and_every_layer_renders(tiny):
     at = run_page()
     assert at.title[0].value == f"Self-organizing map: {tiny.name}"
-    qe = [m.value for m in at.metric if m.label == "Quantization error"]
-    te = [m.value for m in at.metric if m.label == "Topographic error"]
+    qe = [m.value for m in at.metric if m.label == "QE"]
+    te = [m.value for m in at.metric if m.label == "TE"]
     infos = [som_arrays(tiny, arch)[1] for arch in tiny.backbones]
     assert qe == [f"{i['quantization_error']:.3g}" for i in infos]
     assert te == [f"{100 * i['topographic_error']:.1f} %" for i in infos]
@@ -202,16 +208,16 @@ def test_page_shows_both_maps_with_qe_te_and_every_layer_renders(tiny):
         centres = next(t for t in fig["data"] if t.get("name") == "nodes")
         assert len(centres["x"]) == len(som_arrays(tiny, arch)[0]["hex_xy"])
         assert centres["marker"]["showscale"] is True  # U-matrix colour bar
-    assert at.selectbox(key="som_class").disabled
+    assert at.selectbox(key=sk(tiny, "som_class")).disabled
     for layer in som_view.LAYERS:
-        at.selectbox(key="som_layer").select(layer).run()
+        at.selectbox(key=sk(tiny, "som_layer")).select(layer).run()
         assert not at.exception, (layer, [e.value for e in at.exception])
-        assert at.selectbox(key="som_class").disabled == (layer not in som_view.CLASS_LAYERS)
-    at.selectbox(key="som_layer").select("dominant").run()
+        assert at.selectbox(key=sk(tiny, "som_class")).disabled == (layer not in som_view.CLASS_LAYERS)
+    at.selectbox(key=sk(tiny, "som_layer")).select("dominant").run()
     legend = {t["name"] for t in figures(at)[0]["data"] if t.get("showlegend")}
     present = set(tiny.images()["labels"])
     assert present <= legend
-    at.toggle(key="som_prototypes").set_value(True).run()
+    at.toggle(key=sk(tiny, "som_prototypes")).set_value(True).run()
     assert not at.exception
     images = figures(at)[0]["layout"]["images"]
     assert len(images) == 1 and images[0]["source"].startswith("data:image/png;base64,")
@@ -221,21 +227,28 @@ def test_selecting_a_node_shows_exactly_its_images(tiny):
     arch = tiny.backbones[1]
     a, _ = som_arrays(tiny, arch)
     node = int(np.bincount(a["node"]).argmax())
-    ids = tiny.images()["image_id"].to_numpy()
+    from covidviz.views.latent_selection import file_name
+    from covidviz.views.style import SPLIT_LABELS
+
+    split = tiny.images()["split"].to_numpy()
+    ids = np.array([f"{file_name(i)} ({SPLIT_LABELS[s].lower()})" for i, s in zip(tiny.images()["image_id"], split)])
     at = run_page()
-    at.number_input(key=f"som_node_{arch}").set_value(node).run()
+    at.number_input(key=sk(tiny, f"som_node_{arch}")).set_value(node).run()
     assert not at.exception
     table = next(d.value for d in at.dataframe if "Image" in d.value.columns)
     assert sorted(table["Image"]) == sorted(ids[a["node"] == node])
     assert any(m.value == f"#### Node {node}" for m in at.markdown)
+    grid = tuple(som_arrays(tiny, arch)[1]["grid"])
+    assert any(som_view.node_position(node, grid) in c.value for c in at.caption)  # where it is, in map terms
+    stats = next(t.value for t in at.table if "Images" in t.value.columns)
+    assert int(stats["Images"].sum()) == int((a["node"] == node).sum())
     # The selected hexagon is outlined on that backbone's map, exactly around the node's centre.
     fig = figures(at)[1]
     path = fig["layout"]["shapes"][0]["path"]
     pts = np.array([[float(c) for c in p.split(",")] for p in path[2:-2].split(" L ")])
     assert np.allclose(pts, som_figure.hexagon_vertices(a["hex_xy"][[node]].astype(float))[0], atol=1e-3)
     # Restricting to the test split keeps only the node's test images.
-    at.selectbox(key="som_split").select("Test").run()
-    split = tiny.images()["split"].to_numpy()
+    at.selectbox(key=sk(tiny, "som_split")).select("Test").run()
     tables = [d.value for d in at.dataframe if "Image" in d.value.columns]
     want = sorted(ids[(a["node"] == node) & (split == "test")])
     if want:
@@ -254,8 +267,8 @@ def test_upload_is_highlighted_with_its_qe(tiny):
     assert any("unlike the training images" in w.value for w in at.warning)  # the second backbone is OOD
     maps = [f for f in figures(at) if any(t.get("name") == "nodes" for t in f["data"])]
     assert len(maps) == 2 and all(any(t.get("name") == "uploaded image" for t in f["data"]) for f in maps)
-    at.button(key=f"som_goto_upload_{archs[0]}").click().run()
-    assert at.number_input(key=f"som_node_{archs[0]}").value == 2
+    at.button(key=sk(tiny, f"som_goto_upload_{archs[0]}")).click().run()
+    assert at.number_input(key=sk(tiny, f"som_node_{archs[0]}")).value == 2
     # The diagnose page stores None where a backbone has no SOM: nothing to star, no crash.
     empty = {arch: {**rec, "som_node": None, "som_qe": None, "som_qe_pct": None, "ood": False}
              for arch, rec in up["backbones"].items()}
@@ -283,13 +296,14 @@ def test_class_relations_section_matches_cosine_of_counts(tiny):
 
 def test_multilabel_page_error_layer_and_class_choice(multilabel_root, monkeypatch):
     monkeypatch.setenv(ui.RUNS_ENV, str(multilabel_root))
+    ml = multilabel_root / "ml"
     at = run_page()
-    at.selectbox(key="som_layer").select("error").run()
-    assert not at.selectbox(key="som_class").disabled  # multi-label: error is per class
-    assert som_view.NO_FINDING not in at.selectbox(key="som_class").options
-    at.selectbox(key="som_layer").select("density").run()
-    assert som_view.NO_FINDING in at.selectbox(key="som_class").options
-    at.selectbox(key="som_class").select(som_view.NO_FINDING).run()
+    at.selectbox(key=sk(ml, "som_layer")).select("error").run()
+    assert not at.selectbox(key=sk(ml, "som_class")).disabled  # multi-label: error is per class
+    assert som_view.NO_FINDING not in at.selectbox(key=sk(ml, "som_class")).options
+    at.selectbox(key=sk(ml, "som_layer")).select("density").run()
+    assert som_view.NO_FINDING in at.selectbox(key=sk(ml, "som_class")).options
+    at.selectbox(key=sk(ml, "som_class")).select(som_view.NO_FINDING).run()
     assert not at.exception
 
 
@@ -301,3 +315,26 @@ def test_experiment_without_som_says_how_to_analyse(tmp_path, monkeypatch):
     assert any("no self-organizing map yet" in w.value for w in at.warning)
     assert any(c.value.startswith("python train.py analyze") and c.value.endswith("fresh") for c in at.code)
     assert not at.main.get("plotly_chart")
+
+
+def test_a_node_chosen_on_one_experiment_does_not_reach_a_smaller_one(tmp_path, monkeypatch):
+    """Choose node 50 on a 56-node map, switch to an experiment whose map has 9 nodes: no widget value
+    (node, layer) carries over, and nothing fails (a kept node 50 would exceed the node input's maximum)."""
+    from tests.test_browser_som import make_big_experiment
+
+    root = tmp_path / "runs"
+    big = make_big_experiment(root, "big", n=300, archs=("densenet121",), grid=(8, 7), iterations=600)
+    small = make_big_experiment(root, "small", n=60, archs=("densenet121",), grid=(3, 3), iterations=200)
+    monkeypatch.setenv(ui.RUNS_ENV, str(root))
+    at = run_page({ui.EXPERIMENT_KEY: "big"})
+    at.number_input(key=sk(big, "som_node_densenet121")).set_value(50).run()
+    at.selectbox(key=sk(big, "som_layer")).select("hits").run()
+    assert any(m.value == "#### Node 50" for m in at.markdown)
+    at.sidebar.selectbox(key=ui.EXPERIMENT_KEY).set_value("small").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Self-organizing map: small"
+    assert at.number_input(key=sk(small, "som_node_densenet121")).value is None
+    assert at.selectbox(key=sk(small, "som_layer")).value == "umatrix"
+    assert not any(m.value.startswith("#### Node") for m in at.markdown)
+    at.sidebar.selectbox(key=ui.EXPERIMENT_KEY).set_value("big").run()
+    assert not at.exception and at.title[0].value == "Self-organizing map: big"

@@ -8,6 +8,7 @@ probabilities, no experiment folder) and hand-written analysis dicts for the edg
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,11 +22,21 @@ from covidviz.analysis.report import analyse_predictions
 from covidviz.cam.overlay import DEFAULT_COLORMAP
 from covidviz.data.labels import MULTICLASS, MULTILABEL, LabelSpace
 from covidviz.data.table import make_table
-from covidviz.views import compare
+from covidviz.views import compare, glossary
 from covidviz.views import compare_figures as figures
 from covidviz.views import compare_gallery as gallery
 from covidviz.views import compare_operating as operating
-from covidviz.views.style import DASHES, OPERATING_POINTS, SYMBOLS, backbone_colours
+from covidviz.views.style import (
+    CELL_PAD_PX,
+    CHAR_PX,
+    DASHES,
+    MAIN_WIDTH,
+    OPERATING_POINTS,
+    SYMBOLS,
+    backbone_colours,
+    min_table_width,
+    tables_per_row,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHS = ["densenet121", "resnet50"]
@@ -275,6 +286,19 @@ def test_rates_table_and_ppv_at_prevalence_by_hand():
     assert none.loc["Threshold", "ResNet50"] == "—" and none.loc["Sensitivity", "ResNet50"] == "—"
 
 
+def test_tables_sit_side_by_side_only_where_their_longest_words_fit(mc):
+    c = {"tp": 1, "fn": 2, "fp": 3, "tn": 4}
+    short = operating.confusion_frame(c, "COVID-19")   # longest word per column: 8 characters ("COVID-19")
+    assert min_table_width(short) == 3 * (CELL_PAD_PX + 8 * CHAR_PX)
+    assert tables_per_row([short] * 3) == 3 and tables_per_row([short, None]) == 2
+    long = operating.confusion_frame(c, "Pleural_Thickening")  # an unbreakable 18-character word, 3 columns
+    assert min_table_width(long) > MAIN_WIDTH / 2 and tables_per_row([long, long]) == 1
+    # Three backbones' 3-class argmax matrices (4 columns each): two a row at 1280 px, all three at 1920.
+    frame = operating.argmax_confusion(mc.analysis, ARCHS[0])[0]
+    assert tables_per_row([frame] * 3) == 2 and tables_per_row([frame] * 3, width=1400) == 3
+    assert tables_per_row([None, None]) == 2 and tables_per_row([]) == 1
+
+
 def test_argmax_confusion_matches_hand_counts(mc):
     for arch in ARCHS:
         frame, heading = operating.argmax_confusion(mc.analysis, arch)
@@ -339,7 +363,10 @@ def test_subgroup_table_figure_and_confounding(ml):
     assert all(a < b for a, b in zip(fig.data[0].y, fig.data[1].y))
     assert tuple(fig.layout.yaxis.range) == (len(table) - 0.5, -0.5) and tuple(fig.layout.xaxis.range) == (0, 1.04)
     shown = compare.subgroup_display(table, ARCHS)
-    assert list(shown.columns)[-2:] == ["DenseNet121 AUC (95% CI)", "ResNet50 AUC (95% CI)"]
+    assert list(shown.columns) == ["Images", "Patients", "Positives", "DenseNet121 AUC (95% CI)", "ResNet50 AUC (95% CI)"]
+    # One row per subgroup, named as the forest plot names it (st.table shows the index).
+    assert shown.index.name == "Subgroup" and list(shown.index) == [f"{a}: {g}" for a, g in zip(table["Attribute"],
+                                                                                             table["Group"])]
     # The fixture's first class comes mostly from source B: flagged, by class too.
     assert any(cls in s for s in compare.confounding_for(ml.analysis))
     assert compare.confounding_for(ml.analysis, cls) and all(cls in s for s in compare.confounding_for(ml.analysis, cls))
@@ -413,6 +440,52 @@ def test_records_calibration_and_baseline_accessors(ml):
     assert runs.Analysis({}).baseline_auc("A") is None and runs.Analysis({}).baseline_source is None
 
 
+# ---------------------------------------------------------------- glossary links
+
+LINK = re.compile(r"\[([^\]]+)\]\(/" + glossary.PAGE_URL + r"#([a-z0-9-]+)\)")
+SLUGS = {glossary.slug(e.term): e.term for e in glossary.entries()}
+
+
+def linked_terms(text: str) -> set[str]:
+    """Glossary terms a caption links (every link must land on a known entry)."""
+    found = LINK.findall(text)
+    assert all(slug in SLUGS for _, slug in found), found
+    return {SLUGS[slug] for _, slug in found}
+
+
+def test_captions_link_every_statistic_they_name(mc, ml):
+    a = _hand_analysis()
+    y = np.array([1, 0, 0, 1])
+    expected = {
+        compare.CURVES_CAPTION: {"ROC curve", "AUC", "95% CI", "Precision-recall curve"},
+        compare.header_caption(a, LabelSpace(("A", "B"), MULTICLASS)): {"95% CI", "Operating point", "Temperature scaling"},
+        compare.confounding_banner(2): {"Cramér's V", "AUC"},
+        compare.confounding_warning("Source predicts A (Cramér's V 0.9)."): {"Cramér's V"},
+        compare.NO_CONFOUNDING: {"Cramér's V"},
+        compare.SUBGROUP_CAPTION: {"Subgroup AUC"},
+        compare.CLASS_HELP: {"Macro average"},
+        compare.difference_caption("densenet121", "resnet50", 3): {"AUC", "95% CI", "DeLong test", "Holm correction"},
+        compare.baseline_text(a, "A"): {"Thumbnail baseline", "AUC"},
+        compare.source_baseline_text(a): {"Thumbnail baseline"},
+        compare.mean_ap_text(a, ARCHS): {"Precision-recall curve"},
+        compare.reliability_caption(MULTICLASS, "A"): {"Reliability diagram", "Calibration", "ECE", "Brier score",
+                                                       "Temperature scaling"},
+        operating.preset_caption("youden"): {"Operating point", "Youden's J"},
+        operating.preset_caption(operating.CUSTOM): {"Operating point"},
+        operating.prevalence_help(y): {"PPV", "NPV", "Prevalence"},
+        operating.rates_heading(y, "A"): {"Sensitivity", "Specificity", "PPV", "NPV", "Prevalence"},
+        gallery.summary(pd.DataFrame({"total": [3]}), 10, "rule"): {"CAM"},
+    }
+    for text, terms in expected.items():
+        assert terms <= linked_terms(text), (text, terms - linked_terms(text))
+    # The links read as part of the sentence and the numbers around them are unchanged.
+    assert compare.difference_caption("resnet50", "tinycnn", 3).startswith("Difference = ResNet50 − Tiny CNN")
+    assert operating.prevalence_help(y) == (
+        "Test split: 50.0%. [PPV](/glossary#ppv) and [NPV](/glossary#npv) depend on the "
+        "[prevalence](/glossary#prevalence); sensitivity and specificity do not.")
+    assert "**0.660**" in compare.baseline_text(a, "A")
+
+
 # ---------------------------------------------------------------- the thin page
 
 def test_views_are_streamlit_free_and_the_page_is_thin():
@@ -425,6 +498,8 @@ def test_views_are_streamlit_free_and_the_page_is_thin():
     source = page.read_text()
     assert len(source.splitlines()) <= 250
     assert source.rstrip().splitlines()[-1] == 'ui.run_page("Compare backbones", render)'
+    # Tables are st.table: every column shown and cells wrapped at any width (a dataframe grid clips).
+    assert ".dataframe(" not in source
     for fn in (n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef)):
         names = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)}
         assert names & {"st", "ui"}, f"{fn.name} in the page draws nothing: move it to covidviz/views"

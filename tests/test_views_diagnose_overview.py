@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +15,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from covidviz.analysis.calibration import apply_temperature
 from covidviz.cam import DEFAULT_COLORMAP, OVERLAY_ALPHA, CamResult
 from covidviz.data.labels import MULTICLASS, MULTILABEL, LabelSpace
 from covidviz.data.preprocess import Preprocessing
-from covidviz.inference import BackboneResult, Diagnosis
+from covidviz.inference import BackboneResult, Diagnosis, calibrated_threshold
 from covidviz.runs.records import Analysis, ManifestBackbone, ManifestInfo, Rate
 from covidviz.views import diagnose as dv
+from covidviz.views import diagnose_calls as dc
+from covidviz.views import glossary
 from covidviz.views import overview as ov
 from covidviz.views.style import NO_FINDING, NO_FINDING_COLOUR, backbone_colours, class_colours
 
@@ -55,7 +59,8 @@ def _rates(sens=None):
 def _result(arch="densenet121", top=0, positives=(True, False, None), **extra) -> BackboneResult:
     probs = np.array([0.7, 0.2, 0.1])
     calls = [{"class": n, "prob": float(probs[j]), "raw_prob": float(probs[j]) + 0.01,
-              "threshold": None if positives[j] is None else 0.5, "positive": positives[j], "test": _rates(0.8)}
+              "threshold": None if positives[j] is None else 0.5, "raw_threshold": None if positives[j] is None else 0.45,
+              "positive": positives[j], "test": _rates(0.8), "test_prevalence": 0.25 * (j + 1)}
              for j, n in enumerate(NAMES)]
     cam = CamResult("cam", np.array([top]), np.ones((1, 8, 8), np.float32), np.ones((1, 8, 8), np.float32),
                     np.ones((1, 2, 2), np.float32), np.zeros((1, 3), np.float32))
@@ -233,26 +238,239 @@ def test_colour_warning_only_for_colour_files():
 
 # ------------------------------------------------------------------------------ diagnose: predictions
 
+def _call(cls, prob, threshold, positive, sens=0.8, spec=0.75, prev=0.2):
+    return {"class": cls, "prob": prob, "raw_prob": prob, "threshold": threshold, "raw_threshold": threshold,
+            "positive": positive, "test_prevalence": prev,
+            "test": {"sensitivity": Rate(sens, 10, 0.5, 0.9), "specificity": Rate(spec, 20, 0.6, 0.85),
+                     "ppv": Rate(0.4, 5, 0.1, 0.8), "npv": Rate(0.9, 25, 0.8, 0.95)}}
+
+
 def test_rate_text():
-    assert dv.rate_text(Rate(0.8333, 12, 0.55, 0.95)) == "0.83 (0.55–0.95), n=12"
-    assert dv.rate_text(Rate(0.5, 4)) == "0.50, n=4"
-    assert dv.rate_text(Rate(None)) == "—" and dv.rate_text(None) == "—"
+    assert dc.rate_text(Rate(0.8333, 12, 0.55, 0.95)) == "0.83 (0.55–0.95), n=12"
+    assert dc.rate_text(Rate(0.5, 4)) == "0.50, n=4"
+    assert dc.rate_text(Rate(None)) == "—" and dc.rate_text(None) == "—"
 
 
-def test_calls_and_threshold_tables():
+def test_calls_table_has_one_score_column_and_the_threshold_on_its_scale():
     b = _result()
-    calls = dv.calls_table(b)
+    calls = dc.calls_table(b.calls)
+    assert list(calls.columns) == ["Class", "Probability", "Threshold", "Call"]  # no second ("model score") column
     assert list(calls["Call"]) == ["Positive", "Negative", "—"]
-    assert list(calls.columns) == ["Class", "Probability", "Call", "Model score", "Threshold"]
-    assert calls.loc[0, "Model score"] == pytest.approx(0.71)
-    rates = dv.threshold_rates_table(b)
-    assert list(rates.columns) == ["Class", "Sensitivity", "Specificity", "PPV", "NPV"]
-    assert rates.loc[0].tolist() == ["COVID-19", "0.80 (0.50–0.90), n=10", "0.75, n=20", "—", "0.50 (0.25–0.75), n=8"]
+    assert calls.loc[0, "Probability"] == pytest.approx(0.7) and calls.loc[0, "Threshold"] == pytest.approx(0.5)
+    assert np.isnan(calls.loc[2, "Threshold"])
+
+
+@pytest.mark.parametrize("task", [MULTICLASS, MULTILABEL])
+def test_a_call_never_contradicts_the_probability_and_threshold_shown(task):
+    """The call is the validated rule on the raw score; the page shows the calibrated probability and the
+    threshold mapped onto that scale: Positive exactly when the number shown reaches the threshold shown,
+    for every class, image and temperature (multi-class: at the image's own mix of the other classes)."""
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(400):
+        c = int(rng.integers(2, 16))
+        if task == MULTICLASS:
+            raw, temp = rng.dirichlet(np.full(c, rng.uniform(0.1, 2.0))), float(np.exp(rng.uniform(-2, 2)))
+        else:
+            raw, temp = rng.uniform(0, 1, c), list(np.exp(rng.uniform(-2, 2, c)))
+        probs = apply_temperature(raw, temp, task)
+        calls = []
+        for j in range(c):
+            t = float(np.clip(raw[j] + rng.normal(0, 0.1), 0.001, 0.999))
+            calls.append(_call(f"c{j}", float(probs[j]), calibrated_threshold(raw, j, t, temp, task), bool(raw[j] >= t)))
+        table = dc.calls_table(calls)
+        shown = table["Probability"] >= table["Threshold"]
+        assert list(table["Call"] == "Positive") == list(shown)
+        checked += int((table["Call"] == "Positive").sum()) * int((table["Call"] == "Negative").sum())
+    assert checked > 100  # both outcomes occurred, often, so the check could fail
+
+
+def test_printed_numbers_never_contradict_the_call():
+    # 0.3301 < 0.3304: Negative, but both print as 0.330 with 3 decimals: the table and sentences use more
+    close = [_call("A", 0.3301, 0.3304, False), _call("B", 0.5, 0.2, True), _call("C", 0.1, None, None)]
+    assert dc.decimals(close) == 4 and dc.decimals(close[1:]) == 3
+    assert dc.decimals([_call("A", 0.33333333, 0.33333334, False)]) == 6  # the most it goes to
+    assert dc.decimals([_call("A", 0.3304, 0.3301, True)]) == 4  # "0.330 above its threshold 0.330" would read oddly
+    assert dc.decimals([_call("A", 0.3301, 0.3301, True)]) == 3  # exactly at the threshold: equal is right
+    calls = [_call("COVID-19", 0.3350, 0.3353, False), _call("Normal", 0.3346, 0.31, True),
+             _call("Pneumonia", 0.3304, 0.3349, False)]
+    text = dc.screening_sentence(calls, 0, MULTICLASS, "youden")
+    assert text.startswith("COVID-19 is the most likely class (0.3350) but below its balanced threshold (0.3353)")
+    assert "Normal (0.33, threshold 0.31) is above" in text
+    rng = np.random.default_rng(11)
+    for _ in range(500):  # as printed (decimals() digits, like the page's NumberColumn format), never contradicting
+        p, t = rng.uniform(0.3, 0.31, 2).round(int(rng.integers(3, 8)))
+        calls = [_call("A", float(p), float(t), bool(p >= t))]
+        d = dc.decimals(calls)
+        shown_p, shown_t = float(f"{p:.{d}f}"), float(f"{t:.{d}f}")
+        assert (shown_p > shown_t if p > t else shown_p < shown_t if p < t else shown_p == shown_t) or d == 6
+
+
+def test_calibrated_threshold_maps_through_the_calibration():
+    raw = np.array([0.5, 0.3, 0.2])
+    # no calibration: unchanged; no threshold: none
+    assert calibrated_threshold(raw, 0, 0.4, None, MULTICLASS) == 0.4
+    assert calibrated_threshold(raw, 0, None, 2.0, MULTICLASS) is None
+    # multi-label: the per-class sigmoid map, the same for every image
+    t = calibrated_threshold(raw, 1, 0.3, [1.0, 2.0, 0.5], MULTILABEL)
+    assert t == pytest.approx(apply_temperature(np.array([0.3, 0.3, 0.3]), [1.0, 2.0, 0.5], MULTILABEL)[1])
+    assert t == calibrated_threshold(np.array([0.9, 0.9, 0.9]), 1, 0.3, [1.0, 2.0, 0.5], MULTILABEL)
+    # multi-class: a threshold equal to the class's raw probability maps to its calibrated probability
+    for j in range(3):
+        assert calibrated_threshold(raw, j, raw[j], 2.0, MULTICLASS) == pytest.approx(apply_temperature(raw, 2.0, MULTICLASS)[j])
+    # ... and T = 1 changes nothing
+    assert calibrated_threshold(raw, 0, 0.42, 1.0, MULTICLASS) == pytest.approx(0.42)
+
+
+def test_headlines_for_both_tasks():
+    calls = [_call("COVID-19", 0.43, 0.61, False), _call("Normal", 0.35, 0.30, True), _call("Pneumonia", 0.22, 0.5, False)]
+    assert dc.headline(calls, 0, MULTICLASS) == "Most likely: **COVID-19** (probability 0.43)"
+    assert dc.headline(calls, 0, MULTILABEL) == "Findings above their threshold: **Normal** (0.35)"
+    none = [_call("A", 0.2, 0.5, False), _call("B", 0.3, 0.5, False)]
+    assert dc.headline(none, 1, MULTILABEL) == "No finding above its threshold; the highest is **B** (0.30)"
+    assert dc.headline([_call("A", 0.2, None, None)], 0, MULTILABEL) == "Highest probability: **A** (0.20)"
+
+
+def test_the_issue_case_gets_a_sentence_saying_why():
+    # "Most likely: COVID-19 (0.43)" beside COVID-19 Negative and Normal Positive
+    calls = [_call("COVID-19", 0.43, 0.61, False), _call("Normal", 0.35, 0.30, True), _call("Pneumonia", 0.22, 0.5, False)]
+    assert dc.contradicts(calls, 0, MULTICLASS)
+    text = dc.screening_sentence(calls, 0, MULTICLASS, "high_specificity")
+    assert text.startswith("COVID-19 is the most likely class (0.43) but below its rule-in threshold (0.61)")
+    assert "Normal (0.35, threshold 0.30) is above its rule-in threshold although less likely" in text
+    assert "screened on its own" in text and "set high" in text
+    agree = [_call("COVID-19", 0.7, 0.5, True), _call("Normal", 0.2, 0.3, False), _call("Pneumonia", 0.1, 0.5, False)]
+    assert not dc.contradicts(agree, 0, MULTICLASS)
+    assert dc.screening_sentence(agree, 0, MULTICLASS, "youden") == (
+        "COVID-19 is the most likely class (0.70) and the only one above its balanced threshold (0.50).")
+    nothing = [_call("COVID-19", 0.4, 0.5, False), _call("Normal", 0.35, 0.4, False), _call("Pneumonia", 0.25, 0.5, False)]
+    assert dc.screening_sentence(nothing, 0, MULTICLASS, "youden").endswith("No class is flagged at this operating point.")
+    assert dc.screening_sentence([_call("A", 0.5, None, None)], 0, MULTICLASS, "youden") is None
+    assert dc.screening_sentence(calls, 0, MULTILABEL, "youden") == (
+        "Each finding is screened on its own against its balanced threshold: 1 of 3 are above it.")
+
+
+def test_every_contradiction_of_the_headline_is_explained():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        probs = rng.dirichlet(np.ones(4))
+        calls = [_call(f"class{j}", float(p), float(t), bool(p >= t))
+                 for j, (p, t) in enumerate(zip(probs, rng.uniform(0.05, 0.8, 4)))]
+        top = int(np.argmax(probs))
+        text = dc.screening_sentence(calls, top, MULTICLASS, str(rng.choice(dc.point_options())))
+        assert text.startswith(f"class{top} is the most likely class")
+        if dc.contradicts(calls, top, MULTICLASS):
+            if not calls[top]["positive"]:
+                assert "but below its" in text and "does not flag it" in text
+            for j, c in enumerate(calls):
+                if j != top and c["positive"]:
+                    shown = re.search(rf"class{j} \((\d\.\d+), threshold (\d\.\d+)\)", text)
+                    assert shown and float(shown[1]) > float(shown[2]), text  # printed so that it reads right
+                    assert "although less likely" in text
+        else:
+            assert "the only one above" in text
+
+
+def test_prevalence_defaults_and_choice():
+    calls = {"densenet121": [_call("A", 0.5, 0.4, True, prev=None)], "resnet50": [_call("A", 0.5, 0.4, True, prev=0.1234)]}
+    assert dc.prevalence_on_test(calls, "A") == 0.1234 and dc.prevalence_on_test(calls, "B") is None
+    assert dc.default_prevalence_percent(0.1234) == 12.3 and dc.default_prevalence_percent(None) == 10.0
+    assert dc.default_prevalence_percent(0.0) == 0.1 and dc.default_prevalence_percent(1.0) == 99.9
+    assert dc.chosen_prevalence("A", 12.3, 12.3) == {} and dc.chosen_prevalence("A", 5.0, 12.3) == {"A": 0.05}
+
+
+def test_rates_table_at_the_test_prevalence_and_at_yours():
+    calls = [_call("COVID-19", 0.4, 0.5, False, prev=0.2), _call("Normal", 0.6, 0.5, True, prev=0.5)]
+    table = dc.rates_table(calls)
+    assert list(table.columns) == ["Class", "Prevalence", "Sensitivity", "Specificity", "PPV", "NPV"]
+    assert table.loc[0].tolist() == ["COVID-19", "20.0% (test)", "0.80 (0.50–0.90), n=10",
+                                     "0.75 (0.60–0.85), n=20", "0.40 (0.10–0.80), n=5", "0.90 (0.80–0.95), n=25"]
+    yours = dc.rates_table(calls, {"COVID-19": 0.05})
+    # Bayes: PPV = .8*.05 / (.8*.05 + .25*.95) = 0.144, NPV = .75*.95 / (.75*.95 + .2*.05) = 0.986
+    assert yours.loc[0, ["Prevalence", "PPV", "NPV"]].tolist() == ["5.0% (yours)", "0.14", "0.99"]
+    assert yours.loc[1, "Prevalence"] == "50.0% (test)"  # the other class keeps the test's
+    assert dc.rates_heading("high_sensitivity") == "What the rule-out operating point meant on the test images"
+
+
+def test_captions_link_their_statistics_to_the_glossary():
+    for term in ("Calibration", "Temperature scaling", "Operating point", "Youden's J"):
+        assert f"(/glossary#{glossary.slug(term)})" in dv.task_caption(MULTICLASS)
+    for term in ("Sensitivity", "Specificity", "PPV", "NPV", "Prevalence"):
+        assert f"(/glossary#{glossary.slug(term)})" in dc.RATES_NOTE
+    assert "(/glossary#operating-point)" in dc.CALLS_NOTE and "(/glossary#cam)" in dv.HEAT_NOTE
+    text = dv.similar_caption(_result(nn_distance=3.2, nn_pct=42.0, som_qe=1.5, som_qe_pct=97.0))
+    for term in ("PCA-50 units", "Out-of-distribution", "QE"):
+        assert f"(/glossary#{glossary.slug(term)})" in text
+    # ... and the Overview's
+    assert "[Area under the ROC curve](/glossary#auc)" in ov.auc_caption([80, 120])
+    assert "(/glossary#macro-average)" in ov.auc_caption([80]) and "(n = 80)" in ov.auc_caption([80])
+    assert f"(/glossary#{glossary.slug('Cramér' + chr(39) + 's V')})" in ov.NO_CONFOUNDING
+
+
+def test_busy_and_error_texts():
+    assert dv.busy_text(["densenet121", "resnet50"], "chest.png") == "Running DenseNet121 and ResNet50 on chest.png…"
+    assert dv.busy_text(["a", "b", "c"], "") == "Running a, b and c on this image…"
+    assert dv.process_error(ValueError("bad")) == "The models could not process this image (ValueError: bad)."
+    assert "could not be loaded (OSError: gone)" in dv.load_error(FakeExp({}), OSError("gone"))
 
 
 def test_task_caption_names_the_task():
-    assert dv.task_caption(MULTICLASS).startswith("Multi-class: the probabilities of the classes add up to 1.")
+    assert dv.task_caption(MULTICLASS).startswith("Multi-class: the probabilities of the classes add up to 1")
     assert dv.task_caption(MULTILABEL).startswith("Multi-label:")
+
+
+# ------------------------------------------------------------------------------ diagnose: the case report
+
+def test_wrap_px_keeps_every_word_and_fits_the_width():
+    font = dv._font(16)
+    text = ("This image is unlike the training X-rays (above the 99th percentile of the training images); its "
+            "distance to the nearest training image is larger than for 100.0 % of the training images. ") * 3
+    lines = dv.wrap_px(text, font, 400)
+    assert len(lines) > 3 and " ".join(lines).split() == text.split()
+    assert all(font.getlength(line) <= 400 for line in lines)
+    long = "a" * 300 + " end"
+    assert "".join(dv.wrap_px(long, font, 200)).replace("end", "") == "a" * 300  # a long name is broken, not cut
+    assert all(font.getlength(line) <= 200 for line in dv.wrap_px(long, font, 200))
+
+
+def _report_diag(ood: bool) -> Diagnosis:
+    b = _result(ood=ood, ood_reasons=["its distance to the nearest training image in feature space (9.00) is larger "
+                                      "than for 100.0 % of the training images"] if ood else [])
+    return Diagnosis("x.png", "exp", np.zeros((8, 8), np.uint8), {"densenet121": b})
+
+
+def test_case_report_text_uses_sentence_case_and_names_its_sections():
+    diag = _report_diag(ood=True)
+    calls = {"densenet121": [_call("COVID-19", 0.43, 0.61, False), _call("Normal", 0.35, 0.30, True),
+                             _call("Pneumonia", 0.22, None, None)]}
+    blocks = dv.report_blocks(diag, NAMES, {"densenet121": "DenseNet121"}, "cam", {"densenet121": "weights x"},
+                              calls=calls, point="high_specificity", task=MULTICLASS)
+    kinds = [k for k, _ in blocks]
+    headings = [p for k, p in blocks if k == "heading"]
+    assert headings == list(dv.REPORT_SECTIONS)
+    text = " ".join(str(p) for k, p in blocks if k not in ("images", "table"))
+    table = next(p for k, p in blocks if k == "table")
+    assert table["groups"] == ["DenseNet121"]
+    cells = [cell for row in table["rows"] for cell in row]
+    assert "POSITIVE" not in text + " ".join(cells) and "below" not in dv.ood_message(diag, None, dv.REPORT_RESULTS)
+    assert 'the probabilities and calls (section "Probabilities and calls") are shown' in text
+    assert "Most likely: COVID-19 (probability 0.43)." in text and "**" not in text
+    assert "but below its rule-in threshold (0.61)" in text  # the contradiction is explained in the report too
+    assert table["rows"] == [["COVID-19", "0.430", "0.610", "Negative"], ["Normal", "0.350", "0.300", "Positive"],
+                             ["Pneumonia", "0.220", "—", "—"]]
+    assert kinds.index("warning") < kinds.index("table") and kinds[-1] == "notice"
+    assert "Out-of-distribution check" not in [p for k, p in dv.report_blocks(_report_diag(False), NAMES) if k == "heading"]
+
+
+def test_case_report_png_grows_to_fit_its_text():
+    gray = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+    heats = {"densenet121": np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)}
+    short = Image.open(io.BytesIO(dv.case_report_png(_report_diag(False), gray, heats, NAMES)))
+    tall = Image.open(io.BytesIO(dv.case_report_png(_report_diag(True), gray, heats, NAMES)))
+    assert short.width == tall.width and tall.height > short.height  # the OOD section adds lines, nothing cut
+    arr = np.asarray(tall)
+    assert ((arr[..., 0] > 150) & (arr[..., 1] < 40) & (arr[..., 2] < 60)).sum() > 500  # red notice box and warning
+    assert (arr[-15:] == 255).all()  # white bottom margin: the notice box ends inside the page
 
 
 # ------------------------------------------------------------------------------ diagnose: heat maps

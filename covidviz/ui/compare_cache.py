@@ -8,6 +8,7 @@ from covidviz import runs
 from covidviz.cam import DEFAULT_COLORMAP, OVERLAY_ALPHA, compute_cam, overlay
 from covidviz.data.imageio import ImageDecodeError, read_image
 from covidviz.ui.cache import _experiment, _model, _stamp
+from covidviz.ui.state import scoped  # noqa: F401  (re-exported as ``ui.scoped`` for the Compare page's widget keys)
 
 
 def _analysis_stamp(exp: runs.Experiment) -> int:

@@ -58,7 +58,7 @@ def _latent_figure(path: str, stamp: int, arch: str, method: str, colour_by: str
     elif colour_by == "split":
         order = list(SPLITS)
     title = f"{arch_label(arch)} · {latent.METHOD_NAMES.get(method, method)}"
-    return latent.base_figure(coords, table, probs, names, colour_by, values, order, title, height).to_dict()
+    return latent.figure_dict(latent.base_figure(coords, table, probs, names, colour_by, values, order, title, height))
 
 
 def latent_figure(exp: runs.Experiment, arch: str, method: str, colour_by: str, cls: str | None,

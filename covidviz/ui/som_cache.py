@@ -15,11 +15,12 @@ def _som(path: str, stamp: int, arch: str) -> dict | None:
         return None
     arrays = exp.load_arrays(runs.SOM, arch)
     arrays.pop("weights", None)  # the page never needs them; keeps the cached copy small
-    return {"arrays": arrays, "info": exp.load_json(runs.SOM_INFO, arch)}
+    return {"arrays": arrays, "info": exp.som_info(arch)}
 
 
 def som_result(exp: runs.Experiment, arch: str) -> dict | None:
-    """``{"arrays": som.npz without weights, "info": som.json}`` of a backbone, or None if not analysed."""
+    """``{"arrays": som.npz without weights, "info": runs.records.SomInfo}`` of a backbone, or None if not
+    analysed."""
     return _som(str(exp.path), _stamp(exp.path), arch)
 
 

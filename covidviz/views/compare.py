@@ -14,18 +14,33 @@ import pandas as pd
 
 from covidviz.data.labels import MULTICLASS, LabelSpace
 from covidviz.runs.records import Analysis, ClassMetrics
+from covidviz.views import glossary
 from covidviz.views.style import arch_label, task_label
 
 MACRO = "Macro average (all classes)"
 ALPHA = 0.05
 COLUMN_NAMES = {"source": "Source", "sex": "Sex", "age_group": "Age group", "view": "View"}
-CURVES_CAPTION = ("ROC: each point is one threshold; the further up-left, the better. Legend: test AUC with its "
-                  "95% CI (patient bootstrap). Line style differs per backbone as well as colour. "
-                  "Precision–recall shows how many positive calls are right, which matters for rare findings.")
+
+# Glossary links of the statistics the page's captions name (``glossary.link`` refuses an unknown term).
+AUC = glossary.link("AUC")
+CI = glossary.link("95% CI")
+MACRO_LINK = glossary.link("Macro average", "macro average")
+CRAMERS_V = glossary.link("Cramér's V")
+TEMPERATURE = glossary.link("Temperature scaling", "temperatures")
+
+CURVES_CAPTION = (f"{glossary.link('ROC curve', 'ROC')}: each point is one threshold; the further up-left, the better. "
+                  f"Legend: test {AUC} with its {CI} (patient bootstrap). Line style differs per backbone as well as "
+                  f"colour. {glossary.link('Precision-recall curve', 'Precision–recall')} shows how many positive "
+                  "calls are right, which matters for rare findings.")
 NO_CONFOUNDING = ("No attribute (source, sex, age group, view) is strongly associated with a class in this "
-                  "experiment (Cramér's V below the warning level).")
-SUBGROUP_CAPTION = ("A subgroup where a class is absent (or the only label) has no AUC and is shown without a point. "
-                    "Small groups have wide intervals: do not read much into a difference that the intervals cover.")
+                  f"experiment ({CRAMERS_V} below the warning level).")
+SUBGROUP_CAPTION = (f"{glossary.link('Subgroup AUC')}: the AUC within one group. A subgroup where a class is absent (or "
+                    "the only label) has no AUC and is shown without a point. Small groups have wide intervals: do not "
+                    "read much into a difference that the intervals cover.")
+NOT_ANALYSED = "This experiment has not been analysed yet, so there are no curves, CIs or tests to compare."
+PAIR_HELP = "The table's differences and the disagreement gallery compare two backbones."
+CLASS_HELP = (f"Drives every section: curves, operating point, calibration, gallery, subgroups. The {MACRO_LINK} "
+              "counts every class the same.")
 
 
 # ---------------------------------------------------------------- selection
@@ -68,13 +83,19 @@ def _q(v) -> str:
 
 def header_caption(analysis: Analysis, labels: LabelSpace) -> str:
     return (f"Test split: {_q(analysis.n_images('test'))} images from {_q(analysis.n_patients_test)} patients · "
-            f"{task_label(labels)} · 95% CIs from {_q(analysis.n_boot)} patient-bootstrap resamples. "
-            "Thresholds and temperatures were chosen on the validation split and judged on test.")
+            f"{task_label(labels)} · {CI}s from {_q(analysis.n_boot)} patient-bootstrap resamples. "
+            f"{glossary.link('Operating point', 'Thresholds')} and {TEMPERATURE} were chosen on the validation split "
+            "and judged on test.")
 
 
 def confounding_banner(n: int) -> str:
-    return (f"**{n} confounding warning(s):** an attribute such as the image source predicts a class, so part "
-            "of any AUC may be shortcut learning. See *Subgroups* below.")
+    return (f"**{n} confounding warning(s):** an attribute such as the image source predicts a class ({CRAMERS_V}), "
+            f"so part of any {AUC} may be shortcut learning. See *Subgroups* below.")
+
+
+def confounding_warning(sentence: str) -> str:
+    """One confounding sentence of the analysis, as the Subgroups section shows it (with its glossary link)."""
+    return f"**Confounding.** {sentence} ({CRAMERS_V}: 0 = unrelated, 1 = the attribute alone gives the class.)"
 
 
 def stale_text(archs: list[str], command: str) -> str:
@@ -90,9 +111,9 @@ def one_backbone_text(arch: str) -> str:
 
 
 def difference_caption(a: str, b: str, n_classes: int) -> str:
-    return (f"Difference = {arch_label(a)} − {arch_label(b)} AUC on the same test images, with DeLong's 95% CI and "
-            f"two-sided p-value (DeLong); in brackets the Holm-adjusted p, which allows for testing "
-            f"{n_classes} classes. "
+    return (f"Difference = {arch_label(a)} − {arch_label(b)} {AUC} on the same test images, with its {CI} and "
+            f"two-sided p-value from the {glossary.link('DeLong test')}; in brackets the p after "
+            f"{glossary.link('Holm correction')}, which allows for testing {n_classes} classes. "
             "A winner is named only where the Holm-adjusted p < 0.05 (macro row: where the paired "
             "patient-bootstrap 95% CI of the difference excludes 0). '—': no significant difference, "
             "which is not evidence that the backbones are equal.")
@@ -104,8 +125,8 @@ def baseline_text(analysis: Analysis, cls: str) -> str | None:
     if base is None:
         return None
     what = "the macro average" if cls == MACRO else cls
-    return (f"Trivial baseline (logistic regression on 32×32 thumbnails) test AUC for {what}: "
-            f"**{base:.3f}**. A backbone not clearly above it may be using shortcuts, not lungs.")
+    return (f"{glossary.link('Thumbnail baseline', 'Trivial baseline')} (logistic regression on 32×32 thumbnails) "
+            f"test {AUC} for {what}: **{base:.3f}**. A backbone not clearly above it may be using shortcuts, not lungs.")
 
 
 def mean_ap_text(analysis: Analysis, archs: list[str]) -> str:
@@ -114,8 +135,8 @@ def mean_ap_text(analysis: Analysis, archs: list[str]) -> str:
     for arch in archs:
         ap = analysis.backbone(arch).macro.ap
         aps.append(f"{arch_label(arch)} {ap:.3f}" if ap is not None else f"{arch_label(arch)} n/a")
-    return ("Precision–recall curves are per class: choose a class above. Mean average precision over "
-            "classes: " + ", ".join(aps) + ".")
+    return ("Precision–recall curves are per class: choose a class above. Mean "
+            f"{glossary.link('Precision-recall curve', 'average precision')} over classes: " + ", ".join(aps) + ".")
 
 
 def source_baseline_text(analysis: Analysis) -> str | None:
@@ -123,8 +144,9 @@ def source_baseline_text(analysis: Analysis) -> str | None:
     src = analysis.baseline_source
     if not src or src.get("accuracy") is None:
         return None
-    return (f"A logistic regression on 32×32 thumbnails tells the image source with accuracy "
-            f"**{src['accuracy']:.0%}** (always guessing '{src['majority']}': {src['majority_accuracy']:.0%}).")
+    return (f"A logistic regression on 32×32 thumbnails (the {glossary.link('Thumbnail baseline', 'thumbnail baseline')}) "
+            f"tells the image source with accuracy **{src['accuracy']:.0%}** (always guessing '{src['majority']}': "
+            f"{src['majority_accuracy']:.0%}).")
 
 
 def confounding_for(analysis: Analysis, cls: str | None = None) -> list[str]:
@@ -284,11 +306,12 @@ def reliability_caption(task: str, cls: str) -> str:
     what = ("top-class probability vs how often the top class is right" if task == MULTICLASS else
             (f"probability of {cls} vs how often {cls} is present" if per_class else
              "every (image, finding) probability pooled vs how often the finding is present"))
-    return (f"Reliability on test: {what}, in 15 equal-width bins (marker size ∝ number of predictions). "
-            "On the dotted diagonal the probabilities mean what they say. ECE: the average gap (lower is "
-            "better); Brier: mean squared error of the probabilities (lower is better). The temperature is "
-            "fitted on validation; T > 1 softens over-confident probabilities. It changes no ranking, so "
-            "AUCs stay the same.")
+    return (f"{glossary.link('Reliability diagram')} on test: {what}, in 15 equal-width bins (marker size ∝ number "
+            f"of predictions). On the dotted diagonal the probabilities mean what they say "
+            f"({glossary.link('Calibration', 'calibration')}). {glossary.link('ECE')}: the average gap (lower is "
+            f"better); {glossary.link('Brier score', 'Brier')}: mean squared error of the probabilities (lower is "
+            f"better). The {glossary.link('Temperature scaling', 'temperature')} is fitted on validation; T > 1 "
+            "softens over-confident probabilities. It changes no ranking, so AUCs stay the same.")
 
 
 def reliability(analysis: Analysis, arch: str, when: str, cls: str | None = None) -> list[dict]:
@@ -341,8 +364,10 @@ def subgroup_table(analysis: Analysis, archs: list[str], cls: str, label=arch_la
 
 
 def subgroup_display(table: pd.DataFrame, archs: list[str], label=arch_label) -> pd.DataFrame:
-    """``subgroup_table`` as text: counts, then 'AUC (low–high)' per backbone that has a column."""
-    shown = table[["Attribute", "Group", "Images", "Patients", "Positives"]].copy()
+    """``subgroup_table`` as text, one row per subgroup ('Source: hospital-A', as the forest plot labels it):
+    counts, then 'AUC (low–high)' per backbone that has a column."""
+    shown = table[["Images", "Patients", "Positives"]].copy()
+    shown.index = pd.Index([f"{a}: {g}" for a, g in zip(table["Attribute"], table["Group"])], name="Subgroup")
     for arch in archs:
         n = label(arch)
         if f"{n} AUC" in table:

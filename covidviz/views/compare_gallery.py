@@ -8,11 +8,13 @@ import pandas as pd
 
 from covidviz.cam.overlay import DEFAULT_COLORMAP
 from covidviz.data.labels import MULTICLASS
+from covidviz.views import glossary
 from covidviz.views.compare import MACRO
 from covidviz.views.style import arch_label
 
 LIMIT = 24          # images shown at most
 PER_ROW = 6         # thumbnails per gallery row
+CAM = glossary.link("CAM", "class activation maps")
 KINDS = {"disagree": "The backbones disagree", "confident": "Either is confidently wrong"}
 # How each colour map of covidviz.cam.overlay reads: (strongest, none).
 COLOUR_WORDS = {"jet": ("Red", "dark blue"), "inferno": ("Pale yellow", "black"),
@@ -52,7 +54,7 @@ def select(onehot: np.ndarray, probs: dict[str, np.ndarray], pair: tuple[str, st
 def summary(frame: pd.DataFrame, n_test: int, rule: str) -> str:
     total = int(frame["total"].iloc[0]) if len(frame) else 0
     return (f"{total} of {n_test} test images ({rule}). Showing up to {LIMIT}; "
-            "press **Heatmaps** under an image to see, just below, where each backbone looks.")
+            f"press **Heatmaps** under an image to see, just below, where each backbone looks ({CAM}).")
 
 
 def disagreements(onehot: np.ndarray, pa: np.ndarray, pb: np.ndarray, task: str, names: list[str],

@@ -10,12 +10,20 @@ import pandas as pd
 
 from covidviz.analysis.thresholds import confusion_at, ppv_npv_at_prevalence
 from covidviz.runs.records import Analysis
+from covidviz.views import glossary
 from covidviz.views.style import OPERATING_POINTS, arch_label
 
 CUSTOM = "custom"
 CUSTOM_LABEL = "Custom (slider, same for every backbone)"
-PRESET_CAPTION = ("Each backbone uses its own threshold, chosen on the validation split; the numbers below are "
-                  "what that threshold gives on test (so they can miss the validation target).")
+PPV, NPV = glossary.link("PPV"), glossary.link("NPV")
+PREVALENCE = glossary.link("Prevalence", "prevalence")
+YOUDEN = glossary.link("Youden's J")
+PRESET_CAPTION = (f"Each backbone uses its own threshold (its {glossary.link('Operating point', 'operating point')}), "
+                  f"chosen on the validation split: balanced maximises {YOUDEN}, rule-out keeps "
+                  "sensitivity ≥ 95 %, rule-in specificity ≥ 95 %. The numbers below are what that threshold gives on "
+                  "test (so they can miss the validation target).")
+CUSTOM_CAPTION = (f"The same threshold for every backbone; an {glossary.link('Operating point', 'operating point')} "
+                  "chosen on the test images themselves flatters the rates below.")
 
 
 def preset_options() -> list[str]:
@@ -27,6 +35,11 @@ def preset_label(key: str) -> str:
     return OPERATING_POINTS.get(key, CUSTOM_LABEL)
 
 
+def preset_caption(preset: str) -> str:
+    """What the chosen operating point means: each backbone's validation threshold, or one free threshold."""
+    return CUSTOM_CAPTION if preset == CUSTOM else PRESET_CAPTION
+
+
 def presets(analysis: Analysis, arch: str, cls: str) -> dict[str, float | None]:
     """Validation-chosen thresholds of one backbone and class: {youden|high_sensitivity|high_specificity: t}."""
     return {name: p.threshold for name, p in analysis.backbone(arch).points(cls).items()}
@@ -36,6 +49,12 @@ def test_prevalence(y) -> float:
     """Share of test images with the class (0 for an empty split)."""
     y = np.asarray(y)
     return float(np.mean(y > 0)) if len(y) else 0.0
+
+
+def prevalence_help(y) -> str:
+    """The prevalence slider's help: the test split's own prevalence and what the slider changes."""
+    return (f"Test split: {test_prevalence(y):.1%}. {PPV} and {NPV} depend on the {PREVALENCE}; sensitivity and "
+            "specificity do not.")
 
 
 def default_prevalence_percent(y) -> float:
@@ -75,9 +94,10 @@ def missing_threshold_text(preset: str, archs: list[str], cls: str) -> str:
 
 def rates_heading(y, cls: str) -> str:
     y = np.asarray(y)
-    return (f"**Rates on the {len(y)} test images** ({int(np.sum(y > 0))} with {cls}); "
-            "value (count/denominator) [Wilson 95% CI]. PPV/NPV at the chosen prevalence use Bayes' rule "
-            "with the test sensitivity and specificity.")
+    return (f"**Rates on the {len(y)} test images** ({int(np.sum(y > 0))} with {cls}): "
+            f"{glossary.link('Sensitivity')}, {glossary.link('Specificity', 'specificity')}, {PPV} and {NPV}; "
+            "value (count/denominator) [Wilson 95% CI]. PPV/NPV at the chosen "
+            f"{PREVALENCE} use Bayes' rule with the test sensitivity and specificity.")
 
 
 def threshold_text(c: dict) -> str:

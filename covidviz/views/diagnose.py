@@ -1,6 +1,7 @@
 """What the Diagnose page shows, without Streamlit: the test-image picker's choices, the window/level
-controls, the prediction tables and texts, heat maps on a chosen scale, overlays as PNG, the
-out-of-distribution sentence, the placement figure on the stored maps and the one-page case report (PIL)."""
+controls, the busy and error texts, heat maps on a chosen scale, overlays as PNG, the
+out-of-distribution sentence, the placement figure on the stored maps and the one-page case report (PIL).
+The calls (headline, screening table, what the operating point meant) are ``views.diagnose_calls``."""
 
 from __future__ import annotations
 
@@ -15,16 +16,17 @@ import plotly.graph_objects as go
 
 from covidviz.cam import DEFAULT_COLORMAP, METHOD_NAMES, OVERLAY_ALPHA, CamResult, overlay
 from covidviz.data.labels import MULTICLASS, split_labels
-from covidviz.inference import K_SIMILAR, TEST_RATES, BackboneResult, Diagnosis
-from covidviz.runs.records import ManifestInfo, Rate
+from covidviz.inference import K_SIMILAR, BackboneResult, Diagnosis
+from covidviz.runs.records import ManifestInfo
+from covidviz.views import diagnose_calls as dc
+from covidviz.views import glossary
 from covidviz.views.latent import METHOD_NAMES as MAP_NAMES
-from covidviz.views.style import NO_FINDING, NOTICE, arch_label, class_colours
+from covidviz.views.style import NO_FINDING, NOTICE, NOTICE_TITLE, arch_label, class_colours
 
 TOP_CLASS = "Top class of each model"     # the "Explain class" choice that keeps each model's own top class
 SCALE_MODES = ("Per image (min–max)", "Fixed (comparable between images)")
 MAP_PREFERENCE = ("umap", "tsne", "pca")  # the map the page places the image on, when stored
 COLOUR_MODES = ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LA", "PA")  # PIL modes of colour files
-RATE_LABELS = {"sensitivity": "Sensitivity", "specificity": "Specificity", "ppv": "PPV", "npv": "NPV"}
 PLACE_COLOUR = "#D00000"                  # the star that marks the image on the maps
 
 # The page's fixed sentences (its notes under tables and figures), defined with the rest of what it shows.
@@ -35,23 +37,36 @@ UPLOAD_HELP = ("Processed in memory and never stored. 8/16-bit PNG, JPEG, DICOM 
 UPLOAD_PROMPT = ("Upload a frontal chest X-ray to see the models' predictions and heat maps, or pick one of this "
                  "experiment's test images above.")
 OOD_NOTE = ":red[**Unlike the training images** (see the warning above): treat these numbers with caution.]"
-CALLS_NOTE = ("Positive = model score ≥ threshold. Each class is judged on its own (one-vs-rest), so more than one "
-              "class, or none, can be positive.")
 NOT_ANALYSED = ("This experiment has not been analysed yet (`python train.py analyze`): no thresholds, calibration, "
                 "similar cases or maps.")
-PPV_NOTE = ("PPV and NPV depend on how common each class was in this test set; in another population they differ "
-            "(see the Compare page for other prevalences).")
 SCALE_HELP = ("Per image: the strongest spot is always red. Fixed: red means as strong as a typical training image's "
               "peak, so weak evidence stays dark.")
 HEAT_NOTE = ("Red = strongest evidence for the explained class, blue = little. Heat maps show what drives the score, "
-             "not where disease is: check that they point at the lungs, not at text markers or edges.")
-REPORT_NOTE = "Image, heat maps, probabilities and calls, model and experiment identity, the research-use notice."
+             "not where disease is: check that they point at the lungs, not at text markers or edges. "
+             f"See {glossary.link('CAM')}.")
+REPORT_NOTE = ("Image, heat maps, probabilities and calls at the chosen operating point, model and experiment identity, "
+               "the research-use notice.")
 FILTER_HELP = "Show test images carrying any of these labels (empty: all)."
 WINDOW_HELP = "High-bit-depth image: choose which value range is mapped to black..white."
 PATIENT_HELP = "Hidden by default: patient name, ID, dates. Nothing is stored."
-CALLS_HELP = {"Probability": "Calibrated probability",
-              "Threshold": "Validation-chosen (Youden) threshold on the model score",
-              "Model score": "The model's uncalibrated probability, compared with the threshold"}
+YOUDEN = glossary.link("Youden's J")
+PAGE_RESULTS = "the results below"                   # where the page's OOD warning points
+REPORT_SECTIONS = ("Images", "Out-of-distribution check", "Probabilities and calls")  # the case report's
+REPORT_RESULTS = f'the probabilities and calls (section "{REPORT_SECTIONS[2]}")'  # ... and its OOD sentence, by name
+
+
+def busy_text(archs, name: str) -> str:
+    """The busy state at the top of the page while the models run: "Running DenseNet121 and ResNet50 on x.png…"."""
+    return f"Running {dc._and([arch_label(a) for a in archs])} on {name or 'this image'}…"
+
+
+def load_error(exp, exc: Exception) -> str:
+    return (f"The models of experiment '{exp.name}' could not be loaded ({type(exc).__name__}: {str(exc)[:300]}). "
+            "Retrain it with train.py or pick another experiment.")
+
+
+def process_error(exc: Exception) -> str:
+    return f"The models could not process this image ({type(exc).__name__}: {exc})."
 
 # ---------------------------------------------------------------------- display helpers (no streamlit)
 
@@ -92,18 +107,23 @@ def overlay_png(gray: np.ndarray, heat: np.ndarray, alpha: float = OVERLAY_ALPHA
     return buf.getvalue()
 
 
-def ood_message(diag: Diagnosis, labels=None) -> str | None:
-    """One plain sentence per flagged backbone, or None when every backbone finds the image familiar."""
+def ood_message(diag: Diagnosis, labels=None, results: str = PAGE_RESULTS) -> str | None:
+    """One plain sentence per flagged backbone, or None when every backbone finds the image familiar.
+    ``results`` names where the results are (the page: below; the report: its section, by name)."""
     flagged = [(a, b) for a, b in diag.backbones.items() if b.ood]
     if not flagged:
         return None
     parts = [f"{labels.get(a, a) if labels else a}: " + "; ".join(b.ood_reasons) for a, b in flagged]
     return ("This image is unlike the training X-rays (above the 99th percentile of the training images). "
-            "It may be a photo, a lateral view, a CT slice or another modality; the results below are "
+            f"It may be a photo, a lateral view, a CT slice or another modality; {results} are "
             "shown but should not be trusted. " + " · ".join(parts) + ".")
 
 
 # ---------------------------------------------------------------------- the case report
+
+REPORT_TILE, REPORT_MARGIN, REPORT_GAP, REPORT_LINE = 360, 30, 20, 24
+REPORT_CLASS_WIDTH, REPORT_CALL_WIDTH = 260, 330   # the calls table's class column and each backbone's (px)
+
 
 def _font(size: int, bold: bool = False):
     from PIL import ImageFont
@@ -117,85 +137,172 @@ def _font(size: int, bold: bool = False):
         return ImageFont.load_default()
 
 
+def wrap_px(text: str, font, width: float) -> list[str]:
+    """``text`` as lines no wider than ``width`` pixels in ``font``, broken between words; a single word
+    wider than a line (a long file name) is broken between characters. Nothing is dropped: the lines'
+    words are the text's words, in order."""
+    def fits(t: str) -> bool:
+        return font.getlength(t) <= width
+
+    lines, cur = [], ""
+    for word in text.split():
+        trial = f"{cur} {word}" if cur else word
+        if fits(trial):
+            cur = trial
+            continue
+        if cur:
+            lines.append(cur)
+        cur = word
+        while len(cur) > 1 and not fits(cur):
+            k = len(cur) - 1
+            while k > 1 and not fits(cur[:k]):
+                k -= 1
+            lines.append(cur[:k])
+            cur = cur[k:]
+    if cur:
+        lines.append(cur)
+    return lines
+
+
+REPORT_COLUMNS = {"Probability": 125, "Threshold": 115, "Call": 90}  # per backbone in the report's table (px)
+
+
+def _report_cells(c: dict, d: int) -> list[str]:
+    return [f"{c['prob']:.{d}f}", "—" if c["threshold"] is None else f"{c['threshold']:.{d}f}", dc.call_text(c["positive"])]
+
+
+def report_blocks(diag: Diagnosis, names: list[str], arch_labels: dict[str, str] | None = None, method: str = "cam",
+                  extra: dict | None = None, explained: dict[str, str] | None = None,
+                  calls: dict[str, list[dict]] | None = None, point: str = "youden",
+                  task: str = MULTICLASS) -> list[tuple[str, object]]:
+    """What the case report says, in order, as ``(kind, payload)`` blocks: ``title``, ``text``, ``note``
+    (grey), ``heading`` (a section, named in ``REPORT_SECTIONS``), ``bold``, ``images`` (the tiles),
+    ``warning`` (red), ``table`` (``{"groups": backbone labels, "rows": [class, then REPORT_COLUMNS per
+    backbone]}``) and ``notice`` (the boxed research-use notice).
+    ``calls``: backbone -> ``Predictor.calls`` at ``point`` (default: the prediction's own, balanced)."""
+    labels = arch_labels or {}
+    calls = calls or {a: b.calls for a, b in diag.backbones.items()}
+    when = time.strftime("%Y-%m-%d %H:%M %Z")
+    blocks: list[tuple[str, object]] = [
+        ("title", "covidviz case report"),
+        ("text", f"Image: {diag.name} · Experiment: {diag.experiment} · Generated: {when}")]
+    blocks += [("text", f"{labels.get(a, a)}: {v}.") for a, v in (extra or {}).items()]
+    target = "each model's top class" if not explained else "the class named above each map"
+    blocks += [("heading", REPORT_SECTIONS[0]),
+               ("note", f"The X-ray as given to the models, and each model's heat map: "
+                        f"{METHOD_NAMES.get(method, method)}, explaining {target}."),
+               ("images", None)]
+    message = ood_message(diag, labels, REPORT_RESULTS)
+    if message:
+        blocks += [("heading", REPORT_SECTIONS[1]), ("warning", message)]
+    blocks += [("heading", REPORT_SECTIONS[2]),
+               ("note", f"{dc.SCREENING_TITLE}: {dc.point_label(point)}. A call is Positive when the calibrated "
+                        "probability reaches the class's threshold, chosen on validation and put on the same scale. "
+                        "Each class is screened on its own, one against the rest.")]
+    for arch, b in diag.backbones.items():
+        blocks.append(("bold", labels.get(arch, arch)))
+        blocks.append(("text", dc.headline(calls[arch], b.top, task).replace("**", "") + "."))
+        sentence = dc.screening_sentence(calls[arch], b.top, task, point)
+        if sentence:
+            blocks.append(("text", sentence))
+    digits = {a: dc.decimals(calls[a]) for a in diag.backbones}  # enough that no call contradicts its printed numbers
+    rows = [[cls] + [cell for a in diag.backbones for cell in _report_cells(calls[a][j], digits[a])]
+            for j, cls in enumerate(names)]
+    blocks += [("table", {"groups": [labels.get(a, a) for a in diag.backbones], "rows": rows}),
+               ("notice", f"{NOTICE_TITLE} {NOTICE}")]
+    return blocks
+
+
 def case_report_png(diag: Diagnosis, gray: np.ndarray, heats: dict[str, np.ndarray], names: list[str],
                     arch_labels: dict[str, str] | None = None, method: str = "cam", extra: dict | None = None,
-                    alpha: float = OVERLAY_ALPHA, explained: dict[str, str] | None = None) -> bytes:
-    """A one-page PNG: the film, each backbone's heat map and probabilities with its call, the model
-    and experiment identity, the out-of-distribution verdict and the research-use notice."""
+                    alpha: float = OVERLAY_ALPHA, explained: dict[str, str] | None = None,
+                    calls: dict[str, list[dict]] | None = None, point: str = "youden", task: str = MULTICLASS) -> bytes:
+    """A one-page PNG of ``report_blocks``: every sentence wrapped to the page (never cut), the page as
+    tall as its text needs, the film and each backbone's heat map side by side."""
     from PIL import Image, ImageDraw
 
-    arch_labels = arch_labels or {}
+    labels = arch_labels or {}
     archs = list(diag.backbones)
-    tile = 360
-    margin = 30
     cols = 1 + len(archs)
-    width = margin * 2 + cols * tile + (cols - 1) * 20
-    n_rows_text = len(names) + 4
-    height = 170 + tile + 60 + n_rows_text * 26 + 150 + (26 * 3 if diag.ood else 0)
-    img = Image.new("RGB", (width, height), "white")
-    d = ImageDraw.Draw(img)
-    title, small, bold = _font(26, True), _font(16), _font(17, True)
-    d.text((margin, 20), "covidviz case report", fill="#1F2A36", font=title)
-    when = time.strftime("%Y-%m-%d %H:%M %Z")
-    d.text((margin, 60), f"Image: {diag.name}    Experiment: {diag.experiment}    Generated: {when}",
-           fill="#333", font=small)
-    ident = "    ".join(f"{arch_labels.get(a, a)}: {v}" for a, v in (extra or {}).items())
-    if ident:
-        d.text((margin, 84), ident, fill="#333", font=small)
-    target = "each model's top class" if not explained else "the class named above each map"
-    d.text((margin, 108), f"Heat maps: {METHOD_NAMES.get(method, method)}, explaining {target}",
-           fill="#333", font=small)
-
-    def paste(rgb_or_gray, x, label):
-        im = Image.fromarray(rgb_or_gray)
-        f = tile / max(im.size)
-        im = im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))), Image.BILINEAR)
-        img.paste(im, (x + (tile - im.width) // 2, 170 + (tile - im.height) // 2))
-        d.text((x, 140), label, fill="#1F2A36", font=bold)
-
+    width = REPORT_MARGIN * 2 + cols * REPORT_TILE + (cols - 1) * REPORT_GAP
+    text_width = width - 2 * REPORT_MARGIN
+    fonts = {"title": _font(26, True), "text": _font(16), "note": _font(16), "warning": _font(16),
+             "heading": _font(20, True), "bold": _font(17, True), "notice": _font(16)}
+    colours = {"title": "#1F2A36", "text": "#222", "note": "#555", "warning": "#B00020", "heading": "#1F2A36",
+               "bold": "#1F2A36", "notice": "#B00020"}
+    blocks = report_blocks(diag, names, labels, method, extra, explained, calls, point, task)
     film = display_image(gray)
-    paste(film, margin, "X-ray (as given to the models)")
-    for i, arch in enumerate(archs):
-        x = margin + (i + 1) * (tile + 20)
-        b = diag.backbones[arch]
-        cls = (explained or {}).get(arch, names[b.top])
-        paste(overlay(film, heats[arch], alpha), x, f"{arch_labels.get(arch, arch)}: map for {cls}")
+    tiles = [("X-ray (as given to the models)", film)]
+    tiles += [(f"{labels.get(a, a)}: map for {(explained or {}).get(a, names[diag.backbones[a].top])}",
+               overlay(film, heats[a], alpha)) for a in archs]
+    tile_labels = [wrap_px(t, fonts["bold"], REPORT_TILE) for t, _ in tiles]
+    offsets = np.cumsum([0, *REPORT_COLUMNS.values()])[:-1]
+    group_x = [REPORT_MARGIN + REPORT_CLASS_WIDTH + i * REPORT_CALL_WIDTH for i in range(len(archs))]
+    col_x = [REPORT_MARGIN] + [x + int(o) for x in group_x for o in offsets]
+    col_w = [REPORT_CLASS_WIDTH - 10] + [w - 8 for w in REPORT_COLUMNS.values()] * len(archs)
 
-    y = 170 + tile + 30
-    d.text((margin, y), "Class", fill="#1F2A36", font=bold)
-    for i, arch in enumerate(archs):
-        d.text((margin + 260 + i * 330, y), f"{arch_labels.get(arch, arch)} (calibrated p, call)",
-               fill="#1F2A36", font=bold)
-    y += 28
-    for j, cls in enumerate(names):
-        d.text((margin, y), cls, fill="#222", font=small)
-        for i, arch in enumerate(archs):
-            c = diag.backbones[arch].calls[j]
-            call = "no threshold" if c["positive"] is None else ("POSITIVE" if c["positive"] else "negative")
-            d.text((margin + 260 + i * 330, y), f"{c['prob']:.3f}   {call}", fill="#222", font=small)
-        y += 26
-    y += 6
-    d.text((margin, y), "Calls: the model's score against the validation-chosen (Youden) threshold of each class.",
-           fill="#555", font=small)
-    y += 30
-    if diag.ood:
-        msg = ood_message(diag, arch_labels) or ""
-        for line in _wrap(msg, 120)[:3]:
-            d.text((margin, y), line, fill="#B00020", font=small)
-            y += 26
-    d.rectangle((margin, y, width - margin, y + 80), outline="#B00020", width=3, fill="#FFF4F4")
-    for k, line in enumerate(_wrap(NOTICE, 105)[:3]):
-        d.text((margin + 12, y + 10 + k * 22), line, fill="#B00020", font=bold if k == 0 else small)
+    def layout(img) -> int:
+        """Draw the blocks on ``img`` (None: only measure); returns the height used."""
+        d = None if img is None else ImageDraw.Draw(img)
+        y = 20
+
+        def text(x, yy, line, kind):
+            if d is not None:
+                d.text((x, yy), line, fill=colours[kind], font=fonts[kind])
+
+        for kind, payload in blocks:
+            if kind == "images":
+                top = y + max(len(t) for t in tile_labels) * REPORT_LINE + 6
+                for i, ((_, arr), lines) in enumerate(zip(tiles, tile_labels)):
+                    x = REPORT_MARGIN + i * (REPORT_TILE + REPORT_GAP)
+                    for k, line in enumerate(lines):
+                        text(x, y + k * REPORT_LINE, line, "bold")
+                    if img is not None:
+                        im = Image.fromarray(arr)
+                        f = REPORT_TILE / max(im.size)
+                        im = im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))), Image.BILINEAR)
+                        img.paste(im, (x + (REPORT_TILE - im.width) // 2, top + (REPORT_TILE - im.height) // 2))
+                y = top + REPORT_TILE + 14
+            elif kind == "table":
+                groups = [(x, wrap_px(g, fonts["bold"], REPORT_CALL_WIDTH - 10)) for x, g in zip(group_x, payload["groups"])]
+                header = [["Class"] + list(REPORT_COLUMNS) * len(archs)]
+                for x, lines in groups:
+                    for k, line in enumerate(lines):
+                        text(x, y + k * REPORT_LINE, line, "bold")
+                y += max(len(lines) for _, lines in groups) * REPORT_LINE
+                for r, row in enumerate(header + payload["rows"]):
+                    kind_r = "bold" if r == 0 else "text"
+                    cells = [wrap_px(cell, fonts[kind_r], w) for cell, w in zip(row, col_w)]
+                    for x, lines in zip(col_x, cells):
+                        for k, line in enumerate(lines):
+                            text(x, y + k * REPORT_LINE, line, kind_r)
+                    y += max(len(c) for c in cells) * REPORT_LINE + (6 if r == 0 else 2)
+                y += 14
+            elif kind == "notice":
+                lines = wrap_px(payload, fonts["notice"], text_width - 24)
+                box = len(lines) * REPORT_LINE + 20
+                if d is not None:
+                    d.rectangle((REPORT_MARGIN, y, width - REPORT_MARGIN, y + box), outline="#B00020", width=3,
+                                fill="#FFF4F4")
+                for k, line in enumerate(lines):
+                    text(REPORT_MARGIN + 12, y + 10 + k * REPORT_LINE, line, "notice")
+                y += box + 20
+            else:
+                if kind == "heading":
+                    y += 8
+                step = {"title": 38, "heading": 30}.get(kind, REPORT_LINE)
+                for line in wrap_px(str(payload), fonts[kind], text_width):
+                    text(REPORT_MARGIN, y, line, kind)
+                    y += step
+                y += 4
+        return y
+
+    height = layout(None)
+    img = Image.new("RGB", (width, height), "white")
+    layout(img)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    import textwrap
-
-    return textwrap.wrap(text, width)
-
 
 # ---------------------------------------------------------------------- input
 
@@ -283,35 +390,13 @@ def prediction_key(exp, image_id: str, window) -> tuple:
 # ---------------------------------------------------------------------- predictions
 
 def task_caption(task: str) -> str:
-    return (("Multi-class: the probabilities of the classes add up to 1. " if task == MULTICLASS else
-             "Multi-label: each finding has its own probability (they need not add up to 1). ")
-            + "Probabilities are temperature-calibrated on validation. The call compares the model's score "
-              "with the threshold chosen on the validation split (Youden's J); \"What each threshold meant\" "
-              "shows what that threshold achieved on the held-out test images (95 % interval, denominator).")
-
-
-def call_text(positive: bool | None) -> str:
-    return "—" if positive is None else ("Positive" if positive else "Negative")
-
-
-def calls_table(b: BackboneResult) -> pd.DataFrame:
-    """Per class: calibrated probability, the call, the model's score and the threshold it is compared with."""
-    return pd.DataFrame([{"Class": c["class"], "Probability": c["prob"], "Call": call_text(c["positive"]),
-                          "Model score": c["raw_prob"], "Threshold": c["threshold"]} for c in b.calls])
-
-
-def rate_text(rate: Rate | None) -> str:
-    """"0.83 (0.70–0.91), n=40", or "—" when undefined."""
-    if rate is None or rate.value is None:
-        return "—"
-    ci = f" ({rate.ci_low:.2f}–{rate.ci_high:.2f})" if rate.ci_low is not None and rate.ci_high is not None else ""
-    return f"{rate.value:.2f}{ci}, n={rate.n}"
-
-
-def threshold_rates_table(b: BackboneResult) -> pd.DataFrame:
-    """What each class's threshold achieved on the test images (sensitivity, specificity, PPV, NPV)."""
-    return pd.DataFrame([{"Class": c["class"], **{RATE_LABELS[k]: rate_text(c["test"].get(k)) for k in TEST_RATES}}
-                         for c in b.calls])
+    return (("Multi-class: the probabilities of the classes add up to 1; the headline is the most likely class. "
+             if task == MULTICLASS else
+             "Multi-label: each finding has its own probability (they need not add up to 1) and its own call. ")
+            + f"Probabilities are calibrated on validation ({glossary.link('Calibration', 'calibration')} by "
+              f"{glossary.link('Temperature scaling', 'temperature scaling')}). Each class is then screened at the chosen "
+              f"{glossary.link('Operating point', 'operating point')} (e.g. balanced: {YOUDEN} on validation), "
+              "with its threshold on the same scale as the probability.")
 
 
 # ---------------------------------------------------------------------- heat maps
@@ -355,7 +440,8 @@ def similar_caption(b: BackboneResult) -> str:
         parts.append(f"its SOM quantisation error ({b.som_qe:.1f}) is above {b.som_qe_pct:.0f} % of the "
                      "training images'")
     return ("The training images closest in the model's feature space, nearest first (label · d = distance in "
-            "standardised PCA-50 units). Out-of-distribution check: " + "; ".join(parts) + ". The page warns above 99 %.")
+            f"standardised {glossary.link('PCA-50 units')}). {glossary.link('Out-of-distribution')} check: " + "; ".join(parts)
+            + f". The page warns above 99 % ({glossary.link('QE', 'QE')}: the SOM's quantisation error).")
 
 
 def map_method(b: BackboneResult) -> str | None:

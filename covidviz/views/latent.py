@@ -21,8 +21,19 @@ import plotly.graph_objects as go
 
 from covidviz import runs
 from covidviz.data.labels import MULTILABEL, split_labels
-from covidviz.runs.records import Analysis
-from covidviz.views.style import CHART_FONT, MISSING_COLOUR, NO_FINDING, OKABE_ITO, PALETTE, UNKNOWN, arch_label
+from covidviz.runs.records import Analysis, ProjectionsInfo
+from covidviz.views import glossary
+from covidviz.views.style import (
+    CHART_FONT,
+    MISSING_COLOUR,
+    NO_FINDING,
+    OKABE_ITO,
+    PALETTE,
+    SELECTION_COLOUR,
+    UNKNOWN,
+    UPLOAD_COLOUR,
+    arch_label,
+)
 
 METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
 METHOD_ORDER = ("tsne", "umap", "pca")
@@ -40,14 +51,15 @@ NUMERIC = {"confidence", "age"}
 OUTCOMES = ("TP", "FN", "FP", "TN")
 # Okabe-Ito: green = right positive, vermillion = missed, orange = false alarm, sky blue = right negative.
 OUTCOME_COLOURS = {"TP": OKABE_ITO[2], "FN": OKABE_ITO[3], "FP": OKABE_ITO[1], "TN": OKABE_ITO[5]}
-SELECTED_COLOUR = "#000000"
-NEIGHBOUR_COLOUR = "#FF00FF"
-UPLOAD_COLOUR = "#FF00FF"
-OPENED_COLOUR = OKABE_ITO[3]
-QUALITY_HELP = ("Trustworthiness (0–1): how far the map's neighbours are also neighbours in the backbone's "
-                "features; kNN label agreement: the share of each image's 10 nearest map neighbours with its "
-                "label — close to the features' value means the map keeps the class structure, much lower "
-                "means the picture mixes classes that the features separate.")
+OPENED_COLOUR = OKABE_ITO[3]    # the opened image's cross (the selection and the upload: views.style)
+INTRO = ("Each point is an image, placed by its backbone's pooled features: nearby points look alike to the model. "
+         f"{glossary.link('t-SNE')} and {glossary.link('UMAP')} keep local neighbourhoods (distances between far "
+         f"clusters mean little); {glossary.link('PCA')} is linear and keeps global spread. Every image is drawn "
+         "(WebGL), none sampled.")
+QUALITY_HELP = (f"{glossary.link('Trustworthiness')} (0–1): how far the map's neighbours are also neighbours in the "
+                f"backbone's features; {glossary.link('kNN label agreement')}: the share of each image's 10 nearest "
+                "map neighbours with its label — close to the features' value means the map keeps the class "
+                "structure, much lower means the picture mixes classes that the features separate.")
 
 
 # ---------------------------------------------------------------- one backbone's maps
@@ -57,8 +69,7 @@ class Maps:
     """One backbone's 2-D maps and their quality."""
 
     coords: dict[str, np.ndarray]   # method -> float32 (N, 2)
-    quality: dict                   # projections.json "quality"
-    params: dict
+    info: ProjectionsInfo           # projections.json (typed): quality, parameters
 
     @property
     def methods(self) -> list[str]:
@@ -67,7 +78,7 @@ class Maps:
 
 def load_maps(exp: runs.Experiment, arch: str) -> Maps:
     arrays = exp.load_arrays(runs.PROJECTIONS, arch)
-    info = exp.load_json(runs.PROJECTIONS_INFO, arch)
+    info = exp.projections_info(arch) or ProjectionsInfo({})
     n = len(exp.images())
     coords = {}
     for key, value in arrays.items():
@@ -76,21 +87,21 @@ def load_maps(exp: runs.Experiment, arch: str) -> Maps:
             if value.shape != (n, 2):
                 raise runs.RunFormatError(f"{exp.path}: {arch} {key} has shape {value.shape}, expected ({n}, 2)")
             coords[key.removeprefix("coords_")] = value
-    return Maps(coords, info.get("quality") or {}, info.get("params") or {})
+    return Maps(coords, info)
 
 
 def quality_rows(maps: Maps, method: str) -> list[tuple[str, str]]:
-    """(measure, value) lines for the quality panel of one map."""
-    q = maps.quality or {}
-    m = q.get(method) or {}
+    """(measure, value) lines for the quality panel of one map; measures link to the glossary."""
+    info = maps.info
 
     def fmt(v):
         return "—" if v is None else f"{float(v):.2f}"
-    rows = [("Trustworthiness", fmt(m.get("trustworthiness"))),
-            ("kNN label agreement (map)", fmt(m.get("knn_agreement"))),
-            ("kNN label agreement (features)", fmt(q.get("features_knn_agreement")))]
-    if q.get("sample_size"):
-        rows.append(("Measured on", f"{int(q['sample_size']):,} images, k = {q.get('k', 10)}"))
+    knn = glossary.link("kNN label agreement")
+    rows = [(glossary.link("Trustworthiness"), fmt(info.trustworthiness(method))),
+            (f"{knn} (map)", fmt(info.knn_agreement(method))),
+            (f"{knn} (features)", fmt(info.features_knn_agreement))]
+    if info.sample_size:
+        rows.append(("Measured on", f"{info.sample_size:,} images, k = {info.k}"))
     return rows
 
 
@@ -245,8 +256,8 @@ def overlay_traces(coords: np.ndarray, selected=(), opened: int | None = None, u
                 marker=dict(symbol=symbol, size=sz, color=colour, line=dict(width=width, color=colour)),
                 customdata=rows[:, None].astype(np.float32), hovertemplate="row %{customdata[0]}<extra>" + name + "</extra>"))
 
-    ring(selected, f"selected ({len(selected):,})", SELECTED_COLOUR)
-    ring(neighbours, f"upload's nearest neighbours ({len(neighbours)})", NEIGHBOUR_COLOUR, "diamond-open", 2, size + 3)
+    ring(selected, f"selected ({len(selected):,})", SELECTION_COLOUR)
+    ring(neighbours, f"upload's nearest neighbours ({len(neighbours)})", UPLOAD_COLOUR, "diamond-open", 2, size + 3)
     if opened is not None:
         ring([opened], "opened image", OPENED_COLOUR, "x-thin-open", 3, size + 8)
     if upload_xy is not None:
@@ -256,13 +267,45 @@ def overlay_traces(coords: np.ndarray, selected=(), opened: int | None = None, u
     return traces
 
 
-def with_overlays(base: dict, coords: np.ndarray, selected=(), opened: int | None = None, upload=None) -> dict:
+def with_overlays(base: dict, coords: np.ndarray, selected=(), opened: int | None = None, upload=None,
+                  revision: int = 0) -> dict:
     """The cached base figure (a plotly dict, shared: not modified) plus ``overlay_traces``; ``upload``:
-    ``upload_for(...)`` of this map, or None."""
+    ``upload_for(...)`` of this map, or None; a ``revision`` > 0 makes the figure differ from the same
+    overlays at another revision (so the browser re-creates the map, dropping plotly's own selection)."""
     selected = np.asarray(selected if selected is not None else [], dtype=np.int64)
     xy, nbrs = (upload[0], upload[1]) if upload is not None else (None, ())
     overlays = overlay_traces(coords, selected, opened, xy, nbrs)
-    return {**base, "data": list(base["data"]) + [t.to_plotly_json() for t in overlays]}
+    layout = {**base["layout"], "datarevision": revision} if revision else base["layout"]
+    return {**base, "layout": layout, "data": list(base["data"]) + [t.to_plotly_json() for t in overlays]}
+
+
+def overlay_key(opened: int | None, upload) -> tuple:
+    """What a map's overlays show besides the selection rings (``upload``: ``upload_for(...)`` or None),
+    to tell whether the map must be redrawn."""
+    if upload is None:
+        return (opened, None, ())
+    xy, nbrs = upload[0], upload[1]
+    return (opened, None if xy is None else tuple(float(v) for v in xy), tuple(int(r) for r in nbrs))
+
+
+def drawn_figure(base: dict, coords: np.ndarray, rings, others: tuple, revision: int = 0) -> dict:
+    """``with_overlays`` from the selection ``rings`` and an ``overlay_key`` (what a map drew last run can
+    be drawn again, byte for byte, from these)."""
+    opened, xy, nbrs = others or (None, None, ())
+    upload = None if xy is None and not nbrs else (None if xy is None else np.asarray(xy), np.asarray(nbrs, np.int64))
+    return with_overlays(base, coords, rings, opened, upload, revision)
+
+
+def figure_dict(fig: go.Figure) -> dict:
+    """``fig.to_dict()`` with hover texts as fixed-width strings: Streamlit validates and copies the
+    figure on every run, and a 100k-element object array of strings costs ~1 s to deep-copy, a numpy
+    string array a memcpy (the JSON sent is the same)."""
+    out = fig.to_dict()
+    for trace in out["data"]:
+        text = trace.get("text")
+        if isinstance(text, np.ndarray) and text.dtype == object:
+            trace["text"] = text.astype(str)
+    return out
 
 
 # ---------------------------------------------------------------- the upload from the diagnose page
@@ -293,8 +336,10 @@ def upload_notice(upload: dict | None, archs: list[str], method: str) -> tuple[s
     parts = []
     for arch, (xy, nbrs, _, rec) in found:
         where = "placed on this map" if xy is not None else "not placed on this map"
-        ood = " — **outside the training distribution**: its neighbours may not resemble it" if rec.get("ood") else ""
+        ood = (f" — **outside the training distribution** ({glossary.link('Out-of-distribution', 'what this means')}): "
+               "its neighbours may not resemble it") if rec.get("ood") else ""
         parts.append(f"{arch_label(arch)}: {where}, {len(nbrs)} nearest neighbours ringed{ood}")
     text = (f"**{upload.get('name') or 'your upload'}** (from the diagnose page) is the magenta star; its nearest "
-            "training images are ringed with magenta diamonds. " + "; ".join(parts))
+            f"training images (by distance in {glossary.link('PCA-50 units')}) are ringed with magenta diamonds. "
+            + "; ".join(parts))
     return text, np.unique(np.concatenate([u[1] for _, u in found]))

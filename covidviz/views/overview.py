@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from covidviz.data.labels import MULTILABEL, LabelSpace, split_labels
 from covidviz.data.table import SPLITS
 from covidviz.runs.records import Analysis, ManifestInfo
+from covidviz.views import glossary
 from covidviz.views.style import (
     CHART_FONT,
     NO_FINDING,
@@ -23,8 +24,11 @@ from covidviz.views.style import (
 
 SMALL_TEST = 100  # below this many test images an AUC's 95% interval is typically wider than ±0.1
 FALLBACK_CONFOUNDING = "Not analysed yet: a quick check of the class x source table says "
+CRAMERS_V = glossary.link("Cramér's V")
 NO_CONFOUNDING = ("The analysis found no attribute (source, sex, age group, view) strongly associated with a "
-                  "class (Cramér's V below the warning level).")
+                  f"class ({CRAMERS_V} below the warning level).")
+SOURCES_NOTE = ("A class drawn mostly from one source lets a model learn the source (scanner, hospital, text markers) "
+                "instead of the disease: compare the rows before trusting the AUCs.")
 CONFIG_KEYS = (("epochs", "Epochs (max)"), ("batch_size", "Batch size"), ("lr", "Learning rate"),
                ("weight_decay", "Weight decay"), ("patience", "Early-stopping patience"),
                ("weights", "Initial weights asked for"), ("seed", "Seed"))
@@ -203,6 +207,14 @@ def n_text(ns: list) -> str:
     """"n = 120", "n = 100 / 120" or "n unknown"."""
     known = sorted({int(n) for n in ns if n is not None})
     return f"n = {known[0]}" if len(known) == 1 else ("n = " + " / ".join(map(str, known)) if known else "n unknown")
+
+
+def auc_caption(ns: list) -> str:
+    """What the test AUC table and chart show, with the statistics linked to the glossary."""
+    return (f"{glossary.link('AUC', 'Area under the ROC curve')} on the held-out test images ({n_text(ns)}): how well "
+            "the model ranks images with that class above images without it. 0.5 (dotted line) is chance, 1.0 is "
+            f"perfect; the {glossary.link('Macro average', 'macro average')} weighs every class the same. Blank: the "
+            "class is absent from the test split, so its AUC is undefined.")
 
 
 def small_test_warning(ns: list, small: int = SMALL_TEST) -> str | None:

@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from covidviz.data.labels import MULTILABEL, LabelSpace, split_labels
-from covidviz.runs.records import Analysis
+from covidviz.runs.records import Analysis, SomInfo
+from covidviz.views import glossary
+from covidviz.views.latent_selection import file_name
 from covidviz.views.style import NO_FINDING, SPLIT_LABELS, label_order
 
 LAYERS = {
@@ -26,12 +28,20 @@ LAYERS = {
     "error": "Error rate",
 }
 CLASS_LAYERS = ("density", "mean_prob")  # layers that need a chosen class (error too when multi-label)
+INTRO = (f"A self-organizing map ({glossary.link('SOM')}) lays the images' feature vectors on a grid of hexagons, "
+         "trained on the training images: similar images land on the same or nearby hexagons, so clusters of a "
+         "disease, mixed regions and outliers become visible. One map per backbone; the controls apply to all.")
+QUALITY_HELP = (f"**How to read:** {glossary.link('QE')} says how closely the nodes represent the images (lower = "
+                f"closer; compare maps of one experiment only). {glossary.link('TE')} says whether neighbourhoods are "
+                "kept: below ~10 % nearby hexagons really hold similar images, so distances on the map mean something.")
 LAYER_HELP = {
-    "umatrix": "Mean distance between a node's weights and its neighbours'. Light = similar neighbours (inside a "
-               "cluster); dark ridges = boundaries between clusters.",
-    "hits": "How many images of the chosen split(s) have this node as their best match. Grey = no images.",
+    "umatrix": f"{glossary.link('U-matrix')}: mean distance between a node's weights and its neighbours'. Light = "
+               "similar neighbours (inside a cluster); dark ridges = boundaries between clusters.",
+    "hits": f"{glossary.link('Hits')}: how many images of the chosen split(s) have this node as their best match. "
+            "Grey = no images.",
     "dominant": "Colour = the class most of the node's images carry; paler = a more mixed node "
-                "(purity = that class's share of the node's images: pale ≤ 50 %, medium ≤ 75 %, full > 75 %).",
+                f"({glossary.link('Purity', 'purity')} = that class's share of the node's images: pale ≤ 50 %, "
+                "medium ≤ 75 %, full > 75 %).",
     "density": "Where the chosen class lives: the share of all its images (chosen split) that sit on each node.",
     "mean_prob": "The model's mean predicted probability of the chosen class over each node's images.",
     "error": "Share of each node's images the model gets wrong (multi-class: top prediction ≠ label; multi-label: "
@@ -257,14 +267,42 @@ def split_text(cell) -> str:
 
 # ---------------------------------------------------------------- the map's quality and one node's panel
 
-def quality_metrics(info: dict) -> list[tuple[str, str, str | None]]:
-    """(label, value, help) of the map's quality metrics, from som.json."""
-    gx, gy = info.get("grid") or ["?", "?"]
-    return [("Quantization error", f"{info['quantization_error']:.3g}",
-             "Mean distance from a training image to its node, in the map's standardised PCA space."),
-            ("Topographic error", f"{100 * info['topographic_error']:.1f} %",
-             "Share of training images whose two best-matching nodes are not neighbours."),
-            ("Grid", f"{gx} × {gy}", None)]
+def quality_metrics(info: SomInfo) -> list[tuple[str, str, str | None]]:
+    """(label, value, help) of the map's quality metrics, from som.json (``exp.som_info(arch)``)."""
+    qe, te, grid = info.quantization_error, info.topographic_error, info.grid
+    # Short labels: a metric's label is cut with "…" when it is wider than its third of a map's column.
+    return [("QE", "—" if qe is None else f"{qe:.3g}",
+             "Quantization error: the mean distance from a training image to its node, in the map's standardised "
+             "PCA space."),
+            ("TE", "—" if te is None else f"{100 * te:.1f} %",
+             "Topographic error: the share of training images whose two best-matching nodes are not neighbours."),
+            ("Grid", "? × ?" if grid is None else f"{grid[0]} × {grid[1]}",
+             None if grid is None else f"{grid[0]} hexagons wide (columns, left to right) × {grid[1]} high "
+                                       "(rows, top to bottom).")]
+
+
+def grid_shape(hex_xy) -> tuple[int, int]:
+    """(columns, rows) of a map from its hexagon centres: rows are the distinct heights."""
+    y = np.round(np.asarray(hex_xy, np.float64)[:, 1], 3)
+    rows = len(np.unique(y))
+    return len(y) // max(rows, 1), rows
+
+
+def node_cell(node: int, grid) -> tuple[int, int]:
+    """(column, row), 1-based, of a node as the map is drawn: columns left to right, rows top to bottom.
+
+    Node = i * rows + j (``covidviz.analysis.som``); its hexagon is drawn at x ≈ i and at height
+    j * sqrt(3) / 2 on an upward y axis (``views.som_figure``), so it is in column i + 1 and in the
+    (rows - j)-th row from the top."""
+    i, j = divmod(int(node), int(grid[1]))
+    return i + 1, int(grid[1]) - j
+
+
+def node_position(node: int, grid) -> str:
+    """Where a node is in the picture, e.g. "column 14 of 15 (left to right), row 5 of 7 (top to bottom)"
+    (``grid``: (columns, rows), as som.json's ``grid`` or ``grid_shape``)."""
+    col, row = node_cell(node, grid)
+    return f"column {col} of {int(grid[0])} (left to right), row {row} of {int(grid[1])} (top to bottom)"
 
 
 def node_rows(nd: NodeData, node: int) -> np.ndarray:
@@ -275,9 +313,10 @@ def node_rows(nd: NodeData, node: int) -> np.ndarray:
 def node_metrics(arrays: dict, node: int, rows: np.ndarray, split_label: str) -> list[tuple[str, object, str | None]]:
     """(label, value, help) of a node's headline numbers; ``arrays``: som.npz (``hits``, ``umatrix``, ``qe``)."""
     qe = np.asarray(arrays["qe"], np.float64)
-    return [(f"Images ({split_label.lower()})", len(rows), None),
-            ("Training hits", int(arrays["hits"][node]), None),
-            ("U-matrix", f"{float(arrays['umatrix'][node]):.2f}", None),
+    return [("Images", len(rows), f"Images of the chosen split(s) on this node: {split_label.lower()}."),
+            ("Hits", int(arrays["hits"][node]), "Training images on this node (what the map was fitted on)."),
+            ("U-matrix", f"{float(arrays['umatrix'][node]):.2f}", "Mean distance of the node's weights to its "
+                                                                     "neighbours' (max 1): high = on a border."),
             ("Mean QE", f"{qe[rows].mean():.3g}" if len(rows) else "—",
              "Mean distance of the node's images to its weights (the map's QE is the training mean).")]
 
@@ -291,6 +330,11 @@ class NodeSummary:
     predicted: np.ndarray       # (len(rows), C) 0/1 predictions of those images
 
 
+NODE_STATS_HELP = ("**Images**: the node's images with that label (**Share** of the node's images); **Mean P**: the "
+                   "backbone's mean probability of the class over them all; **Predicted**: images it calls that class "
+                   "(**Errors**: its wrong calls of the class, multi-label).")
+
+
 def node_summary(nd: NodeData, rows: np.ndarray, thresholds: dict[str, float] | None = None) -> NodeSummary:
     """Class counts, mean probabilities and predictions of a node's images (``rows``, not empty)."""
     counts = nd.onehot[rows].sum(axis=0)
@@ -301,7 +345,7 @@ def node_summary(nd: NodeData, rows: np.ndarray, thresholds: dict[str, float] | 
     stats = pd.DataFrame({
         "Images": counts.astype(int),
         "Share": [f"{v:.0%}" for v in counts / len(rows)],
-        "Mean probability": [f"{v:.2f}" for v in nd.probs[rows].mean(axis=0)] + pad,
+        "Mean P": [f"{v:.2f}" for v in nd.probs[rows].mean(axis=0)] + pad,
         "Predicted": [str(int(v)) for v in pred.sum(axis=0)] + pad,
     }, index=pd.Index(nd.classes, name="Class"))
     if nd.labels.task == MULTILABEL:
@@ -317,7 +361,8 @@ def node_summary(nd: NodeData, rows: np.ndarray, thresholds: dict[str, float] | 
 
 def node_images_table(images: pd.DataFrame, nd: NodeData, rows: np.ndarray, pred: np.ndarray,
                       qe: np.ndarray) -> pd.DataFrame:
-    """One row per image of the node: id, split, labels, prediction, top probability, QE."""
+    """One row per image of the node: file name and split, labels, prediction, top probability, QE (five
+    narrow columns: the table fits half a 1280 px page; the full id is in the Latent space page's CSV)."""
     names = list(nd.labels.names)
     P = nd.probs[rows]
     qe = np.asarray(qe, np.float64)
@@ -328,13 +373,25 @@ def node_images_table(images: pd.DataFrame, nd: NodeData, rows: np.ndarray, pred
         predicted = [names[int(p.argmax())] for p in P]
         top = [f"{p.max():.2f}" for p in P]
     return pd.DataFrame({
-        "Image": images["image_id"].to_numpy()[rows],
-        "Split": [SPLIT_LABELS.get(s, s) for s in images["split"].to_numpy()[rows]],
+        "Image": [f"{file_name(i)} ({SPLIT_LABELS.get(s, s).lower()})"
+                  for i, s in zip(images["image_id"].to_numpy()[rows], images["split"].to_numpy()[rows])],
         "Labels": [split_text(c) for c in images["labels"].to_numpy()[rows]],
         "Predicted": predicted,
-        "Top probability": top,
+        "Top P": top,
         "QE": qe[rows].round(3),
     })
+
+
+# ``st.dataframe`` column settings of ``node_images_table`` (plain dicts, as ``st.column_config`` builds):
+# pixel widths that add up to less than half a 1280 px page with the sidebar open (~400 px), so every
+# column is in view; a longer cell shows whole on hover.
+NODE_TABLE_COLUMNS = {
+    "Image": {"width": 112, "help": "The image's file name (and its split)."},
+    "Labels": {"width": 82, "help": "Its true label(s)."},
+    "Predicted": {"width": 82, "help": "The backbone's call (multi-label: every class above its threshold)."},
+    "Top P": {"width": 54, "help": "The highest probability the backbone gave (with its class, multi-label)."},
+    "QE": {"width": 50, "help": "Quantization error: the image's distance to this node's weights."},
+}
 
 
 def gallery_captions(table: pd.DataFrame, limit: int = GALLERY_MAX) -> list[str]:
@@ -379,6 +436,7 @@ class MapUpload:
     qe: float | None            # its quantization error
     pct: float | None           # the share of training images (%) whose QE is smaller
     ood: bool
+    position: str | None = None  # where the node is in the picture (``node_position``)
 
     @property
     def has_qe(self) -> bool:
@@ -391,24 +449,27 @@ class MapUpload:
     @property
     def text(self) -> str:
         """Where it sits and how its QE compares (``has_qe`` only)."""
-        text = (f"**{self.name}** (★) sits on node {self.node}; its quantization error {self.qe:.3g} is larger "
-                f"than {self.pct_text} % of the training images'.")
+        where = f", {self.position}" if self.position else ""
+        text = (f"**{self.name}** (★) sits on node {self.node}{where}; its {glossary.link('QE', 'quantization error')} "
+                f"{self.qe:.3g} is larger than {self.pct_text} % of the training images'.")
         if self.ood:
-            text += " It is unlike the training images: treat the model's output with extra caution."
+            text += (f" It is unlike the training images ({glossary.link('Out-of-distribution', 'out of distribution')}): "
+                     "treat the model's output with extra caution.")
         return text
 
 
-def upload_on_map(upload: dict | None, arch: str) -> MapUpload | None:
+def upload_on_map(upload: dict | None, arch: str, grid=None) -> MapUpload | None:
     """The upload on ``arch``'s map, or None; ``upload``: the record already matched to this
-    experiment (``ui.upload_for(exp)``)."""
+    experiment (``ui.upload_for(exp)``); ``grid``: the map's (columns, rows), to say where its node is."""
     rec = ((upload or {}).get("backbones") or {}).get(arch)
     if not isinstance(rec, dict):
         return None
 
     def number(key, kind=float):
         return None if rec.get(key) is None else kind(rec[key])
-    return MapUpload(upload.get("name") or "uploaded image", number("som_node", int), number("som_qe"),
-                     number("som_qe_pct"), bool(rec.get("ood")))
+    node = number("som_node", int)
+    return MapUpload(upload.get("name") or "uploaded image", node, number("som_qe"), number("som_qe_pct"),
+                     bool(rec.get("ood")), node_position(node, grid) if node is not None and grid else None)
 
 
 def upload_elsewhere(upload, matched: dict | None) -> str | None:

@@ -21,17 +21,15 @@ import io
 
 import numpy as np
 
-from covidviz.views.som import LAYERS, NodeData, layer_values
-from covidviz.views.style import CHART_FONT, class_colours
+from covidviz.views.som import LAYERS, NodeData, grid_shape, layer_values, node_cell
+from covidviz.views.style import CHART_FONT, SELECTION_COLOUR, UPLOAD_COLOUR, class_colours
 
 R = 1.0 / np.sqrt(3.0)          # circumradius of a hexagon whose neighbours are 1 apart
 N_LEVELS = 24                   # colour levels of a continuous layer
 PURITY_LEVELS = (0.5, 0.75, 1.0)  # upper edges of the purity bins of the dominant-class layer
 PURITY_ALPHA = (0.3, 0.6, 1.0)    # fill opacity of those bins
 EMPTY_COLOUR = "#e6e6e6"
-SELECTED_COLOUR = "#d62728"     # the selected node's outline, and the upload's line on the QE histogram
-UPLOAD_COLOUR = "#ffb000"       # the uploaded image's node outline
-UPLOAD_STAR_COLOUR = "#ffd700"
+HALO_COLOUR = "white"           # under the selection and upload outlines, so they show on dark hexagons too
 TRAINING_COLOUR = "#9aa5b1"     # the training images' QE histogram
 
 
@@ -166,21 +164,22 @@ def som_figure(hex_xy: np.ndarray, layer: dict, layer_name: str, hover: list[str
                              marker=marker, name="nodes", showlegend=False, customdata=np.arange(len(xy)).tolist(),
                              text=hover, hovertemplate="%{text}<extra></extra>",
                              selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0))))
-    # Selected node and upload: layout shapes, drawn above the prototype mosaic (which covers traces).
+    # Selected node and upload: layout shapes, drawn above the prototype mosaic (which covers traces),
+    # each over a white halo so that it shows on the darkest hexagons too.
     for node, colour, width, dash, label in ((upload, UPLOAD_COLOUR, 4.5, "dot", "uploaded image"),
-                                            (highlight, SELECTED_COLOUR, 3.5, "solid", "selected node")):
+                                            (highlight, SELECTION_COLOUR, 3.5, "solid", "selected node")):
         if node is None or not 0 <= node < len(xy):
             continue
         v = hexagon_vertices(xy[[node]], 1.0)[0]
         path = "M " + " L ".join(f"{a:.4f},{b:.4f}" for a, b in v) + " Z"
-        fig.add_shape(type="path", path=path, xref="x", yref="y", layer="above",
-                      line=dict(color=colour, width=width, dash=dash))
+        for line in (dict(color=HALO_COLOUR, width=width + 3), dict(color=colour, width=width, dash=dash)):
+            fig.add_shape(type="path", path=path, xref="x", yref="y", layer="above", line=line)
         # A legend entry for the shape (shapes have none of their own).
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color=colour, width=width, dash=dash),
                                  name=label, showlegend=True, hoverinfo="skip"))
     if upload is not None and 0 <= upload < len(xy) and mosaic is None:
         fig.add_trace(go.Scatter(x=[float(xy[upload, 0])], y=[float(xy[upload, 1])], mode="markers",
-                                 marker=dict(symbol="star", size=18, color=UPLOAD_STAR_COLOUR,
+                                 marker=dict(symbol="star", size=18, color=UPLOAD_COLOUR,
                                              line=dict(color="black", width=1.5)),
                                  hoverinfo="skip", name="uploaded image", showlegend=False))
     x0, x1, y0, y1 = map_extent(xy)
@@ -266,21 +265,23 @@ def centres_trace_index(fig) -> int:
     return next(k for k, t in enumerate(fig.data) if t.name == "nodes")
 
 
-def hover_texts(nd: NodeData, layer: dict, layer_label: str, umatrix: np.ndarray) -> list[str]:
-    """One hover line block per node: id, images, dominant class and purity, the layer's value."""
+def hover_texts(nd: NodeData, layer: dict, layer_label: str, umatrix: np.ndarray, grid=None) -> list[str]:
+    """One hover line block per node: id (and its column and row when ``grid`` is given), images,
+    dominant class and purity, the layer's value."""
     counts = nd.counts()
     hits = nd.hits()
     dom = counts.argmax(axis=1)
     out = []
     vals = layer["values"]
     for n in range(nd.n_nodes):
+        name = f"node {n}" if grid is None else "node {} (column {}, row {})".format(n, *node_cell(n, grid))
         if hits[n] == 0:
-            out.append(f"node {n}<br>no images<br>U-matrix {umatrix[n]:.2f}")
+            out.append(f"{name}<br>no images<br>U-matrix {umatrix[n]:.2f}")
             continue
         share = counts[n, dom[n]] / hits[n]
         v = vals[n]
         vtxt = "" if layer["kind"] == "categorical" or not np.isfinite(v) else f"<br>{layer_label}: {v:.3g}"
-        out.append(f"node {n}<br>{hits[n]} images<br>{nd.classes[dom[n]]} {share:.0%}{vtxt}")
+        out.append(f"{name}<br>{hits[n]} images<br>{nd.classes[dom[n]]} {share:.0%}{vtxt}")
     return out
 
 
@@ -291,7 +292,7 @@ def backbone_figure(arrays: dict, nd: NodeData, layer: str, cls: int = 0, thresh
     """One backbone's map as the page shows it: ``layer`` (a key of ``LAYERS``) over the SOM's
     ``arrays`` (som.npz: ``hex_xy``, ``umatrix``), hover text per node, sized to fit ``width`` px."""
     values = layer_values(nd, layer, cls, umatrix=arrays["umatrix"], thresholds=thresholds)
-    hover = hover_texts(nd, values, LAYERS[layer].split(" (")[0], arrays["umatrix"])
+    hover = hover_texts(nd, values, LAYERS[layer].split(" (")[0], arrays["umatrix"], grid_shape(arrays["hex_xy"]))
     return som_figure(arrays["hex_xy"], values, layer, hover, nd.classes, highlight=highlight, upload=upload,
                       mosaic=mosaic, height=map_height(arrays["hex_xy"], width))
 
@@ -325,7 +326,7 @@ def qe_histogram(train_qe: np.ndarray, qe: float, label: str):
     fig = go.Figure(go.Histogram(x=np.asarray(train_qe, np.float64), nbinsx=40, marker_color=TRAINING_COLOUR,
                                  name="training images",
                                  hovertemplate="QE %{x}<br>%{y} training images<extra></extra>"))
-    fig.add_vline(x=float(qe), line_color=SELECTED_COLOUR, line_width=3, annotation_text=label,
+    fig.add_vline(x=float(qe), line_color=UPLOAD_COLOUR, line_width=3, annotation_text=label,
                   annotation_position="top right")
     fig.update_layout(height=220, font=CHART_FONT, margin=dict(t=30, b=10, l=10, r=10), bargap=0.05,
                       xaxis_title="Quantization error (distance to best node)", yaxis_title="Training images",

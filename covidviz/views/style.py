@@ -29,6 +29,11 @@ NO_FINDING_COLOUR = "#8c8c8c"
 MISSING_COLOUR = "#BBBBBB"
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")  # a second cue besides colour
 SYMBOLS = ("circle", "diamond", "square", "triangle-up", "x", "star")
+# The two highlights every map shares (Latent space rings, SOM outlines, QE histogram line): "the
+# selection" (what you picked on the page) and "your upload" (the Diagnose page's image). Neither is
+# among the first 15 class colours, so a highlight does not read as a class.
+SELECTION_COLOUR = "#000000"        # black (drawn over a white halo where the background can be dark)
+UPLOAD_COLOUR = "#FF00FF"           # magenta: the upload's star, its node and its nearest neighbours
 
 ARCH_LABELS = {"densenet121": "DenseNet121", "resnet50": "ResNet50", "tinycnn": "Tiny CNN (test model)"}
 SPLIT_LABELS = {"train": "Train", "val": "Validation", "test": "Test"}
@@ -106,3 +111,28 @@ def analyse_command(exp_path, repo) -> str:
     except ValueError:
         shown = path
     return f"python train.py analyze {shown}"
+
+
+# ``st.table`` shows every column and wraps cells at spaces, but a word cannot break: a table whose
+# longest words add up to more than its column's width scrolls sideways (hiding columns). These size
+# side-by-side tables for the narrowest window the app is laid out for.
+MAIN_WIDTH = 820        # px of the main column of a 1280 px window, sidebar open, wide layout
+CHAR_PX, CELL_PAD_PX, COLUMN_GAP_PX = 8, 16, 16   # generous: 14 px text is ~7 px a character
+
+
+def min_table_width(frame) -> int:
+    """The narrowest width (px) at which ``st.table`` shows ``frame`` without a sideways scroll: per column
+    (the index included) its longest unbreakable word, plus the cell padding."""
+    columns = [[str(frame.index.name or "")] + [str(v) for v in frame.index]]
+    columns += [[str(c)] + [str(v) for v in frame.iloc[:, k]] for k, c in enumerate(frame.columns)]
+    return sum(CELL_PAD_PX + CHAR_PX * max((len(w) for cell in col for w in cell.split()), default=1) for col in columns)
+
+
+def tables_per_row(frames, width: int = MAIN_WIDTH) -> int:
+    """How many of ``frames`` (None: a place without a table) fit side by side in ``width`` px (at least
+    1, at most all of them)."""
+    tables = [f for f in frames if f is not None]
+    if not tables:
+        return max(1, len(frames))
+    need = max(min_table_width(f) for f in tables) + COLUMN_GAP_PX
+    return max(1, min(len(frames), width // need))

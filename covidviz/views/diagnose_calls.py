@@ -1,0 +1,236 @@
+"""What the Diagnose page says about each backbone's calls, Streamlit-free.
+
+- the headline: the most likely class with its calibrated probability (multi-class), or the findings
+  above their threshold (multi-label);
+- one table per backbone on ONE score, the calibrated probability the page shows, with each class's
+  threshold put on that same scale (``covidviz.inference.calibrated_threshold``), so a call is
+  "Positive" exactly when the probability shown reaches the threshold shown;
+- the sentence that says why the screening calls differ from the headline when they do ("COVID-19 is
+  the most likely class (0.43) but below its rule-in threshold ..."), for the operating point chosen;
+- what that operating point meant on the test images: sensitivity, specificity and PPV / NPV at the
+  test prevalence or at the one the user sets (Bayes' rule, ``analysis.thresholds.ppv_npv_at_prevalence``).
+
+A call here is the ``dict`` of ``covidviz.inference.Predictor.calls``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from covidviz.analysis.thresholds import ppv_npv_at_prevalence
+from covidviz.data.labels import MULTILABEL
+from covidviz.runs.records import POINTS, Rate
+from covidviz.views import glossary
+from covidviz.views.style import OPERATING_POINTS
+
+POINT_WORDS = {"youden": "balanced", "high_sensitivity": "rule-out", "high_specificity": "rule-in"}
+POINT_REASONS = {  # why a threshold sits where it does, said when a call differs from the headline
+    "youden": "the balanced threshold is the cut-off where sensitivity + specificity peaked on the validation images",
+    "high_sensitivity": "a rule-out threshold is set low, so that few images with the class are missed",
+    "high_specificity": "a rule-in threshold is set high, so that few images without the class are flagged",
+}
+PREVALENCE_RANGE = (0.1, 99.9)   # percent, the prevalence input's range
+RATE_COLUMNS = {"sensitivity": "Sensitivity", "specificity": "Specificity", "ppv": "PPV", "npv": "NPV"}
+
+SCREENING_TITLE = "Screening at the chosen operating point"
+POINT_HELP = ("Which validation-chosen threshold each class is screened at: balanced (Youden's J), rule-out "
+              "(sensitivity ≥ 95 % on validation) or rule-in (specificity ≥ 95 %). The headline, the most likely "
+              "class, does not depend on it.")
+PREVALENCE_HELP = ("How common the class is where you work. PPV and NPV depend on it; the test set's own share is "
+                   "the starting value.")
+CALLS_HELP = {
+    "Probability": "Calibrated probability (temperature scaling fitted on validation): the number the call is made on.",
+    "Threshold": ("The operating point's threshold, chosen on validation on the model's raw score and put on the "
+                  "calibrated scale of the Probability column (for a multi-class model, at this image's mix of the "
+                  "other classes). Positive = Probability ≥ Threshold."),
+}
+CALLS_NOTE = (f"Positive = calibrated probability ≥ threshold, both on the same scale: the "
+              f"{glossary.link('Operating point', 'operating point')}'s threshold was chosen on validation on the "
+              f"model's raw score and is mapped through the same {glossary.link('Temperature scaling')}, so "
+              "each call is the validated rule. Each class is screened on its own (one against the "
+              "rest), so more than one class, or none, can be positive.")
+RATES_NOTE = (f"On the held-out test images: {glossary.link('Sensitivity')} and {glossary.link('Specificity')} with "
+              f"their 95 % interval and denominator. {glossary.link('PPV')} and {glossary.link('NPV')} hold at the "
+              f"{glossary.link('Prevalence', 'prevalence')} shown: the test set's own (measured, with interval) or "
+              "the one you set (Bayes' rule from the test sensitivity and specificity, no interval).")
+
+
+def point_label(point: str) -> str:
+    """"Balanced (Youden's J)", ... (``style.OPERATING_POINTS``)."""
+    return OPERATING_POINTS.get(point, point)
+
+
+def point_options() -> list[str]:
+    return [p for p in POINTS if p in OPERATING_POINTS]
+
+
+def calls_at(predictor, diag, point: str) -> dict[str, list[dict]]:
+    """Backbone -> its calls at ``point`` (from the prediction already made: no model runs)."""
+    return {arch: predictor.calls(b, point) for arch, b in diag.backbones.items()}
+
+
+def has_thresholds(calls: list[dict]) -> bool:
+    return any(c["positive"] is not None for c in calls)
+
+
+def call_text(positive: bool | None) -> str:
+    return "—" if positive is None else ("Positive" if positive else "Negative")
+
+
+def _reads_right(c: dict, d: int) -> bool:
+    """Whether a call reads right with ``d`` decimals: the printed probability above the printed threshold
+    when Positive (or both exactly equal), below it when Negative; no threshold: nothing to read."""
+    if c["threshold"] is None or c["positive"] is None:
+        return True
+    p, t = round(c["prob"], d), round(c["threshold"], d)
+    return (p > t or c["prob"] == c["threshold"]) if c["positive"] else p < t
+
+
+def decimals(calls: list[dict], least: int = 3, most: int = 6) -> int:
+    """How many decimals the calls need so that no call contradicts the numbers as printed: the fewest
+    (from ``least``) at which every call ``_reads_right`` (0.3301 vs 0.3304, Negative, would both print
+    as 0.330 with 3)."""
+    return next((d for d in range(least, most + 1) if all(_reads_right(c, d) for c in calls)), most)
+
+
+def _pair(c: dict, least: int = 2) -> tuple[str, str]:
+    """A call's probability and threshold printed with enough decimals to read like the call."""
+    d = decimals([c], least)
+    return f"{c['prob']:.{d}f}", f"{c['threshold']:.{d}f}"
+
+
+def calls_table(calls: list[dict]) -> pd.DataFrame:
+    """Per class: the calibrated probability, the threshold on that scale, and the call (one score column)."""
+    return pd.DataFrame([{"Class": c["class"], "Probability": c["prob"],
+                          "Threshold": math.nan if c["threshold"] is None else c["threshold"],
+                          "Call": call_text(c["positive"])} for c in calls])
+
+
+def headline(calls: list[dict], top: int, task: str) -> str:
+    """Markdown: the most likely class and its calibrated probability (multi-class); the findings above
+    their threshold, or the highest one (multi-label)."""
+    if task != MULTILABEL:
+        c = calls[top]
+        return f"Most likely: **{c['class']}** (probability {c['prob']:.2f})"
+    ranked = sorted(calls, key=lambda c: -c["prob"])
+    called = [c for c in ranked if c["positive"]]
+    if called:
+        return "Findings above their threshold: " + ", ".join(f"**{c['class']}** ({c['prob']:.2f})" for c in called)
+    best = ranked[0]
+    prefix = "No finding above its threshold; the highest is" if has_thresholds(calls) else "Highest probability:"
+    return f"{prefix} **{best['class']}** ({best['prob']:.2f})"
+
+
+def contradicts(calls: list[dict], top: int, task: str) -> bool:
+    """Whether the screening calls tell another story than the headline (multi-class only): the most
+    likely class not called positive, or another class called positive."""
+    if task == MULTILABEL or not has_thresholds(calls):
+        return False
+    return calls[top]["positive"] is False or any(c["positive"] for j, c in enumerate(calls) if j != top)
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def screening_sentence(calls: list[dict], top: int, task: str, point: str) -> str | None:
+    """The sentence under the headline: which classes this operating point flags and, whenever that
+    differs from the headline, why (None when nothing can be said: no thresholds)."""
+    if not has_thresholds(calls):
+        return None
+    word, reason = POINT_WORDS.get(point, point), POINT_REASONS.get(point, "")
+    if task == MULTILABEL:
+        flagged = sum(bool(c["positive"]) for c in calls)
+        return (f"Each finding is screened on its own against its {word} threshold: {flagged} of {len(calls)} "
+                "are above it.")
+    best, others = calls[top], [c for j, c in enumerate(calls) if j != top and c["positive"]]
+    parts = []
+    if best["positive"] is None:
+        parts.append(f"{best['class']} is the most likely class ({best['prob']:.2f}) but has no {word} threshold "
+                     "(the validation images did not allow one), so this screen cannot call it.")
+    elif not best["positive"]:
+        p, t = _pair(best)
+        parts.append(f"{best['class']} is the most likely class ({p}) but below its {word} threshold ({t}), so this "
+                     f"screen does not flag it: {reason}, and being the most likely class does not mean reaching it.")
+    elif others:
+        p, t = _pair(best)
+        parts.append(f"{best['class']} is the most likely class ({p}) and above its {word} threshold ({t}).")
+    else:
+        p, t = _pair(best)
+        return f"{best['class']} is the most likely class ({p}) and the only one above its {word} threshold ({t})."
+    if others:
+        named = _and([f"{c['class']} ({', threshold '.join(_pair(c))})" for c in others])
+        its = "its" if len(others) == 1 else "their"
+        why = "" if best["positive"] is False else f" ({reason})"  # the reason is said once
+        parts.append(f"{named} {'is' if len(others) == 1 else 'are'} above {its} {word} threshold although less "
+                     f"likely: each class is screened on its own against the rest, with its own threshold{why}, so a "
+                     "less likely class can still be flagged.")
+    elif not best["positive"]:
+        parts.append("No class is flagged at this operating point.")
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------------- what the point meant on test
+
+def prevalence_on_test(calls: dict[str, list[dict]], cls: str) -> float | None:
+    """The test share of ``cls`` (the same test images for every backbone: the first one known)."""
+    for rows in calls.values():
+        for c in rows:
+            if c["class"] == cls and c.get("test_prevalence") is not None:
+                return c["test_prevalence"]
+    return None
+
+
+def default_prevalence_percent(prevalence: float | None) -> float:
+    """The prevalence input's start: the test share in percent within ``PREVALENCE_RANGE`` (10 % when unknown)."""
+    lo, hi = PREVALENCE_RANGE
+    return 10.0 if prevalence is None else round(max(lo, min(hi, 100 * prevalence)), 1)
+
+
+def chosen_prevalence(cls: str, percent: float | None, default_percent: float) -> dict[str, float]:
+    """``{cls: share}`` when the user moved the prevalence away from the test's, else ``{}`` (the test's holds)."""
+    if percent is None or abs(percent - default_percent) < 1e-9:
+        return {}
+    return {cls: percent / 100}
+
+
+def rates_heading(point: str) -> str:
+    return f"What the {POINT_WORDS.get(point, point)} operating point meant on the test images"
+
+
+def rate_text(rate: Rate | None) -> str:
+    """"0.83 (0.70–0.91), n=40", or "—" when undefined."""
+    if rate is None or rate.value is None:
+        return "—"
+    ci = f" ({rate.ci_low:.2f}–{rate.ci_high:.2f})" if rate.ci_low is not None and rate.ci_high is not None else ""
+    return f"{rate.value:.2f}{ci}, n={rate.n}"
+
+
+def _share(v: float | None) -> str:
+    return "—" if v is None or not math.isfinite(v) else f"{v:.2f}"
+
+
+def rates_table(calls: list[dict], chosen: dict[str, float] | None = None) -> pd.DataFrame:
+    """One backbone's table, a row per class: the prevalence its PPV/NPV hold at (the test's, or
+    ``chosen``'s), and the test sensitivity, specificity, PPV and NPV of the operating point's threshold.
+    One table per backbone (no "Backbone" column) so that it fits the page's width."""
+    chosen = chosen or {}
+    rows = []
+    for c in calls:
+        test = c["test"]
+        row = {"Class": c["class"]}
+        if c["class"] in chosen:
+            prev = chosen[c["class"]]
+            at = ppv_npv_at_prevalence(test["sensitivity"].value, test["specificity"].value, prev)
+            row["Prevalence"] = f"{prev:.1%} (yours)"
+            ppv, npv = _share(at["ppv"]), _share(at["npv"])
+        else:
+            prev = c.get("test_prevalence")
+            row["Prevalence"] = "—" if prev is None else f"{prev:.1%} (test)"
+            ppv, npv = rate_text(test["ppv"]), rate_text(test["npv"])
+        row.update({"Sensitivity": rate_text(test["sensitivity"]), "Specificity": rate_text(test["specificity"]),
+                    "PPV": ppv, "NPV": npv})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["Class", "Prevalence", "Sensitivity", "Specificity", "PPV", "NPV"])
