@@ -18,10 +18,11 @@ hook on ``model.pool``, as ``Predictor`` does). Per image and backbone: temperat
 probabilities, the top class, and the calls at the validation-chosen operating point (Youden's J by
 default; the raw probability against the threshold, as ``Predictor`` does).
 
-Out-of-distribution: ``ood_fn(gray, {arch: features}) -> (ood, reason)`` is called once per image
-(``ood`` None: not checked). The default, ``nearest_neighbour_ood``, is ``Predictor``'s per-backbone rule
-(farther from the nearest training image in feature space than ``inference.OOD_PERCENTILE`` % of the
-training images); pass ``covidviz.ood``'s verdict here once it exists.
+Out-of-distribution: ``ood_fn(gray, {arch: features}, info) -> (ood, reason)`` is called once per image
+(``ood`` None: not checked). The default, ``verdict_ood``, is the Diagnose page's one verdict
+(``Predictor.verdict``: the input gate on the decoded film and its colour statistics, and the
+experiment's fitted feature-space detector over every backbone), so a file gets the same verdict in a
+batch as on its own.
 
 ``contact_sheet`` draws a selection of scored rows as a PNG: per image the film and each backbone's
 overlay, with the name and each backbone's top class.
@@ -60,7 +61,7 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".
 ZIP_SUFFIXES = frozenset({".zip"})
 DEFAULT_POINT = "youden"
 
-OodFn = Callable[[np.ndarray, dict], tuple]
+OodFn = Callable[[np.ndarray, dict, dict], tuple]
 
 
 # ---------------------------------------------------------------- inputs
@@ -266,6 +267,25 @@ def sources_from_bytes(files: Iterable[tuple[str, bytes]], **zip_limits) -> Inpu
 
 # ---------------------------------------------------------------- out-of-distribution (the default rule)
 
+def verdict_ood(predictor) -> OodFn:
+    """The Diagnose page's verdict as an ``ood_fn``: ``Predictor.verdict`` from the film, its decoder
+    statistics and every backbone's features (``(None, why)`` when nothing could be checked)."""
+    from covidviz.inference import BackboneResult
+
+    if not predictor.ood_detector.available:  # analysed before covidviz.ood: the per-backbone distance rule
+        return nearest_neighbour_ood(predictor)
+
+    def ood(gray: np.ndarray, features: dict, info: dict | None = None) -> tuple[bool | None, str]:
+        results = {a: BackboneResult(a, np.zeros(0), np.zeros(0), np.zeros(0), np.asarray(f), 0, [], {})
+                   for a, f in features.items()}
+        v = predictor.verdict(gray, results, info)
+        if not v.checked and not v.is_ood:
+            return None, " ".join(v.reasons)
+        return v.is_ood, " ".join(v.reasons) if v.is_ood else ""
+
+    return ood
+
+
 def nearest_neighbour_ood(predictor, percentile: float = OOD_PERCENTILE) -> OodFn:
     """``Predictor``'s per-backbone rule as an ``ood_fn``: an image is out of distribution when, for any
     backbone, its distance to the nearest training image (standardised PCA-50 feature space) is larger
@@ -284,7 +304,7 @@ def nearest_neighbour_ood(predictor, percentile: float = OOD_PERCENTILE) -> OodF
         placer = MapPlacer.from_arrays({k[len("placer_"):]: v for k, v in arrays.items() if k.startswith("placer_")})
         refs[arch] = (placer, np.sort(np.asarray(arrays["train_nn_dist_sorted"], np.float64)))
 
-    def ood(gray: np.ndarray, features: dict) -> tuple[bool | None, str]:
+    def ood(gray: np.ndarray, features: dict, info: dict | None = None) -> tuple[bool | None, str]:
         if not refs:
             return None, "not checked: the experiment has no feature-space reference (run train.py analyze)"
         reasons = []
@@ -336,7 +356,7 @@ class BatchResult:
 class BatchPredictor:
     """Scores decoded images ``batch_size`` at a time through every backbone of a ``Predictor``.
 
-    ``ood_fn``: ``(gray, {arch: features}) -> (bool | None, reason)``; default ``nearest_neighbour_ood``.
+    ``ood_fn``: ``(gray, {arch: features}, info) -> (bool | None, reason)``; default ``verdict_ood``.
     ``point``: the operating point of the calls (``runs.records.POINTS``: ``youden``, ``high_sensitivity``,
     ``high_specificity``), chosen on validation; a call is the raw probability >= its threshold.
     ``keep_features``: keep each image's pooled features on its row (memory: 4 KiB per 1024-d backbone).
@@ -358,7 +378,7 @@ class BatchPredictor:
         self.task = predictor.task
         self.point = point
         self.keep_features = keep_features
-        self.ood_fn = ood_fn if ood_fn is not None else nearest_neighbour_ood(predictor)
+        self.ood_fn = ood_fn if ood_fn is not None else verdict_ood(predictor)
         self._temps = {a: predictor.temperature(a) for a in self.archs}
         self._thresholds = {}
         for a in self.archs:
@@ -400,7 +420,8 @@ class BatchPredictor:
             row = ScoredImage(name, pixels[i].copy(), backbones, info=dict(infos[i]) if infos else {})
             if self.ood_fn is not None:
                 try:
-                    verdict, reason = self.ood_fn(gray, {a: per_arch[a][2][i] for a in per_arch})
+                    verdict, reason = self.ood_fn(gray, {a: per_arch[a][2][i] for a in per_arch},
+                                                  dict(infos[i]) if infos else {})
                     row.ood, row.ood_reason = (None if verdict is None else bool(verdict)), str(reason or "")
                 except Exception as exc:  # a broken check must not lose the scores
                     log.warning("OOD check failed on %s: %s", name, exc)

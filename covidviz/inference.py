@@ -27,13 +27,15 @@ latent-space and SOM pages to mark the upload)::
             "som_node": int,                 # best-matching SOM node (flat index into som.npz weights)
             "som_qe": float,                 # quantisation error (distance to that node)
             "som_qe_pct": float,             # percentile of that QE among the training images' QEs
-            "ood": bool}}}                   # True when unlike the training images (see OOD_PERCENTILE)
+            "ood": bool}},                   # the image's one verdict (the same for every backbone)
+        "verdict": dict}             # OodVerdict.to_json(): status, reasons, score, cut-off
 
 Backbones whose analysis artefacts are missing get empty coords/neighbours and None for the SOM keys.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -46,10 +48,15 @@ from covidviz.analysis.calibration import apply_temperature
 from covidviz.analysis.projection import MapPlacer
 from covidviz.analysis.som import som_place
 from covidviz.cam import METHODS, CamResult, compute_cams, model_lock
-from covidviz.models import probabilities
+from covidviz.models import FINAL_LAYER, probabilities
+from covidviz.ood.detector import OodDetector, OodVerdict
+from covidviz.ood.gate import check_image
 from covidviz.runs.records import OperatingPoint, Rate
 
-OOD_PERCENTILE = 99.0         # warn when the upload is farther from the training images than 99 % of them
+# Experiments analysed before covidviz.ood existed have no fitted detector: their verdict falls back to the
+# nearest-training-image and SOM distances, flagged above this percentile of the training images' own.
+OOD_PERCENTILE = 99.0
+log = logging.getLogger(__name__)
 K_SIMILAR = 8
 FIXED_SCALE_IMAGES = 16
 TEST_RATES = ("sensitivity", "specificity", "ppv", "npv")  # what a call's threshold achieved on test
@@ -84,10 +91,11 @@ class Diagnosis:
     experiment: str
     pixels: np.ndarray             # (S, S) uint8: exactly what the models saw
     backbones: dict[str, BackboneResult]
+    verdict: OodVerdict | None = None  # the image's one out-of-distribution verdict (Predictor.verdict)
 
     @property
     def ood(self) -> bool:
-        return any(b.ood for b in self.backbones.values())
+        return self.verdict.is_ood if self.verdict is not None else any(b.ood for b in self.backbones.values())
 
     def session_record(self) -> dict:
         """The ``st.session_state["upload"]`` contract of the module docstring (plain JSON types)."""
@@ -98,8 +106,9 @@ class Diagnosis:
                    "som_node": None if b.som_node is None else int(b.som_node),
                    "som_qe": None if b.som_qe is None else float(b.som_qe),
                    "som_qe_pct": None if b.som_qe_pct is None else float(b.som_qe_pct),
-                   "ood": bool(b.ood)}
-            for arch, b in self.backbones.items()}}
+                   "ood": bool(self.ood)}
+            for arch, b in self.backbones.items()},
+            "verdict": None if self.verdict is None else self.verdict.to_json()}
 
 
 def calibrated_threshold(raw_probs, j: int, threshold: float | None, temperature, task: str) -> float | None:
@@ -128,6 +137,15 @@ def calibrated_threshold(raw_probs, j: int, threshold: float | None, temperature
     return float(apply_temperature(q, temperature, task)[j])
 
 
+def _detector(exp: runs.Experiment) -> OodDetector:
+    """The experiment's fitted detector; an unavailable one (gate only) when it has none or it is unreadable."""
+    try:
+        return OodDetector.from_experiment(exp)
+    except Exception as exc:  # noqa: BLE001 - a broken ood.npz must not stop predictions: say so, fall back
+        log.warning("out-of-distribution detector of %s unreadable (%s); using the fallback checks", exp.path, exc)
+        return OodDetector.unavailable(str(exp.path))
+
+
 def _percentile(sorted_ref: np.ndarray, value: float) -> float:
     return float(100.0 * np.searchsorted(sorted_ref, value, side="right") / max(len(sorted_ref), 1))
 
@@ -144,6 +162,7 @@ class Predictor:
         self.archs = list(exp.backbones)
         self.models = {a: (models or {}).get(a) or exp.load_model(a) for a in self.archs}
         self.analysis = exp.analysis()
+        self.ood_detector = _detector(exp)
         self._placers: dict = {}
         self._nn_sorted: dict = {}
         self._soms: dict = {}
@@ -240,12 +259,35 @@ class Predictor:
         return cams, feats[0]
 
     def heatmaps(self, pixels: np.ndarray, arch: str, class_idx: int | None = None,
-                 methods=METHODS) -> dict[str, CamResult]:
-        """CAM maps of one backbone for ``class_idx`` (None: its top class)."""
-        return self._forward(arch, pixels, class_idx, tuple(methods))[0]
+                 methods=METHODS, layer: str | None = None) -> dict[str, CamResult]:
+        """CAM maps of one backbone for ``class_idx`` (None: its top class) at ``layer`` (a name from
+        ``models.layer_names``; None: the last block, which the head pools)."""
+        if layer in (None, FINAL_LAYER):
+            return self._forward(arch, pixels, class_idx, tuple(methods))[0]
+        return compute_cams(self.models[arch], self.prep.to_tensor(pixels), class_idx, tuple(methods), layer=layer)
+
+    def verdict(self, image, results: dict[str, BackboneResult], info: dict | None = None) -> OodVerdict:
+        """ONE out-of-distribution verdict from the input gate (``image``: the ``DecodedImage`` of an
+        upload, whose colour statistics the gate reads, or the gray film) and every backbone's features.
+        Without a fitted detector (analysed before it existed): the gate and the older per-backbone
+        distance checks, merged into one verdict all the same. ``info``: ``DecodedImage.info`` of a gray
+        ``image`` (its colour statistics)."""
+        if self.ood_detector.available:
+            return self.ood_detector.verdict(image, {a: r.features for a, r in results.items()}, info)
+        gate = check_image(image, info)
+        reasons = [] if gate.passed else [gate.summary]
+        legacy = [f"{a}: " + "; ".join(r.ood_reasons) for a, r in results.items() if r.ood_reasons]
+        checked = any(r.nn_pct is not None or r.som_qe_pct is not None for r in results.values())
+        if not checked:
+            reasons.append("No feature-space check: this experiment has no stored analysis to compare with.")
+        return OodVerdict(is_ood=bool(legacy) or not gate.passed, reasons=reasons + legacy, score=None,
+                          percentile=max((r.nn_pct or 0.0 for r in results.values()), default=None),
+                          gate=gate, checked=checked, false_alarm_rate=1 - OOD_PERCENTILE / 100, detector="legacy")
 
     def predict(self, gray: np.ndarray, name: str = "image", methods=("cam",), point: str = "youden",
-                archs=None) -> Diagnosis:
+                archs=None, image=None) -> Diagnosis:
+        """What every backbone (or those in ``archs``) says about ``gray``. ``image``: the upload's
+        ``DecodedImage`` for the OOD gate's colour checks (default: ``gray`` itself)."""
         pixels = self.model_input(gray)
         out = {}
         for arch in archs or self.archs:
@@ -261,7 +303,10 @@ class Predictor:
             self._place(arch, feats, res)
             res.seconds = time.perf_counter() - t0
             out[arch] = res
-        return Diagnosis(name=name, experiment=self.exp.name, pixels=pixels, backbones=out)
+        verdict = self.verdict(gray if image is None else image, out)
+        for res in out.values():  # one verdict for every backbone: pages never show them disagreeing
+            res.ood = verdict.is_ood
+        return Diagnosis(name=name, experiment=self.exp.name, pixels=pixels, backbones=out, verdict=verdict)
 
     def _place(self, arch: str, feats: np.ndarray, res: BackboneResult) -> None:
         placer = self._placers.get(arch)
@@ -285,21 +330,20 @@ class Predictor:
                 res.ood_reasons.append(
                     f"its SOM quantisation error ({res.som_qe:.2f}) is larger than for {res.som_qe_pct:.1f} % "
                     "of the training images")
-        res.ood = bool(res.ood_reasons)
 
     # ------------------------------------------------------------------ heat-map scale
 
-    def fixed_scale(self, arch: str, method: str) -> float:
+    def fixed_scale(self, arch: str, method: str, layer: str | None = None) -> float:
         """A per-(backbone, method) reference for the "fixed scale" display: the median over up to 16
         training images (their originals when readable, else their thumbnails) of each image's
         top-class map maximum. Raw maps divided by it are comparable between uploads; values above the
-        reference saturate. Computed once per Predictor."""
-        key = (arch, method)
+        reference saturate. Computed once per Predictor and layer."""
+        key = (arch, method, layer or FINAL_LAYER)
         with self._lock:
             if key in self._fixed:
                 return self._fixed[key]
         batch = self._reference_pixels()
-        cams = self.heatmaps(batch, arch, None, (method,)) if len(batch) else {}
+        cams = self.heatmaps(batch, arch, None, (method,), layer) if len(batch) else {}
         peaks = cams[method].raw.reshape(len(batch), -1).max(1) if cams else np.array([1.0])
         scale = float(np.median(peaks)) if np.median(peaks) > 0 else 1.0
         with self._lock:

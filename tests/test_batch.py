@@ -109,7 +109,7 @@ def test_batch_scores_equal_predictor(predictor, films):
 def test_ood_seam_is_called_with_features(predictor, films):
     seen = []
 
-    def ood_fn(gray, features):
+    def ood_fn(gray, features, info=None):
         seen.append((gray.shape, {a: f.shape for a, f in features.items()}))
         return gray.shape[0] > 70, "tall" if gray.shape[0] > 70 else ""
 
@@ -132,7 +132,7 @@ def test_one_lock_hold_and_one_forward_per_batch(predictor, films, monkeypatch):
         return real(model, x, *args, **kwargs)
 
     monkeypatch.setattr(inference, "compute_cams", counting)
-    batch.BatchPredictor(predictor, batch_size=4, ood_fn=lambda g, f: (False, "")).run(
+    batch.BatchPredictor(predictor, batch_size=4, ood_fn=lambda g, f, i=None: (False, "")).run(
         [batch.Source(n, (lambda g=g: png_bytes(g))) for n, g in films])
     assert calls == [4, 4, 3, 3]  # per batch, one pass per backbone
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from covidviz import inference, runs
 from covidviz.analysis.calibration import apply_temperature
-from covidviz.cam import METHODS, OVERLAY_ALPHA
+from covidviz.cam import METHODS, OVERLAY_ALPHA, describe_grid
 from covidviz.data.imageio import decode_bytes, decode_upload, read_image
 from covidviz.runs.records import POINTS, Analysis, Rate
 from covidviz.ui.state import scoped
@@ -123,12 +123,16 @@ def test_similar_cases_are_training_images_and_ood_flags_non_xrays(exp, predicto
         assert list(b.distances) == sorted(b.distances)
         assert not b.ood and b.nn_pct < 50
         assert set(b.coords) == {"pca", "tsne"} and b.som_node is not None
-    assert diagnose_view.ood_message(d) is None
+    # one verdict for the image, from the fitted detector over both backbones' features
+    assert d.verdict.checked and d.verdict.status == "in-distribution" and not d.ood
+    assert diagnose_view.ood_message(d) is None and "looks like the training images" in diagnose_view.verdict_caption(d)
     for fake in (np.full((64, 64), 255, np.uint8), (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)):
         d = predictor.predict(fake, "photo.png")
-        assert d.ood and all(b.ood and b.nn_pct > 99 and b.som_qe_pct > 99 for b in d.backbones.values())
+        assert d.ood and d.verdict.is_ood and all(b.ood for b in d.backbones.values())  # never disagreeing
+        assert d.verdict.gate is not None and not d.verdict.gate.passed  # not a radiograph at all
         msg = diagnose_view.ood_message(d)
-        assert "99th percentile" in msg and "SOM" in msg and "nearest training image" in msg
+        assert "unlike the images the models were trained on" in msg and "withheld" in msg
+        assert diagnose_view.verdict_caption(d) is None
 
 
 def test_session_record_follows_the_contract(exp, predictor):
@@ -137,6 +141,7 @@ def test_session_record_follows_the_contract(exp, predictor):
     assert rec["name"] == "x.png" and rec["experiment"] == exp.name and set(rec["backbones"]) == set(exp.backbones)
     for arch, b in rec["backbones"].items():
         assert set(b) == {"probs", "coords", "neighbors", "distances", "som_node", "som_qe", "som_qe_pct", "ood"}
+        assert b["ood"] == rec["verdict"]["is_ood"]
         assert len(b["probs"]) == exp.labels.num_classes and all(len(xy) == 2 for xy in b["coords"].values())
         assert b["neighbors"] == d.backbones[arch].neighbors and isinstance(b["som_node"], int)
 
@@ -245,7 +250,8 @@ def _upload(at, name, data):
 def test_page_png_upload_shows_everything(page, exp):
     at = _upload(page, "chest.png", _png(np.asarray(exp.thumbnails()[_rows(exp, "test")[1]])))
     assert [s.value for s in at.subheader] == ["What the models see", "Predictions", "Where the models look",
-                                               "Similar training images", "Where it falls on the maps", "Case report"]
+                                               "Test this explanation", "Similar training images",
+                                               "Where it falls on the maps", "Case report"]
     assert at.title[0].value == f"Diagnose: {exp.name}"
     rec = at.session_state["upload"]
     assert rec["name"] == "chest.png" and set(rec["backbones"]) == set(exp.backbones)
@@ -254,12 +260,19 @@ def test_page_png_upload_shows_everything(page, exp):
     assert not at.status  # the busy state at the top was replaced by the results
     assert sum(m.value.startswith("Most likely: **") for m in at.markdown) == 2  # one headline per backbone
     _calls_read_right(at, 2)
+    captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
+    grids = {f" · {describe_grid(exp.record(a).cam_grid, exp.preprocessing.image_size)}" for a in exp.backbones}
+    assert sum(c.startswith("CAM (class activation map) for ") and any(c.endswith(g) for g in grids)
+               for c in captions) == 2, captions  # each map says its true resolution
+    # Grad-CAM equals CAM on the last block: offered only on an earlier one
+    assert "gradcam" not in at.selectbox(key=key("diagnose_method::block4")).options
+    at.selectbox(key=key("diagnose_layer")).set_value("block3").run()
     at.selectbox(key=key("diagnose_target")).set_value("Pneumonia")
-    at.selectbox(key=key("diagnose_method")).set_value("gradcam")
+    at.selectbox(key=key("diagnose_method::block3")).set_value("gradcam")
     at.radio(key=key("diagnose_scale")).set_value("Fixed (comparable between images)").run()
     assert not at.exception and not at.error
     captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
-    assert captions.count("Grad-CAM for Pneumonia") == 2, captions
+    assert sum(c.startswith("Grad-CAM for Pneumonia · ") for c in captions) == 2, captions
 
 
 def _calls_read_right(at, n_backbones: int) -> None:
@@ -371,11 +384,16 @@ def test_page_marks_an_image_unlike_the_training_xrays(page):
     rgb[..., 1] = 200
     at = _upload(page, "holiday.jpg", _png(rgb))
     warnings = [w.value for w in at.warning]
-    assert any("unlike the training X-rays" in w and "99th percentile" in w for w in warnings), warnings
     assert any("Colour image (RGB)" in w for w in warnings)
-    assert "Predictions" in [s.value for s in at.subheader]  # still shown, but marked
-    assert any("Unlike the training images" in c.value for c in at.caption)
+    verdicts = [w.value for w in at.warning if "unlike the images the models were trained on" in w.value]
+    assert len(verdicts) == 1 and "in colour" in verdicts[0]  # ONE verdict, saying why
+    assert "Predictions" in [s.value for s in at.subheader]
+    assert any("Calls withheld" in i.value for i in at.info) and not [t for t in at.dataframe if "Call" in t.value.columns]
     assert all(b["ood"] for b in at.session_state["upload"]["backbones"].values())
+    at.toggle(key=key("diagnose_show_anyway::holiday.jpg")).set_value(True).run()  # the explicit "show anyway"
+    assert not at.exception
+    assert len([t for t in at.dataframe if "Call" in t.value.columns]) == 2
+    assert any("Shown at your request" in m.value for m in at.markdown)
 
 
 def test_multilabel_predictions_use_sigmoids_and_per_class_temperatures():
@@ -384,7 +402,7 @@ def test_multilabel_predictions_use_sigmoids_and_per_class_temperatures():
     from covidviz.models import Classifier
 
     class StandIn:  # the little of runs.Experiment a Predictor reads; no analysis artefacts
-        name, backbones = "ml", ["tinycnn"]
+        name, backbones, path = "ml", ["tinycnn"], Path("ml")
         labels = LabelSpace(("Atelectasis", "Effusion", "Nodule"), MULTILABEL)
         preprocessing = Preprocessing(32)
         manifest = {"backbones": {"tinycnn": {}}}
@@ -410,7 +428,10 @@ def test_multilabel_predictions_use_sigmoids_and_per_class_temperatures():
     assert np.allclose(b.raw_probs, 1 / (1 + np.exp(-b.logits)))
     assert np.allclose(b.probs, apply_temperature(b.raw_probs, [1.0, 2.0, 0.5], "multilabel"))
     assert all(c["positive"] is None and c["threshold"] is None for c in b.calls)  # not analysed: no calls
-    assert b.neighbors == [] and b.som_node is None and not b.ood
+    assert b.neighbors == [] and b.som_node is None
+    # no stored analysis: the verdict is the input gate's alone, and says so (random noise fails the gate)
+    assert not d.verdict.checked and b.ood == d.verdict.is_ood
+    assert any("No feature-space check" in r for r in d.verdict.reasons)
     rec = d.session_record()["backbones"]["tinycnn"]
     assert rec["coords"] == {} and rec["som_node"] is None
 
@@ -429,3 +450,23 @@ def test_page_says_so_when_the_models_cannot_be_loaded(tmp_path, monkeypatch):
     at.run()
     assert not at.exception
     assert any("could not be loaded" in e.value for e in at.error)
+
+
+def test_page_what_if_panel_and_a_box_of_ones_own(page, exp):
+    at = _upload(page, "chest.png", _png(np.asarray(exp.thumbnails()[_rows(exp, "test")[0]])))
+    assert not [m for m in at.markdown if "Hottest 10 %" in m.value]  # runs on request only
+    at.button(key=key("diagnose_whatif_run")).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    rows = [m.value for m in at.markdown if "% of the image)**" in m.value or "hidden (lung fields)" in m.value]
+    assert any(r.startswith("**Hottest 10 % of the heat map hidden") for r in rows), rows
+    assert any("the same area hidden at random" in r for r in rows)
+    assert any(r.startswith("**Centre hidden (lung fields)") for r in rows)
+    assert all(r.count(" → ") == len(exp.backbones) for r in rows)  # both backbones, before -> after
+    box = [m.value for m in at.markdown if "with the box hidden" in m.value]
+    assert len(box) == 1
+    at.slider(key=key("diagnose_box_x")).set_value((0.0, 0.5))
+    at.slider(key=key("diagnose_box_y")).set_value((0.0, 1.0)).run()  # the left half hidden
+    box2 = [m.value for m in at.markdown if "with the box hidden" in m.value]
+    assert len(box2) == 1 and box2 != box
+    at.slider(key=key("diagnose_box_x")).set_value((0.0, 1.0)).run()  # everything hidden: said, not a crash
+    assert not at.exception and any("outside the box" in i.value for i in at.info)

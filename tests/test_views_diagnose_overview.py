@@ -434,17 +434,27 @@ def test_wrap_px_keeps_every_word_and_fits_the_width():
 
 
 def _report_diag(ood: bool) -> Diagnosis:
-    b = _result(ood=ood, ood_reasons=["its distance to the nearest training image in feature space (9.00) is larger "
-                                      "than for 100.0 % of the training images"] if ood else [])
-    return Diagnosis("x.png", "exp", np.zeros((8, 8), np.uint8), {"densenet121": b})
+    from covidviz.ood.detector import OodVerdict
+
+    b = _result(ood=ood)
+    reasons = ["To the models it looks unlike the training images: in their feature space it lies farther from them "
+               "than 100 % of the validation images do (the top 5 % are flagged), most of all for densenet121."]
+    verdict = OodVerdict(is_ood=ood, reasons=reasons if ood else [], score=9.0 if ood else 0.1,
+                         percentile=100.0 if ood else 40.0, gate=None, checked=True, cutoff=2.0, false_alarm_rate=0.05,
+                         detector="mahalanobis", per_backbone={"densenet121": 9.0 if ood else 0.1})
+    return Diagnosis("x.png", "exp", np.zeros((8, 8), np.uint8), {"densenet121": b}, verdict)
 
 
 def test_case_report_text_uses_sentence_case_and_names_its_sections():
     diag = _report_diag(ood=True)
     calls = {"densenet121": [_call("COVID-19", 0.43, 0.61, False), _call("Normal", 0.35, 0.30, True),
                              _call("Pneumonia", 0.22, None, None)]}
+    withheld = dv.report_blocks(diag, NAMES, {"densenet121": "DenseNet121"}, "cam", {"densenet121": "weights x"},
+                                calls=calls, point="high_specificity", task=MULTICLASS)
+    assert [p for k, p in withheld if k == "heading"] == list(dv.REPORT_SECTIONS)
+    assert "table" not in [k for k, _ in withheld] and any("Calls withheld" in str(p) for _, p in withheld)
     blocks = dv.report_blocks(diag, NAMES, {"densenet121": "DenseNet121"}, "cam", {"densenet121": "weights x"},
-                              calls=calls, point="high_specificity", task=MULTICLASS)
+                              calls=calls, point="high_specificity", task=MULTICLASS, show_anyway=True)
     kinds = [k for k, _ in blocks]
     headings = [p for k, p in blocks if k == "heading"]
     assert headings == list(dv.REPORT_SECTIONS)
@@ -453,20 +463,23 @@ def test_case_report_text_uses_sentence_case_and_names_its_sections():
     assert table["groups"] == ["DenseNet121"]
     cells = [cell for row in table["rows"] for cell in row]
     assert "POSITIVE" not in text + " ".join(cells) and "below" not in dv.ood_message(diag, None, dv.REPORT_RESULTS)
-    assert 'the probabilities and calls (section "Probabilities and calls") are shown' in text
+    assert 'the probabilities and calls (section "Probabilities and calls") are withheld' in text
+    assert "Shown at the user's request" in text
     assert "Most likely: COVID-19 (probability 0.43)." in text and "**" not in text
     assert "but below its rule-in threshold (0.61)" in text  # the contradiction is explained in the report too
     assert table["rows"] == [["COVID-19", "0.430", "0.610", "Negative"], ["Normal", "0.350", "0.300", "Positive"],
                              ["Pneumonia", "0.220", "—", "—"]]
     assert kinds.index("warning") < kinds.index("table") and kinds[-1] == "notice"
-    assert "Out-of-distribution check" not in [p for k, p in dv.report_blocks(_report_diag(False), NAMES) if k == "heading"]
+    fine = dv.report_blocks(_report_diag(False), NAMES)
+    assert "Out-of-distribution check" in [p for k, p in fine if k == "heading"] and "table" in [k for k, _ in fine]
+    assert any("looks like the training images" in str(p) for k, p in fine if k == "text")
 
 
 def test_case_report_png_grows_to_fit_its_text():
     gray = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
     heats = {"densenet121": np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)}
     short = Image.open(io.BytesIO(dv.case_report_png(_report_diag(False), gray, heats, NAMES)))
-    tall = Image.open(io.BytesIO(dv.case_report_png(_report_diag(True), gray, heats, NAMES)))
+    tall = Image.open(io.BytesIO(dv.case_report_png(_report_diag(True), gray, heats, NAMES, show_anyway=True)))
     assert short.width == tall.width and tall.height > short.height  # the OOD section adds lines, nothing cut
     arr = np.asarray(tall)
     assert ((arr[..., 0] > 150) & (arr[..., 1] < 40) & (arr[..., 2] < 60)).sum() > 500  # red notice box and warning
@@ -584,3 +597,43 @@ def test_pages_are_thin(page, title):
             assert used & {"st", "ui"}, f"{page}.{getattr(node, 'name', 'lambda')} does not call Streamlit"
     assert source.rstrip().splitlines()[-1] == f'ui.run_page("{title}", render)'
     assert "sys.path" not in source
+
+
+def test_heat_caption_says_the_grid_and_no_evidence_is_named():
+    assert dv.heat_caption("cam", "COVID-19", (8, 8), 64) == "CAM (class activation map) for COVID-19 · 8×8 cells, each 8 px"
+    assert dv.heat_caption("eigencam", "Normal").endswith("(class-agnostic)")
+    assert "No evidence for Pneumonia" in dv.no_evidence_text("Pneumonia")
+
+
+def test_report_draws_the_plain_film_for_a_map_without_evidence():
+    gray = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+    heat = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+
+    def colourful(heats) -> int:
+        arr = np.asarray(Image.open(io.BytesIO(dv.case_report_png(_report_diag(False), gray, heats, NAMES))).convert("RGB"))
+        arr = arr.astype(int)
+        return int((np.abs(arr[..., 0] - arr[..., 2]) > 60).sum())
+
+    # no colour map over the film (only the red notice box and text stay coloured)
+    assert colourful({"densenet121": None}) + 50_000 < colourful({"densenet121": heat})
+
+
+def test_overview_says_the_demo_is_phantoms_and_explains_a_winning_thumbnail():
+    from types import SimpleNamespace
+
+    def exp_of(kind, description, aucs):
+        return SimpleNamespace(manifest={"dataset": {"sources": [{"kind": kind, "description": description}]}},
+                               backbones=list(aucs),
+                               record=lambda a: SimpleNamespace(macro_auc=lambda split="test": aucs[a]))
+
+    phantoms = exp_of("synthetic", "synthetic phantoms (seed=0, confounder=0.0)", {"densenet121": 0.95, "resnet50": 0.8})
+    note = ov.phantom_note(phantoms)
+    assert "synthetic phantoms, not real X-rays" in note and "no shortcut" in note and "*Pneumonia*" in note
+    assert "deliberate shortcut" in ov.phantom_note(exp_of("synthetic", "confounder=0.8", {"densenet121": 0.9}))
+    assert ov.phantom_note(exp_of("csv", "covid3", {"densenet121": 0.9})) is None
+    analysis = SimpleNamespace(baseline_auc=lambda cls: 0.9)
+    text = ov.baseline_sentence(phantoms, analysis)
+    assert "DenseNet121 0.95, ResNet50 0.80" in text and "scores 0.90" in text
+    assert "The thumbnail beats ResNet50:" in text and "DenseNet121:" not in text
+    assert "Both backbones beat it" in ov.baseline_sentence(exp_of("x", "", {"a": 0.95, "b": 0.93}), analysis)
+    assert ov.baseline_sentence(phantoms, None) is None

@@ -99,13 +99,28 @@ def _auc_drop(internal: tuple[np.ndarray, np.ndarray, np.ndarray], external: tup
     return out
 
 
+def feature_verdicts(exp, table, pixels, feats_by_arch) -> np.ndarray | None:
+    """Each image's out-of-distribution verdict from the experiment's fitted detector over every
+    backbone's features (``covidviz.ood``), or None when the experiment has none (analysed before it
+    existed). The input gate is left out: it reads the original file's size and colour, and the cache
+    holds model-size gray pixels only."""
+    from covidviz.ood.detector import OodDetector
+
+    detector = OodDetector.from_experiment(exp)
+    if not detector.available:
+        return None
+    n = len(next(iter(feats_by_arch.values()))) if feats_by_arch else 0
+    return np.array([detector.verdict(None, {a: f[i] for a, f in feats_by_arch.items()}).is_ood for i in range(n)], bool)
+
+
 def evaluate_external(exp_path: str | Path, specs: list[str], site: str, *, cache_dir: str | Path | None = None,
                       n_boot: int = 1000, seed: int = 0, batch_size: int = 32, workers: int | None = 0,
                       ood_fn: Callable | None = None, progress: bool = False) -> dict:
     """Score ``specs`` with every backbone of the experiment and store the set as ``external/<site>``.
 
-    ``ood_fn(exp, table, cache_pixels, features_by_arch) -> bool array`` (optional) gives each image's
-    out-of-distribution verdict; its rate is stored. Returns the stored metrics.
+    ``ood_fn(exp, table, cache_pixels, features_by_arch) -> bool array or None`` gives each image's
+    out-of-distribution verdict; its rate is stored. Default ``feature_verdicts``: the experiment's fitted
+    detector (the Diagnose page's verdict, feature part). Returns the stored metrics.
     """
     import torch
 
@@ -125,7 +140,8 @@ def evaluate_external(exp_path: str | Path, specs: list[str], site: str, *, cach
     table = table[keep].copy()
     table["source_labels"] = table["labels"]
     table["labels"] = mapped[keep]
-    cache = build_cache(table["path"].tolist(), prep.image_size, cache_dir / "pixels", workers=workers, progress=progress)
+    cache = build_cache(table["path"].tolist(), prep.image_size, cache_dir / "pixels", workers=workers, progress=progress,
+                        crop=prep.crop)
     bad = {r for r, _, _ in cache.errors}
     left_out += [{"path": p, "labels": "", "reason": f"unreadable: {why}"} for _, p, why in cache.errors]
     rows = np.array([r for r in range(len(table)) if r not in bad], dtype=np.int64)
@@ -165,10 +181,8 @@ def evaluate_external(exp_path: str | Path, specs: list[str], site: str, *, cach
                 "drop": _auc_drop((internal_y, exp.probabilities(arch)[test], internal_g), (onehot, probs, pids),
                                   names, n_boot, seed),
             }
-        ood_rate = None
-        if ood_fn is not None:
-            verdicts = np.asarray(ood_fn(exp, table, np.asarray(cache.pixels)[rows], feats_by_arch), bool)
-            ood_rate = float(verdicts.mean()) if len(verdicts) else None
+        verdicts = (ood_fn or feature_verdicts)(exp, table, np.asarray(cache.pixels)[rows], feats_by_arch)
+        ood_rate = float(np.mean(np.asarray(verdicts, bool))) if verdicts is not None and len(verdicts) else None
         metrics = to_json_ready({
             "site": site, "specs": list(specs), "n_images": int(len(table)),
             "n_patients": int(pd.Series(pids).nunique()), "task": labels.task, "names": names,

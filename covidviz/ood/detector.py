@@ -317,12 +317,13 @@ class OodDetector:
 
     # -- the verdict
 
-    def verdict(self, image=None, features: dict[str, np.ndarray] | None = None) -> OodVerdict:
+    def verdict(self, image=None, features: dict[str, np.ndarray] | None = None, info: dict | None = None) -> OodVerdict:
         """Judge one image. ``image``: the ``DecodedImage`` from ``decode_upload`` (best: its colour
         statistics feed the gate), a (H, W) uint8 gray array at its original size, or None (skip the
         gate). ``features``: arch -> the image's pooled features ((D,) or (1, D)) from the same
-        backbones as the experiment's; backbones missing here are left out of the combined score."""
-        gate = check_image(image) if image is not None else None
+        backbones as the experiment's; backbones missing here are left out of the combined score.
+        ``info``: the decoder's statistics of a gray ``image`` (``DecodedImage.info``: colour, modality)."""
+        gate = check_image(image, info) if image is not None else None
         reasons = [gate.summary] if gate is not None and not gate.passed else []
         given = {a: np.asarray(f, np.float32).reshape(1, -1) for a, f in (features or {}).items()
                  if f is not None and a in self.scorers}

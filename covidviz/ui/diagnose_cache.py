@@ -66,8 +66,9 @@ def input_film(name: str, data: bytes | None, gray):
     return (None if decoded is None else decoded.gray), decoded, digest
 
 
-def diagnosis_in_session(predictor, gray, name: str, key, busy, busy_text: str, methods):
-    """The prediction of ``gray``, once per ``key`` (experiment, image, window). While the models run,
+def diagnosis_in_session(predictor, gray, name: str, key, busy, busy_text: str, methods, image=None):
+    """The prediction of ``gray``, once per ``key`` (experiment, image, window); ``image``: the upload's
+    ``DecodedImage`` for the out-of-distribution gate (None: ``gray``). While the models run,
     ``busy`` (a placeholder at the top of the page) shows ``busy_text``; it is emptied when they are done.
     Publishes the upload record (``state.UPLOAD_KEY``) for the latent-space and SOM pages."""
     cache = _session_cache()
@@ -75,7 +76,7 @@ def diagnosis_in_session(predictor, gray, name: str, key, busy, busy_text: str, 
         return cache["diagnosis"]
     try:
         with busy.status(busy_text, expanded=False):
-            diag = predictor.predict(gray, name, methods=methods)
+            diag = predictor.predict(gray, name, methods=methods, image=image)
     finally:
         busy.empty()  # replaced by the results
     cache.update(pred_key=key, diagnosis=diag, heat_cache={})

@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from covidviz.cam import DEFAULT_COLORMAP, METHOD_NAMES, OVERLAY_ALPHA, CamResult, overlay
+from covidviz.cam import DEFAULT_COLORMAP, METHOD_NAMES, OVERLAY_ALPHA, CamResult, describe_grid, overlay
 from covidviz.data.labels import MULTICLASS, split_labels
 from covidviz.inference import K_SIMILAR, BackboneResult, Diagnosis
+from covidviz.models import FINAL_LAYER
 from covidviz.runs.records import ManifestInfo
 from covidviz.views import diagnose_calls as dc
 from covidviz.views import glossary
@@ -108,15 +109,39 @@ def overlay_png(gray: np.ndarray, heat: np.ndarray, alpha: float = OVERLAY_ALPHA
 
 
 def ood_message(diag: Diagnosis, labels=None, results: str = PAGE_RESULTS) -> str | None:
-    """One plain sentence per flagged backbone, or None when every backbone finds the image familiar.
-    ``results`` names where the results are (the page: below; the report: its section, by name)."""
-    flagged = [(a, b) for a, b in diag.backbones.items() if b.ood]
-    if not flagged:
+    """The image's ONE out-of-distribution verdict as plain sentences when it is OOD, else None.
+    ``results`` names where the calls are (the page: below; the report: its section, by name)."""
+    v = diag.verdict
+    if v is None:
+        flagged = [(a, b) for a, b in diag.backbones.items() if b.ood]
+        if not flagged:
+            return None
+        parts = [f"{labels.get(a, a) if labels else a}: " + "; ".join(b.ood_reasons) for a, b in flagged]
+        return f"This image is unlike the training X-rays; {results} should not be trusted. " + " · ".join(parts) + "."
+    if not v.is_ood:
         return None
-    parts = [f"{labels.get(a, a) if labels else a}: " + "; ".join(b.ood_reasons) for a, b in flagged]
-    return ("This image is unlike the training X-rays (above the 99th percentile of the training images). "
-            f"It may be a photo, a lateral view, a CT slice or another modality; {results} are "
-            "shown but should not be trusted. " + " · ".join(parts) + ".")
+    return f"{v.summary} It may be a photo, a lateral view, a CT slice or another modality; {results} are withheld."
+
+
+def verdict_caption(diag: Diagnosis) -> str | None:
+    """The verdict in one line when the image passed (in distribution, or no feature check possible)."""
+    v = diag.verdict
+    if v is None or v.is_ood:
+        return None
+    mark = ":material/check_circle:" if v.checked else ":material/help:"
+    return f"{mark} **Out-of-distribution check:** {v.summary} See {glossary.link('Out-of-distribution')}."
+
+
+WITHHELD = ("**Calls withheld:** the out-of-distribution check (above) found this image unlike the training images, "
+            "so the models' probabilities and calls are not shown. Turn on *Show the predictions anyway* to see "
+            "them, greyed and marked as unreliable.")
+SHOW_ANYWAY = "Show the predictions anyway"
+SHOWN_ANYWAY = (":grey[Shown at your request although the image failed the out-of-distribution check: these numbers "
+                "are not reliable for it.]")
+REPORT_WITHHELD = ("Calls withheld: the image failed the out-of-distribution check (section "
+                   f'"{REPORT_SECTIONS[1]}"), so the probabilities and calls are not reported.')
+REPORT_SHOWN_ANYWAY = ("Shown at the user's request although the image failed the out-of-distribution check: "
+                       "these numbers are not reliable for it.")
 
 
 # ---------------------------------------------------------------------- the case report
@@ -174,12 +199,13 @@ def _report_cells(c: dict, d: int) -> list[str]:
 def report_blocks(diag: Diagnosis, names: list[str], arch_labels: dict[str, str] | None = None, method: str = "cam",
                   extra: dict | None = None, explained: dict[str, str] | None = None,
                   calls: dict[str, list[dict]] | None = None, point: str = "youden",
-                  task: str = MULTICLASS) -> list[tuple[str, object]]:
+                  task: str = MULTICLASS, show_anyway: bool = False) -> list[tuple[str, object]]:
     """What the case report says, in order, as ``(kind, payload)`` blocks: ``title``, ``text``, ``note``
     (grey), ``heading`` (a section, named in ``REPORT_SECTIONS``), ``bold``, ``images`` (the tiles),
     ``warning`` (red), ``table`` (``{"groups": backbone labels, "rows": [class, then REPORT_COLUMNS per
     backbone]}``) and ``notice`` (the boxed research-use notice).
-    ``calls``: backbone -> ``Predictor.calls`` at ``point`` (default: the prediction's own, balanced)."""
+    ``calls``: backbone -> ``Predictor.calls`` at ``point`` (default: the prediction's own, balanced).
+    An out-of-distribution image's calls are withheld unless ``show_anyway`` (then marked unreliable)."""
     labels = arch_labels or {}
     calls = calls or {a: b.calls for a, b in diag.backbones.items()}
     when = time.strftime("%Y-%m-%d %H:%M %Z")
@@ -195,10 +221,17 @@ def report_blocks(diag: Diagnosis, names: list[str], arch_labels: dict[str, str]
     message = ood_message(diag, labels, REPORT_RESULTS)
     if message:
         blocks += [("heading", REPORT_SECTIONS[1]), ("warning", message)]
-    blocks += [("heading", REPORT_SECTIONS[2]),
-               ("note", f"{dc.SCREENING_TITLE}: {dc.point_label(point)}. A call is Positive when the calibrated "
-                        "probability reaches the class's threshold, chosen on validation and put on the same scale. "
-                        "Each class is screened on its own, one against the rest.")]
+    elif diag.verdict is not None:
+        blocks += [("heading", REPORT_SECTIONS[1]), ("text", diag.verdict.summary)]
+    if diag.ood and not show_anyway:
+        blocks += [("heading", REPORT_SECTIONS[2]), ("warning", REPORT_WITHHELD), ("notice", f"{NOTICE_TITLE} {NOTICE}")]
+        return blocks
+    blocks.append(("heading", REPORT_SECTIONS[2]))
+    if diag.ood:
+        blocks.append(("warning", REPORT_SHOWN_ANYWAY))
+    blocks += [("note", f"{dc.SCREENING_TITLE}: {dc.point_label(point)}. A call is Positive when the calibrated "
+                                 "probability reaches the class's threshold, chosen on validation and put on the same "
+                                 "scale. Each class is screened on its own, one against the rest.")]
     for arch, b in diag.backbones.items():
         blocks.append(("bold", labels.get(arch, arch)))
         blocks.append(("text", dc.headline(calls[arch], b.top, task).replace("**", "") + "."))
@@ -216,7 +249,8 @@ def report_blocks(diag: Diagnosis, names: list[str], arch_labels: dict[str, str]
 def case_report_png(diag: Diagnosis, gray: np.ndarray, heats: dict[str, np.ndarray], names: list[str],
                     arch_labels: dict[str, str] | None = None, method: str = "cam", extra: dict | None = None,
                     alpha: float = OVERLAY_ALPHA, explained: dict[str, str] | None = None,
-                    calls: dict[str, list[dict]] | None = None, point: str = "youden", task: str = MULTICLASS) -> bytes:
+                    calls: dict[str, list[dict]] | None = None, point: str = "youden", task: str = MULTICLASS,
+                    show_anyway: bool = False) -> bytes:
     """A one-page PNG of ``report_blocks``: every sentence wrapped to the page (never cut), the page as
     tall as its text needs, the film and each backbone's heat map side by side."""
     from PIL import Image, ImageDraw
@@ -230,11 +264,13 @@ def case_report_png(diag: Diagnosis, gray: np.ndarray, heats: dict[str, np.ndarr
              "heading": _font(20, True), "bold": _font(17, True), "notice": _font(16)}
     colours = {"title": "#1F2A36", "text": "#222", "note": "#555", "warning": "#B00020", "heading": "#1F2A36",
                "bold": "#1F2A36", "notice": "#B00020"}
-    blocks = report_blocks(diag, names, labels, method, extra, explained, calls, point, task)
+    blocks = report_blocks(diag, names, labels, method, extra, explained, calls, point, task, show_anyway)
     film = display_image(gray)
     tiles = [("X-ray (as given to the models)", film)]
-    tiles += [(f"{labels.get(a, a)}: map for {(explained or {}).get(a, names[diag.backbones[a].top])}",
-               overlay(film, heats[a], alpha)) for a in archs]
+    tiles += [(f"{labels.get(a, a)}: map for {(explained or {}).get(a, names[diag.backbones[a].top])}"
+               + (" (no evidence: no heat drawn)" if heats.get(a) is None else ""),
+               np.repeat(film[..., None], 3, axis=2) if heats.get(a) is None else overlay(film, heats[a], alpha))
+              for a in archs]
     tile_labels = [wrap_px(t, fonts["bold"], REPORT_TILE) for t, _ in tiles]
     offsets = np.cumsum([0, *REPORT_COLUMNS.values()])[:-1]
     group_x = [REPORT_MARGIN + REPORT_CLASS_WIDTH + i * REPORT_CALL_WIDTH for i in range(len(archs))]
@@ -406,20 +442,32 @@ def target_class(target: str, names: list[str]) -> int | None:
     return None if target == TOP_CLASS else names.index(target)
 
 
-def explained_map(predictor, diag: Diagnosis, arch: str, method: str, cls: int | None, cache: dict) -> CamResult:
-    """The ``method`` map of ``arch`` for class ``cls`` (None: its top class, already computed by the
-    prediction); other classes are computed once and kept in ``cache``."""
+def explained_map(predictor, diag: Diagnosis, arch: str, method: str, cls: int | None, cache: dict,
+                  layer: str = FINAL_LAYER) -> CamResult:
+    """The ``method`` map of ``arch`` for class ``cls`` (None: its top class) at ``layer``: the top class
+    at the last block was computed with the prediction; others are computed once and kept in ``cache``."""
     b = diag.backbones[arch]
-    if cls is None or cls == b.top:
+    if layer == FINAL_LAYER and (cls is None or cls == b.top) and method in b.cams:
         return b.cams[method]
-    key = (arch, method, cls)
+    key = (arch, method, b.top if cls is None else cls, layer)
     if key not in cache:
-        cache[key] = predictor.heatmaps(diag.pixels, arch, cls, (method,))[method]
+        cache[key] = predictor.heatmaps(diag.pixels, arch, key[2], (method,), layer)[method]
     return cache[key]
 
 
-def heat_caption(method: str, explained: str) -> str:
-    return f"{METHOD_NAMES[method]} for {explained}" + (" (class-agnostic)" if method == "eigencam" else "")
+def heat_caption(method: str, explained: str, grid: tuple[int, int] | None = None, image_size: int | None = None) -> str:
+    """"CAM (class activation map) for COVID-19 · 8×8 cells, each 8 px": what the map is and its true resolution."""
+    text = f"{METHOD_NAMES[method]} for {explained}" + (" (class-agnostic)" if method == "eigencam" else "")
+    return text + (f" · {describe_grid(grid, image_size)}" if grid and image_size else "")
+
+
+def no_evidence_text(explained: str) -> str:
+    return (f"**No evidence for {explained} in this image:** nothing in it raises this model's {explained} score "
+            "(its map has no positive cell), so no heat is drawn. A uniform colour here would only be noise.")
+
+
+LAYER_HELP = ("Which feature map the heat map is read from. The last block is what the classifier pools (exact "
+              "CAM); earlier blocks have a finer grid but are less specific to the class (gradient methods only).")
 
 
 # ---------------------------------------------------------------------- similar images and maps

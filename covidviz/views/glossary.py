@@ -131,6 +131,16 @@ _ENTRIES = [
     Entry("Energy inside", "Heatmaps",
           "The share of a heatmap's total heat that lies inside the lesion.",
           "Unlike the pointing game, it notices a second, wrong hot spot."),
+    Entry("Occlusion what-if", "Heatmaps",
+          "Part of the image is hidden (filled with the film's own blurred background) and the model scores the "
+          "altered copy: the change says what the score depends on, which a heat map cannot.",
+          "A drop with the hottest region hidden, larger than with the same area hidden at random, means the map "
+          "points at what the model uses; no drop means it does not."),
+    Entry("Shortcut audit", "Shortcuts",
+          "Test AUC recomputed with the film's borders, its centre, the heat map's hottest 10 % or a random 10 % "
+          "hidden, with confidence intervals.",
+          "If the AUC barely moves with the centre (the lungs) hidden, the model does not need the lungs: it has "
+          "learnt a shortcut such as a hospital's markers or processing."),
     Entry("Deletion AUC", "Heatmaps",
           "The area under the class probability as the hottest pixels are blurred away first.",
           "Lower is better: a faithful map finds what the score depends on, so deleting it drops the score fast."),
