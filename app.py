@@ -14,6 +14,7 @@ st.set_page_config(page_title="covidviz", page_icon=ui.FAVICON, layout="wide")
 PAGES = [
     st.Page("app_pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
     st.Page("app_pages/diagnose.py", title="Diagnose", icon=":material/stethoscope:"),
+    st.Page("app_pages/batch.py", title="Batch", icon=":material/library_add_check:"),
     st.Page("app_pages/compare.py", title="Compare backbones", icon=":material/compare_arrows:"),
     st.Page("app_pages/latent.py", title="Latent space", icon=":material/scatter_plot:"),
     st.Page("app_pages/som.py", title="Self-organizing map", icon=":material/hexagon:"),

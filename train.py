@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3 from scratch, 3e-4 pretrained)")
     p.add_argument("--patience", type=int, default=5, help="epochs without validation-AUC gain before stopping")
     p.add_argument("--weights", default="auto",
-                   help="imagenet | none | auto (ImageNet if it can be had, else random + warning) | PATH.pt | runs/EXPERIMENT")
+                   help="imagenet | none | auto (ImageNet if it can be had, else random + warning) | PATH.pt | runs/EXPERIMENT | "
+                        "txv:PATH (a torchxrayvision DenseNet121 checkpoint, with its preprocessing; --arch densenet121)")
     p.add_argument("--out", default="runs", help="folder holding experiments (default runs/)")
     p.add_argument("--name", default=None, help="experiment name (default: data kinds + timestamp; 'demo' with --demo)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name (or the only one)")
@@ -64,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="disable random affine/contrast augmentation")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-analysis", action="store_true", help="skip the analysis step (run it later with `analyze`)")
-    p.add_argument("--projections", nargs="+", default=list(PROJECTIONS), choices=PROJECTIONS,
-                   help="latent maps to fit in the analysis (umap's first fit compiles for ~30 s)")
+    p.add_argument("--projections", nargs="+", default=None, choices=PROJECTIONS,
+                   help="latent maps to fit in the analysis (default: all; the demo: pca tsne, since umap's first "
+                        "fit compiles for ~30 s)")
     return p
 
 
@@ -152,11 +154,11 @@ def config_from_args(args) -> RunConfig:
 
     if args.demo:
         data = args.data or DEMO_DATA
-        defaults = {"batch_size": 32, "name": "demo", "weights": "none", **DEMO}
+        defaults = {"batch_size": 32, "name": "demo", "weights": "none", "projections": PROJECTIONS, **DEMO}
     else:
         data = args.data
         defaults = {"epochs": 10, "image_size": 224, "batch_size": 32, "name": None, "weights": args.weights,
-                    "output_stride": None}
+                    "output_stride": None, "projections": PROJECTIONS}
     stride = parse_output_stride(args.output_stride)
     if not data and not args.resume:
         raise SystemExit("train.py: give at least one --data KIND:PATH (kinds: " + DATA_KINDS + "), or --demo")
@@ -170,7 +172,7 @@ def config_from_args(args) -> RunConfig:
         image_size=args.image_size or defaults["image_size"], weights=weights, device=args.device,
         output_stride=stride if stride is not None else defaults["output_stride"],
         cache_dir=args.cache_dir, workers=args.workers, resume=args.resume, overwrite=args.overwrite,
-        analysis=not args.no_analysis, projections=tuple(args.projections), train=train_cfg)
+        analysis=not args.no_analysis, projections=tuple(args.projections or defaults["projections"]), train=train_cfg)
 
 
 def _only_partial(out: str) -> str | None:

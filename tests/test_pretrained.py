@@ -142,3 +142,73 @@ def test_clear_errors(tmp_path, txv_file):
     torch.save(state, tmp_path / "cut.pt")
     with pytest.raises(ValueError, match="1 trunk tensors missing"):
         pretrained.load_txv(tmp_path / "cut.pt")
+
+
+# ---------------------------------------------------------------- wired into training (train.py --weights txv:PATH)
+
+def test_cache_applies_the_centre_crop(tmp_path):
+    from PIL import Image
+
+    from covidviz.data.cache import build_cache
+
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (60, 100), dtype=np.uint8)
+    gray[:, :20] = 0  # cut away by the centre crop, squashed in otherwise
+    Image.fromarray(gray).save(tmp_path / "wide.png")
+    paths = [str(tmp_path / "wide.png")]
+    txv = pretrained.txv_preprocessing(32)
+    cropped = build_cache(paths, 32, tmp_path / "cache", workers=0, progress=False, crop=txv.crop)
+    whole = build_cache(paths, 32, tmp_path / "cache", workers=0, progress=False)
+    np.testing.assert_array_equal(cropped.pixels[0], txv.to_model_pixels(gray))  # what the app feeds an upload
+    np.testing.assert_array_equal(whole.pixels[0], Preprocessing(32).to_model_pixels(gray))
+    assert not np.array_equal(cropped.pixels[0], whole.pixels[0])
+    np.testing.assert_array_equal(cropped.thumbs[0], whole.thumbs[0])  # thumbnails: always the whole film
+    assert len(list((tmp_path / "cache").glob("pixels-32-*.npy"))) == 2  # one file per crop, never mixed up
+    assert build_cache(paths, 32, tmp_path / "cache", workers=0, progress=False, crop="center").hit
+    with pytest.raises(ValueError, match="crop"):
+        build_cache(paths, 32, tmp_path / "cache", crop="left")
+
+
+@pytest.mark.slow
+def test_train_with_txv_weights_end_to_end(txv_model, txv_file, tmp_path):
+    """``train.py --weights txv:FILE --arch densenet121``: the model starts from the mapped checkpoint
+    (features equal torchxrayvision's before training), the manifest records txv's preprocessing (so the
+    app and inference feed the model what it was trained on) and the cache cuts its centre square."""
+    import train
+    from covidviz import runs
+    from covidviz.pipeline import starting_weights
+
+    size = 64
+    argv = ["--data", "synthetic:40", "--arch", "densenet121", "--epochs", "1", "--image-size", str(size),
+            "--batch-size", "8", "--weights", f"txv:{txv_file}", "--output-stride", "32", "--out",
+            str(tmp_path / "runs"), "--name", "txv", "--seed", "0", "--workers", "0", "--quiet", "--no-analysis",
+            "--cache-dir", str(tmp_path / "cache")]
+
+    # Before training: what the pipeline builds has torchxrayvision's features on a film.
+    cfg = train.config_from_args(train.build_parser().parse_args(argv))
+    weights = starting_weights(cfg)["densenet121"]
+    assert isinstance(weights, pretrained.TxvWeights)
+    start, init = build_model("densenet121", 3, weights, output_stride=32)
+    assert init["source"] == f"torchxrayvision:{txv_file}"
+    prep = pretrained.preprocessing_for({"densenet121": weights}, size)
+    gray = np.random.default_rng(1).integers(0, 256, (size, size + 20), dtype=np.uint8)
+    with torch.no_grad():
+        ours = start.eval().forward_features(prep.to_tensor(prep.to_model_pixels(gray)))
+        theirs = txv_model.features2(txv_input(gray))
+    assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5 * float(theirs.abs().max()))
+
+    assert train.main(argv) == 0
+    exp = runs.read_experiment(tmp_path / "runs" / "txv")
+    assert exp.manifest["preprocessing"] == pretrained.txv_preprocessing(size).to_json()
+    assert exp.preprocessing.crop == "center" and exp.preprocessing.std[0] == pytest.approx(0.5 / 1024)
+    backbone = exp.manifest["backbones"]["densenet121"]
+    assert backbone["init"]["weights"] == f"txv:{txv_file}"
+    assert backbone["init"]["source"] == f"torchxrayvision:{txv_file}"
+    assert list((tmp_path / "cache" / "pixels").glob(f"pixels-{size}-center-*.npy"))
+    # After one epoch the trunk is still the checkpoint's, a long way from a random initialisation.
+    trained = exp.load_state_dict("densenet121")
+    mapped = weights.state
+    torch.manual_seed(0)
+    random_init = Classifier("densenet121", 3, output_stride=32).state_dict()
+    key = "features.0.denseblock2.denselayer3.conv2.weight"
+    assert float((trained[key] - mapped[key]).norm()) < 0.2 * float((trained[key] - random_init[key]).norm())

@@ -1,7 +1,9 @@
 """Preprocessing cache: decode and resize every image once, keep uint8 arrays memory-mapped.
 
 Decoding a full-size PNG costs far more than a training step on a small image, so the first pass
-writes ``pixels-<size>-<key>.npy`` (N, S, S) and ``thumbs-<key>.npy`` (N, 64, 64) under the cache
+writes ``pixels-<size>-<key>.npy`` (N, S, S; ``pixels-<size>-center-<key>.npy`` for the
+``Preprocessing.crop="center"`` contract, e.g. torchxrayvision weights, which cuts the largest centred
+square before the resize) and ``thumbs-<key>.npy`` (N, 64, 64; always the whole film) under the cache
 folder; later epochs, later runs on the same files and the analysis read them back with
 ``np.load(mmap_mode='r')`` at memory speed. The key hashes the ordered paths with their sizes and
 modification times, so an edited or replaced file invalidates the cache. Files are written to a temp
@@ -21,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from covidviz.data.imageio import ImageDecodeError, read_image
-from covidviz.data.preprocess import THUMB_SIZE, resize_square
+from covidviz.data.preprocess import CROPS, THUMB_SIZE, center_square, resize_square
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +51,16 @@ def _key(paths: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def _decode_one(args: tuple[str, int]) -> tuple[np.ndarray | None, np.ndarray | None, str]:
-    path, size = args
+def _decode_one(args: tuple[str, int, str]) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+    path, size, crop = args
     try:
         gray = read_image(path)
     except ImageDecodeError as exc:
         return None, None, str(exc)
-    return resize_square(gray, size), resize_square(gray, THUMB_SIZE), ""
+    # Model pixels as Preprocessing.to_model_pixels makes them (what the app feeds an upload); the
+    # thumbnail shows the whole film whatever the models see.
+    model = resize_square(center_square(gray) if crop == "center" else gray, size)
+    return model, resize_square(gray, THUMB_SIZE), ""
 
 
 def _save_atomic(path: Path, arr: np.ndarray) -> None:
@@ -66,12 +71,16 @@ def _save_atomic(path: Path, arr: np.ndarray) -> None:
 
 
 def build_cache(paths: list[str], image_size: int, cache_dir: str | Path | None = None,
-                workers: int | None = None, progress: bool = True) -> PixelCache:
-    """Decode ``paths`` once at ``image_size`` (and thumbnails), or reuse an earlier cache."""
+                workers: int | None = None, progress: bool = True, crop: str = "none") -> PixelCache:
+    """Decode ``paths`` once at ``image_size`` (and thumbnails), or reuse an earlier cache. ``crop``:
+    the experiment's ``Preprocessing.crop`` (``"center"``: the largest centred square, then the resize)."""
+    if crop not in CROPS:
+        raise ValueError(f"unknown crop {crop!r}; choose from {', '.join(CROPS)}")
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = _key(paths)
-    pix_path = cache_dir / f"pixels-{image_size}-{key}.npy"
+    shape = "" if crop == "none" else f"{crop}-"  # "none" keeps the names earlier caches were written under
+    pix_path = cache_dir / f"pixels-{image_size}-{shape}{key}.npy"
     thumb_path = cache_dir / f"thumbs-{key}.npy"
     err_path = cache_dir / f"errors-{key}.tsv"
     if pix_path.exists() and thumb_path.exists() and err_path.exists():
@@ -86,7 +95,7 @@ def build_cache(paths: list[str], image_size: int, cache_dir: str | Path | None 
     thumbs = np.zeros((n, THUMB_SIZE, THUMB_SIZE), np.uint8)
     errors = []
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
-    jobs = [(p, image_size) for p in paths]
+    jobs = [(p, image_size, crop) for p in paths]
     bar = tqdm(total=n, desc=f"decode+resize to {image_size}px", unit="img", disable=not progress, leave=False)
     if workers > 1 and n > 64:
         with ProcessPoolExecutor(workers) as pool:
