@@ -1,11 +1,11 @@
 """Compare backbones: which backbone to trust, for which finding, at which threshold, and where they differ.
 
-One class selector (a class or the macro average) drives every section: ROC and precision-recall curves (AUC
-with its 95% CI), the per-class table with paired DeLong tests (CSV), the operating point (validation presets
-or a free threshold, marked on the ROC; confusion matrices, rates, PPV/NPV at another prevalence), calibration,
-the disagreement gallery with both backbones' heatmaps, subgroup AUCs with confounding warnings, training curves.
-Widgets and layout only (numbers, tables, texts with glossary links: ``covidviz.views.compare*``); widget keys
-are scoped per experiment (``ui.scoped``); tables are ``st.table`` (all columns shown). Runs under ``app.py`` or alone.
+One class selector (a class or the macro average) drives every section: ROC and PR curves (AUC with its 95% CI),
+the per-class table with paired DeLong tests (CSV), the operating point (validation presets or a free threshold,
+marked on the ROC; confusion matrices, rates, PPV/NPV at another prevalence), calibration, the disagreement gallery,
+subgroup AUCs with confounding warnings, the shortcut audit, training curves. A "Test set" selector (external sets,
+``train.py evaluate``) moves the curves, table and counts to another site and adds its internal-vs-external table.
+Widgets and layout only (numbers, tables, texts: ``views.compare*``, ``views.external``, ``views.shortcuts``). Runs alone.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import streamlit as st
 
 from covidviz import runs, ui
 from covidviz.data.labels import MULTICLASS
+from covidviz.ui import external as external_ui
 from covidviz.views import compare
 from covidviz.views import compare_figures as figures
 from covidviz.views import compare_gallery as gallery_view
@@ -30,7 +31,7 @@ def grid(frames: list) -> list:
     return [col for start in range(0, n, per_row) for col in st.columns(per_row)[:n - start]]
 
 
-def header(exp, analysis, archs: list[str]) -> tuple[str, tuple[str, str] | None]:
+def header(exp, analysis, archs: list[str]) -> tuple:
     st.title(f"Compare backbones: {exp.name}")
     st.caption(compare.header_caption(analysis, exp.labels))
     if warnings := compare.confounding_for(analysis):
@@ -44,15 +45,15 @@ def header(exp, analysis, archs: list[str]) -> tuple[str, tuple[str, str] | None
         pair = compare.parse_pair(chosen)
     cls = st.selectbox("Class", compare.class_options(exp.labels.names), key=ui.scoped(exp, "cmp_class"),
                        help=compare.CLASS_HELP)
-    return cls, pair
+    return cls, pair, *external_ui.test_set_choice(exp, analysis, archs)  # + (external set, backbones, source)
 
 
-def curves(exp, analysis, archs, cls, colours, points) -> None:
-    st.header("ROC and precision–recall")
+def curves(exp, analysis, archs, cls, colours, points, ext=None) -> None:
+    st.header("ROC and precision–recall" + (f" on {ext.name}" if ext else ""))
     st.caption(compare.CURVES_CAPTION)
     if compare.missing_roc(analysis, archs, cls):
-        st.info(f"{cls}: no ROC curve, since the test split has only positives or only negatives for it.")
-    if base := compare.baseline_text(analysis, cls):
+        st.info(f"{cls}: no ROC curve, since the test set has only positives or only negatives for it.")
+    if ext is None and (base := compare.baseline_text(analysis, cls)):
         st.caption(base)
     left, right = st.columns(2)
     left.plotly_chart(figures.roc_figure(analysis, archs, cls, colours, points), width="stretch", key=ui.scoped(exp, "cmp_roc"))
@@ -62,23 +63,24 @@ def curves(exp, analysis, archs, cls, colours, points) -> None:
         right.plotly_chart(figures.pr_figure(analysis, archs, cls, colours), width="stretch", key=ui.scoped(exp, "cmp_pr"))
 
 
-def class_table(exp, analysis, archs, pair) -> None:
-    st.header("Per-class AUC and paired tests")
+def class_table(exp, analysis, archs, pair, ext=None) -> None:
+    st.header(f"Per-class AUC on {ext.name}" if ext else "Per-class AUC and paired tests")
     table = compare.class_table(analysis, archs, list(exp.labels.names), pair=pair)
     if pair:
         st.caption(compare.difference_caption(*pair, len(exp.labels.names)))
     st.table(compare.display_table(table, archs))
     st.download_button("Download the table as CSV", table.to_csv(float_format="%.6g").encode(), key=ui.scoped(exp, "cmp_csv"),
-                       file_name=f"{exp.name}-per-class-auc.csv", mime="text/csv", icon=":material/download:")
+                       file_name=f"{exp.name}-{ext.name if ext else 'test'}-per-class-auc.csv", mime="text/csv",
+                       icon=":material/download:")
 
 
-def operating_point(exp, analysis, archs, cls) -> dict:
+def operating_point(exp, analysis, archs, cls, ext=None) -> dict:
     """Draws the section; returns arch -> the operating point (for the ROC marker)."""
     st.header("Operating point")
     if cls == compare.MACRO:
         st.info("Thresholds are per class: choose a class above to set an operating point.")
         return {}
-    onehot, probs, _ = ui.compare_test(exp)
+    onehot, probs = ui.compare_test(exp)[:2] if ext is None else external_ui.site_arrays(exp, ext.name)
     j = list(exp.labels.names).index(cls)
     y = onehot[:, j]
     preset = st.radio("Threshold", operating.preset_options(), key=ui.scoped(exp, "cmp_preset"), horizontal=True,
@@ -94,7 +96,7 @@ def operating_point(exp, analysis, archs, cls) -> dict:
     st.caption(operating.preset_caption(preset))
     if missing:
         st.warning(operating.missing_threshold_text(preset, missing, cls), icon=WARN)
-    st.markdown(operating.rates_heading(y, cls))
+    st.markdown(operating.rates_heading(y, cls, ext.name if ext else "test"))
     st.table(operating.rates_table(points, prevalence=prevalence))
     frames = [None if points[a]["tp"] is None else operating.confusion_frame(points[a], cls) for a in archs]
     for col, arch, frame in zip(grid(frames), archs, frames):
@@ -103,7 +105,7 @@ def operating_point(exp, analysis, archs, cls) -> dict:
             col.caption("No threshold.")
         else:
             col.table(frame)
-    if exp.labels.task == MULTICLASS:
+    if exp.labels.task == MULTICLASS and ext is None:
         argmax_confusion(analysis, archs)
     return points
 
@@ -231,16 +233,17 @@ def render(exp) -> None:
     if missing := [a for a in exp.backbones if a not in archs]:
         st.warning(compare.stale_text(missing, analyse_command(exp.path, ui.REPO)), icon=WARN)
     colours = backbone_colours(exp)
-    cls, pair = header(exp, analysis, archs)
-    # The ROC marks the operating point: the curves go into a container above the operating point's widgets.
-    curves_box = st.container()
-    points = operating_point(exp, analysis, archs, cls)
+    cls, pair, ext, shown, source = header(exp, analysis, archs)
+    curves_box = st.container()  # above the operating point's widgets: the ROC marks the operating points
+    points = operating_point(exp, analysis, shown, cls, ext)
     with curves_box:
-        curves(exp, analysis, archs, cls, colours, points)
-    class_table(exp, analysis, archs, pair)
+        curves(exp, source, shown, cls, colours, points, ext)
+    class_table(exp, source, shown, pair if ext is None else None, ext)
+    external_ui.internal_vs_external(exp, analysis, archs, ext)
     calibration(exp, analysis, archs, cls, colours)
     gallery(exp, archs, pair, cls, points)
     subgroups(exp, analysis, archs, cls, colours)
+    ui.shortcut_section(exp, archs)
     ui.training_curves(exp, archs, key=ui.scoped(exp, "cmp_training"))
 
 

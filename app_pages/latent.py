@@ -3,7 +3,8 @@
 Draw a box or lasso on a map (or click a point): the selected images appear in a paged gallery with
 their class mix and a CSV export; open one to see it with its probabilities and CAM heatmaps. Both
 backbones side by side share the selection (rows of images.parquet are the identity); the diagnose
-page's upload (``ui.upload_for``) is a star with its nearest neighbours ringed. Every key is scoped to
+page's upload (``ui.upload_for``) is a star with its nearest neighbours ringed; external test sets are diamonds
+placed on the stored maps (``ui.external``, not selectable). Every key is scoped to
 the experiment (``key``). What is drawn: ``views.latent`` and ``views.latent_selection`` (which also
 decides when a map is redrawn). Runs under ``app.py`` or alone (``streamlit run app_pages/latent.py``).
 """
@@ -15,6 +16,7 @@ import streamlit as st
 
 from covidviz import runs, ui
 from covidviz.data.labels import MULTILABEL
+from covidviz.ui import external as external_ui
 from covidviz.views import latent
 from covidviz.views import latent_selection as selection
 from covidviz.views.style import analyse_command, arch_label
@@ -69,12 +71,14 @@ def controls(exp, analysed: list[str]) -> dict:
     method = c2.selectbox("Map", methods, format_func=lambda m: latent.METHOD_NAMES.get(m, m), key=key(exp, "latent_method"))
     colour_by = c3.selectbox("Colour by", list(latent.COLOUR_BY), format_func=latent.COLOUR_BY.get,
                              key=key(exp, "latent_colour"))
+    sites = external_ui.sets_filter(exp, "latent_sites", c3)  # other hospitals' images, placed on the maps
     cls = None
     if colour_by == "outcome":
         cls = c4.selectbox("Class", list(exp.labels.names), key=key(exp, "latent_class"))
         c4.caption(latent.thresholds_caption(exp.analysis(), shown, cls))
     height = 560 if len(shown) > 1 else 680
-    return {"arch": arch, "shown": shown, "method": method, "colour_by": colour_by, "cls": cls, "height": height}
+    return {"arch": arch, "shown": shown, "method": method, "colour_by": colour_by, "cls": cls, "height": height,
+            "sites": tuple(sites)}
 
 
 def plan_maps(exp, opts: dict, rows: np.ndarray) -> dict:
@@ -82,8 +86,8 @@ def plan_maps(exp, opts: dict, rows: np.ndarray) -> dict:
     change was held back so that the gallery reaches the browser before the maps are re-created."""
     shown, opened = opts["shown"], st.session_state.get(key(exp, OPEN))
     plans, pending = selection.plan_drawings(
-        st.session_state.get(key(exp, DRAWN)), {a: (opts["method"], opts["colour_by"], opts["cls"], opts["height"])
-                                                for a in shown}, rows,
+        st.session_state.get(key(exp, DRAWN)), {a: (opts["method"], opts["colour_by"], opts["cls"], opts["height"],
+                                                    opts["sites"]) for a in shown}, rows,
         {a: latent.overlay_key(opened, latent.upload_for(ui.upload_for(exp), a, opts["method"])) for a in shown},
         {a: st.session_state.get(key(exp, CHART_KEY.format(a))) for a in shown},
         followup=bool(st.session_state.pop(key(exp, FOLLOWUP), False)))
@@ -93,7 +97,7 @@ def plan_maps(exp, opts: dict, rows: np.ndarray) -> dict:
 
 def draw_map(exp, arch: str, opts: dict, plan: selection.MapDrawing) -> None:
     method = opts["method"]
-    base = ui.latent_figure(exp, arch, method, opts["colour_by"], opts["cls"], opts["height"])
+    base = ui.latent_figure(exp, arch, method, opts["colour_by"], opts["cls"], opts["height"], opts["sites"])
     fig = latent.drawn_figure(base, ui.latent_maps(exp, arch).coords[method], plan.rings, plan.others, plan.revision)
     st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"),
                     key=key(exp, CHART_KEY.format(arch)), width="stretch",

@@ -3,7 +3,8 @@
 Sections: identity (name, dates, task, labels, image size, training configuration), initialisation
 warnings, the dataset card (class x split, patients per split, source x class with the confounding
 warnings, skipped images), the model card (per-backbone training record, test AUC per class as a
-table and a chart) and the training curves. Widgets and layout only: the content comes from
+table and a chart), the external test sets (``train.py evaluate``: per-backbone AUC and drop from the
+internal test split) and the training curves. Widgets and layout only: the content comes from
 ``covidviz.views.overview``. Runs under ``app.py`` or on its own (``streamlit run app_pages/overview.py``).
 """
 
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from covidviz import ui
+from covidviz import runs, ui
 from covidviz.runs.records import ManifestInfo
+from covidviz.ui import external as external_ui
 from covidviz.views import overview as view
 from covidviz.views.style import table_height, task_label
 
@@ -30,6 +32,8 @@ def identity(exp) -> None:
     cols[3].metric("Backbones", len(exp.backbones))
     cols[4].metric("Image size", f"{exp.preprocessing.image_size} px")
     st.markdown(f"**Task:** {task_label(exp.labels)}  \n**Labels:** {', '.join(exp.labels.names)}")
+    if note := view.phantom_note(exp):
+        st.info(note, icon=":material/science:")
     info = ManifestInfo(exp.manifest)
     st.markdown(view.config_text(info))
     with st.expander("Full training configuration"):
@@ -111,6 +115,12 @@ def model_card(exp) -> None:
     left.dataframe(aucs.style.format("{:.3f}", na_rep="—"), width="stretch", height=table_height(aucs),
                    column_config=WIDE_INDEX)
     right.plotly_chart(view.auc_chart(aucs, exp.backbones), width="stretch")
+    try:
+        analysis = ui.compare_analysis(exp)
+    except runs.RunFormatError:  # the dataset card already says the analysis cannot be read
+        analysis = None
+    if sentence := view.baseline_sentence(exp, analysis):
+        st.markdown(sentence)
 
 
 def render(exp) -> None:
@@ -118,6 +128,7 @@ def render(exp) -> None:
     dataset_card(exp)
     sample_images(exp)
     model_card(exp)
+    external_ui.sets_section(exp)
     ui.training_curves(exp)
 
 

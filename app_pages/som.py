@@ -3,9 +3,10 @@
 Controls (layer, class, split, prototype pictures) apply to every backbone's map, drawn side by side.
 Click a hexagon (or type its number) to see its images, labels, predictions and statistics. The
 upload of the diagnose page (``ui.upload_for``) is starred on the maps with its quantisation error
-against the training images'. A class-relations view shows which classes share nodes (the paper's
-"which diseases sit together"). Every widget key is scoped to the experiment (``key``): node numbers of
-one experiment's maps never reach another's. What is drawn: ``covidviz.views.som`` and
+against the training images'. External test sets (``ui.external``) are diamonds on their nodes (``som_place``,
+no refit), and the "Set" layer colours nodes by the set their images come from. A class-relations view shows
+which classes share nodes (the paper's "which diseases sit together"). Every widget key is scoped to the
+experiment (``key``): node numbers of one experiment's maps never reach another's. What is drawn: ``covidviz.views.som`` and
 ``covidviz.views.som_figure``. Runs under ``app.py`` or on its own (``streamlit run app_pages/som.py``).
 """
 
@@ -16,6 +17,7 @@ import functools
 import streamlit as st
 
 from covidviz import runs, ui
+from covidviz.ui import external as external_ui
 from covidviz.views import som as som_view
 from covidviz.views import som_figure
 from covidviz.views.style import analyse_command, arch_label, table_height
@@ -52,8 +54,9 @@ def controls(exp) -> som_view.Choice:
     protos = c4.toggle("Prototype pictures", key=key(exp, "som_prototypes"),
                        help="Show in each hexagon the image closest to the node's weights (its prototype); "
                             "the layer's colour stays visible as a rim.")
+    sites = external_ui.sets_filter(exp, "som_sites", c3)  # other hospitals' images, placed on the stored maps
     st.caption(som_view.LAYER_HELP[layer])
-    return som_view.choice(exp.labels, layer, cls_name, split, protos)
+    return som_view.choice(exp.labels, layer, cls_name, split, protos, sites)
 
 
 def quality(info) -> None:
@@ -74,9 +77,11 @@ def backbone_map(exp, arch: str, som: dict, ctl: som_view.Choice, upload: dict |
     n_nodes, node_key = len(a["hex_xy"]), key(exp, NODE_KEY.format(arch))
     if not 0 <= (st.session_state.get(node_key) or 0) < n_nodes:  # an experiment replaced under its name
         del st.session_state[node_key]
+    external = ui.som_external(exp, arch, ctl.sites)
     fig = som_figure.backbone_figure(a, nd, ctl.layer, ctl.cls, thresholds,
                                      highlight=st.session_state.get(node_key), upload=up_node,
-                                     mosaic=ui.som_mosaic(exp, arch) if ctl.prototypes else None, width=width)
+                                     mosaic=ui.som_mosaic(exp, arch) if ctl.prototypes else None, width=width,
+                                     external=external, splits=exp.images()["split"])
     st.plotly_chart(fig, width="stretch", key=key(exp, CHART_KEY.format(arch)), selection_mode="points",
                     on_select=functools.partial(_on_select, exp, arch, som_figure.centres_trace_index(fig)),
                     config={"scrollZoom": True, "displaylogo": False})
@@ -93,6 +98,8 @@ def backbone_map(exp, arch: str, som: dict, ctl: som_view.Choice, upload: dict |
         st.caption("Click a hexagon (or type a node number) to see its images and statistics.")
     else:
         node_panel(exp, arch, a, nd, int(node), ctl, thresholds, grid)
+        if text := som_view.external_on_node(external, int(node)):
+            st.caption(text)
 
 
 def upload_qe(exp, arch: str, a: dict, up: som_view.MapUpload) -> None:

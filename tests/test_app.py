@@ -170,6 +170,23 @@ def test_overview_model_card_shows_the_test_aucs(runs_root):
     assert sum(t.get("marker", {}).get("symbol") == "diamond" for t in curves["data"]) == 2  # one kept epoch each
 
 
+def test_overview_lists_external_sets_and_names_broken_ones(runs_root):
+    from tests.external_fixtures import write_fake_external
+
+    folder = make_fake_experiment(runs_root, "covid3")
+    at = run_app()
+    assert any("python train.py evaluate runs/EXP --data KIND:PATH --name SITE" in c.value for c in at.caption)
+    write_fake_external(folder, "site-b", macro=0.7, drop=0.1)
+    (folder / "external" / "broken").mkdir()  # a folder that is not a stored set: a warning, never a crash
+    at = run_app()
+    table = table_with_columns(at, "Site", "Left out")
+    assert list(table["Site"]) == ["site-b"] and list(table["Images"]) == [20] and list(table["Left out"]) == [1]
+    assert table.loc[0, "ResNet50 macro AUC (95% CI)"] == "0.700 (0.650–0.750)"
+    assert table.loc[0, "ResNet50 drop (95% CI)"] == "+0.100 (+0.000, +0.200)"
+    assert any("cannot be read" in w.value and "broken" in w.value for w in at.warning)
+    assert any("train.py evaluate runs/EXP" in c.value for c in at.caption)
+
+
 def test_overview_shows_init_warning_and_skipped_images(runs_root):
     make_fake_experiment(runs_root, "covid3", init_warning="ImageNet weights could not be downloaded; random init")
     at = run_app()

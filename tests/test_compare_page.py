@@ -625,3 +625,31 @@ def test_prevalence_is_kept_per_class(runs_root):
     default = compare_operating.default_prevalence_percent(y)
     assert widget(ok(at), "slider", "cmp_prevalence").value == default != 3.0
     assert f"PPV at {default / 100:.1%} prevalence" in frame_with(at, "Sensitivity").index
+
+
+# ---------------------------------------------------------------- an external test set
+
+def test_external_test_set_switches_curves_table_and_counts(tiny_experiment, tmp_path_factory, monkeypatch):
+    from covidviz.runs.external import list_external
+    from tests.external_fixtures import SITE, tiny_with_external
+
+    folder = tiny_with_external(tiny_experiment, tmp_path_factory)
+    monkeypatch.setenv(ui.RUNS_ENV, str(folder.parent))
+    exp, ext = runs.read_experiment(folder), list_external(folder)[0][0]
+    names, arch = list(exp.labels.names), exp.backbones[0]
+    at = run_page()
+    select = widget(at, "selectbox", "cmp_test_set")
+    assert select.options == ["Internal test split", f"External: {SITE}"]
+    select.set_value(SITE).run()
+    ok(at)
+    legend = [t["name"] for t in charts(at)["cmp_roc"]["data"] if t.get("mode") == "lines"]
+    m = ext.auc(arch, names[0])
+    assert f"{ui.arch_label(arch)}: AUC {m.auc:.3f} (95% CI {m.ci_low:.3f}–{m.ci_high:.3f})" in legend
+    drops = frame_with(at, "Internal test AUC (95% CI)", f"{SITE} AUC (95% CI)")
+    d = ext.drop(arch, names[0])
+    assert drops.loc[(ui.arch_label(arch), names[0]), "Drop (95% CI)"].startswith(f"{d['drop']:+.3f}")
+    # The operating point's counts are the carried-over validation threshold on the external images.
+    tp, fn, fp, tn = counts(confusions(at, names[0])[0])
+    stored = ext.point(arch, names[0], "youden").counts()
+    assert (tp, fn, fp, tn) == (stored["tp"], stored["fn"], stored["fp"], stored["tn"])
+    assert tp + fn + fp + tn == ext.n_images

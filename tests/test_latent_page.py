@@ -339,3 +339,25 @@ def test_a_selection_does_not_survive_a_switch_to_a_smaller_experiment(tmp_path,
     # from their defaults (Streamlit drops the values of widgets a run did not draw).
     at.sidebar.selectbox(key=ui.EXPERIMENT_KEY).set_value("big").run()
     assert not at.exception and any("50 images selected" in m.value for m in at.markdown)
+
+
+def test_external_set_is_placed_on_the_maps_and_can_be_hidden(tiny_experiment, tmp_path_factory, monkeypatch):
+    from tests.external_fixtures import SITE, tiny_with_external
+
+    folder = tiny_with_external(tiny_experiment, tmp_path_factory)
+    monkeypatch.setenv(ui.RUNS_ENV, str(folder.parent))
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
+    assert not at.exception, [e.value for e in at.exception]
+
+    def external_traces():
+        specs = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+        return [[t for t in s["data"] if t["name"].startswith(f"External: {SITE}")] for s in specs]
+
+    found = external_traces()
+    assert found and all(len(t) == 1 and _len(t[0]["x"]) == 45 for t in found)  # every map, every image
+    assert all(np.all(_decode(t[0]["customdata"])[:, 0] == -1) for t in found)  # never a selectable row
+    at.selectbox(key=sk(folder, "latent_colour")).set_value("set").run()
+    names = [t["name"] for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]]
+    assert any(n.startswith("Train (") for n in names) and any(n.startswith(f"External: {SITE}") for n in names)
+    at.multiselect(key=sk(folder, "latent_sites")).set_value([]).run()
+    assert not at.exception and all(not t for t in external_traces())

@@ -338,3 +338,21 @@ def test_a_node_chosen_on_one_experiment_does_not_reach_a_smaller_one(tmp_path, 
     assert not any(m.value.startswith("#### Node") for m in at.markdown)
     at.sidebar.selectbox(key=ui.EXPERIMENT_KEY).set_value("big").run()
     assert not at.exception and at.title[0].value == "Self-organizing map: big"
+
+
+def test_external_set_sits_on_its_som_nodes_and_the_set_layer(tiny_experiment, tmp_path_factory, monkeypatch):
+    from tests.external_fixtures import SITE, tiny_with_external
+
+    folder = tiny_with_external(tiny_experiment, tmp_path_factory)
+    monkeypatch.setenv(ui.RUNS_ENV, str(folder.parent))
+    at = run_page()
+    maps = [f for f in figures(at) if any(t.get("name") == "nodes" for t in f["data"])]
+    ext = [[t for t in f["data"] if str(t.get("name")).startswith(f"External: {SITE}")] for f in maps]
+    assert maps and all(len(t) == 1 and t[0]["name"] == f"External: {SITE} (45)" for t in ext)
+    at.selectbox(key=sk(folder, "som_layer")).select("set").run()
+    assert not at.exception, [e.value for e in at.exception]
+    legend = {t["name"] for t in figures(at)[0]["data"] if t.get("showlegend")}
+    assert {"Train", f"External: {SITE}"} <= legend
+    at.multiselect(key=sk(folder, "som_sites")).set_value([]).run()
+    legend = {t["name"] for t in figures(at)[0]["data"] if t.get("showlegend")}
+    assert not at.exception and f"External: {SITE}" not in legend

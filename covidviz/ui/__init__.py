@@ -20,6 +20,7 @@ from covidviz.ui.chrome import (
 )
 from covidviz.ui.compare_cache import *
 from covidviz.ui.compare_cache import _compare_analysis
+from covidviz.ui.compare_shortcuts import shortcut_section
 from covidviz.ui.diagnose_cache import *
 from covidviz.ui.latent_cache import *
 from covidviz.ui.som_cache import *

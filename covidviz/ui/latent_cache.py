@@ -10,6 +10,8 @@ from covidviz.cam import DEFAULT_COLORMAP, OVERLAY_ALPHA, compute_cam, overlay
 from covidviz.data.imageio import ImageDecodeError, read_image
 from covidviz.data.table import SPLITS
 from covidviz.ui.cache import _experiment, _model, _stamp
+from covidviz.ui.external import site_stamp
+from covidviz.views.external import set_order as external_set_order
 from covidviz.views.style import NO_FINDING, arch_label
 
 
@@ -40,9 +42,32 @@ def latent_points(exp: runs.Experiment, arch: str):
     return _latent_points(str(exp.path), _stamp(exp.path), arch)
 
 
+@st.cache_data(show_spinner="Placing the external images on the map…", max_entries=32)
+def _latent_external(path: str, stamp: int, site: str, stamp_site: int, arch: str) -> dict | None:
+    from covidviz.runs.external import list_external
+    from covidviz.views import external
+
+    exp = _experiment(path, stamp)
+    ext = external.find_set(list_external(path)[0], site)
+    if ext is None or arch not in ext.archs or not exp.has_artifact(runs.PROJECTIONS, arch):
+        return None
+    images = ext.images()
+    _, probs = external.site_arrays(images, {arch: ext.predictions(arch)}, exp.labels)
+    return {"coords": external.place_on_maps(exp.load_arrays(runs.PROJECTIONS, arch), ext.features(arch)),
+            "image_id": images["image_id"].astype(str).to_numpy(), "labels": images["labels"].astype(str).to_numpy(),
+            "probs": probs[arch]}
+
+
+def latent_external(exp: runs.Experiment, arch: str, sites) -> dict[str, dict]:
+    """site -> its images placed on this backbone's stored maps (``{"coords": method -> (M, 2), "image_id",
+    "labels", "probs"}``; ``views.external.place_on_maps``, nothing refitted), for the sites that have them."""
+    placed = {s: _latent_external(str(exp.path), _stamp(exp.path), s, site_stamp(exp.path, s), arch) for s in sites}
+    return {s: p for s, p in placed.items() if p is not None}
+
+
 @st.cache_resource(show_spinner="Drawing the map…", max_entries=24)
 def _latent_figure(path: str, stamp: int, arch: str, method: str, colour_by: str, cls: str | None,
-                   height: int):
+                   height: int, sites: tuple = ()):
     from covidviz.views import latent
 
     exp = _experiment(path, stamp)
@@ -57,16 +82,23 @@ def _latent_figure(path: str, stamp: int, arch: str, method: str, colour_by: str
         order = names + [NO_FINDING]
     elif colour_by == "split":
         order = list(SPLITS)
+    elif colour_by == "set":
+        order = external_set_order([s for s, _ in sites])
     title = f"{arch_label(arch)} · {latent.METHOD_NAMES.get(method, method)}"
-    return latent.figure_dict(latent.base_figure(coords, table, probs, names, colour_by, values, order, title, height))
+    fig = latent.base_figure(coords, table, probs, names, colour_by, values, order, title, height)
+    placed = {s: p for s, st_ in sites if (p := _latent_external(path, stamp, s, st_, arch)) is not None}
+    fig.add_traces(latent.external_traces(placed, method, names, colour_by))
+    return latent.figure_dict(fig)
 
 
 def latent_figure(exp: runs.Experiment, arch: str, method: str, colour_by: str, cls: str | None,
-                  height: int = 620) -> dict:
-    """The O(N) base map as a plotly figure dict, built once per (backbone, map, colouring); shared, so
-    callers add overlays to a shallow copy (``{**fig, "data": fig["data"] + [...]}``)."""
+                  height: int = 620, sites=()) -> dict:
+    """The O(N) base map as a plotly figure dict, built once per (backbone, map, colouring, external sets
+    shown: ``sites``, placed without refitting); shared, so callers add overlays to a shallow copy
+    (``{**fig, "data": fig["data"] + [...]}``)."""
     return _latent_figure(str(exp.path), _stamp(exp.path), arch, method, colour_by,
-                          cls if colour_by == "outcome" else None, height)
+                          cls if colour_by == "outcome" else None, height,
+                          tuple((s, site_stamp(exp.path, s)) for s in sites))
 
 
 @st.cache_data(show_spinner="Computing heatmaps…", max_entries=64)

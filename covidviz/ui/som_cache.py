@@ -6,6 +6,7 @@ import streamlit as st
 
 from covidviz import runs
 from covidviz.ui.cache import _experiment, _stamp, _thumbnails
+from covidviz.ui.external import site_stamp
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -58,3 +59,22 @@ def som_nodes(exp: runs.Experiment, arch: str, splits=None):
     if not analysed. Shared by every session: read only."""
     return _som_nodes(str(exp.path), _stamp(exp.path), arch, tuple(splits) if splits else None)
 
+
+
+@st.cache_data(show_spinner="Placing the external images on the map…", max_entries=32)
+def _som_external(path: str, stamp: int, site: str, stamp_site: int, arch: str):
+    from covidviz.runs.external import list_external
+    from covidviz.views.external import find_set, place_on_som
+
+    exp = _experiment(path, stamp)
+    ext = find_set(list_external(path)[0], site)
+    if ext is None or arch not in ext.archs or not exp.has_artifact(runs.SOM, arch):
+        return None
+    return place_on_som(exp.load_arrays(runs.SOM, arch), ext.features(arch))[0]
+
+
+def som_external(exp: runs.Experiment, arch: str, sites) -> dict:
+    """site -> best-matching SOM node of each of its images on this backbone's stored map (``som_place``,
+    nothing refitted), for the ``sites`` that have features of this backbone."""
+    nodes = {s: _som_external(str(exp.path), _stamp(exp.path), s, site_stamp(exp.path, s), arch) for s in sites}
+    return {s: n for s, n in nodes.items() if n is not None}

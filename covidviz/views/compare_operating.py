@@ -92,9 +92,10 @@ def missing_threshold_text(preset: str, archs: list[str], cls: str) -> str:
             f"split has a single outcome for {cls}, or no threshold reaches the target.")
 
 
-def rates_heading(y, cls: str) -> str:
+def rates_heading(y, cls: str, where: str = "test") -> str:
+    """The rates table's heading; ``where``: the test set's name ("test", or an external set's)."""
     y = np.asarray(y)
-    return (f"**Rates on the {len(y)} test images** ({int(np.sum(y > 0))} with {cls}): "
+    return (f"**Rates on the {len(y)} {where} images** ({int(np.sum(y > 0))} with {cls}): "
             f"{glossary.link('Sensitivity')}, {glossary.link('Specificity', 'specificity')}, {PPV} and {NPV}; "
             "value (count/denominator) [Wilson 95% CI]. PPV/NPV at the chosen "
             f"{PREVALENCE} use Bayes' rule with the test sensitivity and specificity.")

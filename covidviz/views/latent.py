@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 from covidviz import runs
 from covidviz.data.labels import MULTILABEL, split_labels
 from covidviz.runs.records import Analysis, ProjectionsInfo
+from covidviz.views import external as external_view
 from covidviz.views import glossary
 from covidviz.views.style import (
     CHART_FONT,
@@ -43,6 +44,7 @@ COLOUR_BY = {
     "outcome": "Outcome for a class (TP/FP/FN/TN)",
     "confidence": "Confidence (top probability)",
     "split": "Split",
+    "set": "Set (internal splits vs external sites)",
     "source": "Source",
     "sex": "Sex",
     "age": "Age",
@@ -160,6 +162,7 @@ def point_table(images: pd.DataFrame, probs: np.ndarray, names: list[str], task:
         "prediction": np.asarray(names, dtype=object)[top],
         "confidence": probs.max(1).astype(np.float32),
         "split": images["split"].astype(str).to_numpy(),
+        "set": external_view.set_values(images["split"], {}),
         "source": src.to_numpy(),
         "sex": sex.to_numpy(),
         "age": pd.to_numeric(images["age"], errors="coerce").to_numpy(np.float64),
@@ -240,6 +243,29 @@ def base_figure(coords: np.ndarray, table: pd.DataFrame, probs: np.ndarray, name
         yaxis=dict(showticklabels=False, title=None, zeroline=False, scaleanchor="x", scaleratio=1),
         uirevision="latent")  # keep zoom and pan when the overlays change
     return fig
+
+
+def external_traces(placed: dict[str, dict], method: str, names: list[str], colour_by: str,
+                    size: int = 8) -> list[go.Scattergl]:
+    """One trace per external set placed on the map (``placed``: site -> ``{"coords": method -> (M, 2),
+    "image_id", "labels", "probs" (M, C)}``, from ``views.external.place_on_maps``), as diamonds outlined in
+    black. With the "Set" colouring each site has its own colour after the internal splits'; otherwise one
+    dark grey. Their customdata row is -1, so a box or lasso never selects them (they are not in
+    images.parquet), but the hover shows their probabilities."""
+    traces, order = [], external_view.set_order(placed)
+    for site, p in placed.items():
+        xy = p["coords"].get(method)
+        if xy is None or not len(xy):
+            continue
+        name = external_view.test_set_label(site)
+        colour = PALETTE[order.index(name) % len(PALETTE)] if colour_by == "set" else "#555555"
+        text = [f"{name}<br>{i}<br>{lab or NO_FINDING}" for i, lab in zip(p["image_id"], p["labels"])]
+        custom = np.column_stack([np.full(len(xy), -1.0, np.float32), np.asarray(p["probs"], np.float32)])
+        traces.append(go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", name=f"{name} ({len(xy):,})",
+                                   marker=dict(symbol="diamond", size=size + 2, color=colour,
+                                               line=dict(width=1, color="black")),
+                                   text=np.asarray(text, dtype=str), customdata=custom, hovertemplate=_hover(names)))
+    return traces
 
 
 def overlay_traces(coords: np.ndarray, selected=(), opened: int | None = None, upload_xy=None,

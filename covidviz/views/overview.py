@@ -283,3 +283,41 @@ def auc_chart(aucs: pd.DataFrame, archs) -> go.Figure:
                       font=CHART_FONT, height=max(280, 90 + bar_px * len(aucs)),
                       legend=dict(orientation="h", yanchor="bottom", y=1.0), margin=dict(t=40, b=10, l=10, r=10))
     return fig
+
+
+PHANTOM_NOTE = (
+    "**These images are synthetic phantoms, not real X-rays.** covidviz draws them (`covidviz/data/synthetic.py`) "
+    "so that the demo runs anywhere and every lesion comes with its exact pixel mask, against which the heat maps "
+    "are scored. On them, *COVID-19* means a few hazy, patchy ground-glass blobs in the outer lower zones of both "
+    "lungs; *Pneumonia* one dense consolidation filling much of one lobe of one lung; *Normal* the same kind of "
+    "anatomy with no lesion. A lead \"R\"/\"L\" marker sits in a corner of some films{marker}.")
+
+
+def phantom_note(exp) -> str | None:
+    """What the demo's phantoms are and what its classes mean on them; None for real data."""
+    sources = (exp.manifest.get("dataset") or {}).get("sources") or []
+    if not sources or any(s.get("kind") != "synthetic" for s in sources):
+        return None
+    confounded = any("confounder=0.0" not in str(s.get("description", "")) for s in sources)
+    marker = (": here it goes with COVID-19 more often than with the other classes, a deliberate shortcut"
+              if confounded else ", at the same rate in every class (no shortcut)")
+    return PHANTOM_NOTE.format(marker=marker)
+
+
+def baseline_sentence(exp, analysis: Analysis | None) -> str | None:
+    """How each backbone's test macro AUC compares with the thumbnail baseline's, in a sentence a clinician
+    can read (and why a thumbnail can win on phantoms), or None without an analysed baseline."""
+    base = analysis.baseline_auc("macro") if analysis is not None else None
+    if base is None:
+        return None
+    aucs = {a: exp.record(a).macro_auc("test") for a in exp.backbones}
+    losing = [a for a, v in aucs.items() if v is not None and v < base]
+    named = ", ".join(f"{arch_label(a)} {v:.2f}" for a, v in aucs.items() if v is not None)
+    text = (f"Test macro AUC: {named}; a logistic regression on 32×32-pixel thumbnails (the "
+            f"{glossary.link('Thumbnail baseline', 'thumbnail baseline')}) scores {base:.2f}.")
+    if not losing:
+        return text + " Both backbones beat it: they use more than the coarse brightness pattern of the film."
+    return (text + f" The thumbnail beats {', '.join(arch_label(a) for a in losing)}: the difference between these "
+            "classes is a large, smooth change in how dense a region of the lung is, which a 32×32 thumbnail already "
+            "shows, while deep networks trained from scratch on a few hundred images for a few epochs have not yet "
+            "learnt more than that. It is not a sign of a hidden shortcut unless the shortcut audit on Compare says so.")

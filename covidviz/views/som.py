@@ -15,6 +15,7 @@ import pandas as pd
 
 from covidviz.data.labels import MULTILABEL, LabelSpace, split_labels
 from covidviz.runs.records import Analysis, SomInfo
+from covidviz.views import external as external_view
 from covidviz.views import glossary
 from covidviz.views.latent_selection import file_name
 from covidviz.views.style import NO_FINDING, SPLIT_LABELS, label_order
@@ -26,6 +27,7 @@ LAYERS = {
     "density": "Density of a class",
     "mean_prob": "Mean predicted probability of a class",
     "error": "Error rate",
+    "set": "Set (internal splits vs external sites)",
 }
 CLASS_LAYERS = ("density", "mean_prob")  # layers that need a chosen class (error too when multi-label)
 INTRO = (f"A self-organizing map ({glossary.link('SOM')}) lays the images' feature vectors on a grid of hexagons, "
@@ -46,6 +48,9 @@ LAYER_HELP = {
     "mean_prob": "The model's mean predicted probability of the chosen class over each node's images.",
     "error": "Share of each node's images the model gets wrong (multi-class: top prediction ≠ label; multi-label: "
              "for the chosen class, thresholded prediction ≠ label). Pick the Test split for the honest rate.",
+    "set": "Colour = the set most of the node's images come from: the internal splits (chosen split) and the external "
+           "test sets shown, placed on the stored map without refitting (paler = a more mixed node). A node held "
+           "mostly by an external site is a region the training images do not cover.",
 }
 SPLIT_CHOICES = {"All splits": None, "Training": ["train"], "Validation": ["val"], "Test": ["test"]}
 GALLERY_MAX = 40                # thumbnails shown for a node (the table lists all its images)
@@ -63,6 +68,7 @@ class Choice:
     cls_name: str
     split_label: str            # a key of SPLIT_CHOICES
     prototypes: bool
+    sites: tuple = ()           # external test sets shown on the maps
 
     @property
     def splits(self) -> list[str] | None:
@@ -70,9 +76,11 @@ class Choice:
         return SPLIT_CHOICES[self.split_label]
 
 
-def choice(labels: LabelSpace, layer: str, cls_name: str, split_label: str, prototypes: bool = False) -> Choice:
+def choice(labels: LabelSpace, layer: str, cls_name: str, split_label: str, prototypes: bool = False,
+           sites=()) -> Choice:
     classes = label_order(labels)
-    return Choice(layer, classes.index(cls_name) if cls_name in classes else 0, cls_name, split_label, bool(prototypes))
+    return Choice(layer, classes.index(cls_name) if cls_name in classes else 0, cls_name, split_label, bool(prototypes),
+                  tuple(sites))
 
 
 def class_options(labels: LabelSpace, layer: str) -> list[str]:
@@ -136,6 +144,24 @@ def node_data(images: pd.DataFrame, labels: LabelSpace, probs: np.ndarray, node:
                     int(n_nodes))
 
 
+def set_node_data(nd: NodeData, splits, external: dict[str, np.ndarray]) -> NodeData:
+    """The "Set" layer's data: ``nd``'s images (its split filter kept) and each external set's images
+    (``external``: site -> best-matching nodes), with the sets as the classes (Train / Validation / Test /
+    External: site, those present)."""
+    values = external_view.set_values(splits, {s: len(n) for s, n in external.items()})
+    mask = np.concatenate([nd.mask, np.ones(len(values) - len(nd.mask), bool)])
+    order = [c for c in external_view.set_order(external) if c in set(values[mask])]
+    onehot = (values[:, None] == np.asarray(order, dtype=object)[None, :]).astype(np.float64)
+    nodes = [np.asarray(nd.node, np.int64)] + [np.asarray(n, np.int64).reshape(-1) for n in external.values()]
+    return NodeData(nd.labels, order, onehot, np.zeros((len(values), 0)), np.concatenate(nodes), mask, nd.n_nodes)
+
+
+def external_on_node(external: dict[str, np.ndarray], node: int) -> str | None:
+    """"External images on this node: site-b 3, ..." (None when none of the shown sets has any)."""
+    parts = [f"{site} {int(np.sum(np.asarray(n) == node))}" for site, n in external.items() if np.any(np.asarray(n) == node)]
+    return ("External images on this node (placed without refitting): " + ", ".join(parts)) if parts else None
+
+
 def predictions(nd: NodeData, thresholds: dict[str, float] | None = None) -> np.ndarray:
     """(N, C) 0/1 predictions: argmax for multi-class; probability >= threshold (default 0.5) per class
     for multi-label."""
@@ -176,7 +202,7 @@ def layer_values(nd: NodeData, layer: str, cls: int = 0, umatrix: np.ndarray | N
     if layer == "hits":
         v = np.where(empty, np.nan, hits)
         return {"values": v, "kind": "continuous", "title": "Images", "range": (0.0, max(1.0, float(hits.max())))}
-    if layer == "dominant":
+    if layer in ("dominant", "set"):  # "set": of a ``set_node_data`` (its classes are the sets)
         counts = nd.counts()
         dom = counts.argmax(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -184,7 +210,7 @@ def layer_values(nd: NodeData, layer: str, cls: int = 0, umatrix: np.ndarray | N
         dom = np.where(empty, -1, dom)
         purity = np.where(empty, np.nan, purity)
         return {"values": purity, "kind": "categorical", "dominant": dom, "purity": purity,
-                "title": "Dominant class", "range": (0.0, 1.0)}
+                "title": "Dominant set" if layer == "set" else "Dominant class", "range": (0.0, 1.0)}
     if layer == "density":
         counts = nd.counts()[:, cls]
         total = counts.sum()

@@ -21,8 +21,9 @@ import io
 
 import numpy as np
 
-from covidviz.views.som import LAYERS, NodeData, grid_shape, layer_values, node_cell
-from covidviz.views.style import CHART_FONT, SELECTION_COLOUR, UPLOAD_COLOUR, class_colours
+from covidviz.views.som import LAYERS, NodeData, grid_shape, layer_values, node_cell, set_node_data
+from covidviz.views.style import CHART_FONT, SELECTION_COLOUR, SPLIT_LABELS, UPLOAD_COLOUR, class_colours
+from covidviz.views.style import colour as palette_colour
 
 R = 1.0 / np.sqrt(3.0)          # circumradius of a hexagon whose neighbours are 1 apart
 N_LEVELS = 24                   # colour levels of a continuous layer
@@ -286,15 +287,46 @@ def hover_texts(nd: NodeData, layer: dict, layer_label: str, umatrix: np.ndarray
 
 
 
+def external_markers(hex_xy: np.ndarray, external: dict[str, np.ndarray]) -> list:
+    """One trace per external set: a diamond on every node holding some of its images (size by count,
+    nudged per set so that two sets on a node stay apart), hover = the set and its count there."""
+    import plotly.graph_objects as go
+
+    xy = np.asarray(hex_xy, np.float64)
+    traces = []
+    for k, (site, nodes) in enumerate(external.items()):
+        counts = np.bincount(np.asarray(nodes, np.int64).reshape(-1), minlength=len(xy))[:len(xy)]
+        held = np.flatnonzero(counts)
+        if not len(held):
+            continue
+        dx = 0.18 * (k - (len(external) - 1) / 2)
+        size = 7 + 9 * np.sqrt(counts[held] / counts.max())
+        traces.append(go.Scatter(x=(xy[held, 0] + dx).round(4).tolist(), y=xy[held, 1].round(4).tolist(), mode="markers",
+                                 name=f"External: {site} ({int(counts.sum())})", showlegend=True,
+                                 marker=dict(symbol="diamond", size=size.round(1).tolist(),
+                                             color=palette_colour(len(SPLIT_LABELS) + k), line=dict(color="black", width=1)),
+                                 text=[f"External: {site}<br>node {n}: {counts[n]} images" for n in held],
+                                 hovertemplate="%{text}<extra></extra>"))
+    return traces
+
+
 def backbone_figure(arrays: dict, nd: NodeData, layer: str, cls: int = 0, thresholds: dict[str, float] | None = None,
                     highlight: int | None = None, upload: int | None = None, mosaic: str | None = None,
-                    width: int = 1100):
+                    width: int = 1100, external: dict[str, np.ndarray] | None = None, splits=None):
     """One backbone's map as the page shows it: ``layer`` (a key of ``LAYERS``) over the SOM's
-    ``arrays`` (som.npz: ``hex_xy``, ``umatrix``), hover text per node, sized to fit ``width`` px."""
+    ``arrays`` (som.npz: ``hex_xy``, ``umatrix``), hover text per node, sized to fit ``width`` px.
+    ``external``: site -> best-matching nodes of its images, drawn as diamonds; with the "set" layer they
+    are counted with the internal images (``splits``: every image's split) by ``set_node_data``."""
+    external = external or {}
+    if layer == "set":
+        nd = set_node_data(nd, splits, external)
     values = layer_values(nd, layer, cls, umatrix=arrays["umatrix"], thresholds=thresholds)
     hover = hover_texts(nd, values, LAYERS[layer].split(" (")[0], arrays["umatrix"], grid_shape(arrays["hex_xy"]))
-    return som_figure(arrays["hex_xy"], values, layer, hover, nd.classes, highlight=highlight, upload=upload,
-                      mosaic=mosaic, height=map_height(arrays["hex_xy"], width))
+    fig = som_figure(arrays["hex_xy"], values, layer, hover, nd.classes, highlight=highlight, upload=upload,
+                     mosaic=mosaic, height=map_height(arrays["hex_xy"], width))
+    if layer != "set":
+        fig.add_traces(external_markers(arrays["hex_xy"], external))
+    return fig
 
 
 # ---------------------------------------------------------------- class relations and the upload's QE
