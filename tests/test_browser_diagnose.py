@@ -46,12 +46,12 @@ def test_a_colour_photo_gets_one_verdict_and_no_calls(tiny_experiment, tmp_path)
     exp = runs.read_experiment(tiny_experiment)
     with streamlit_server(tiny_experiment.parent, tmp_path) as url, chromium_page(width=1280, height=3000) as page:
         _open(page, url, exp)
-        _upload(page, "holiday.png", samples.upload_bytes("colour_photo", 3))
+        _upload(page, "holiday.png", samples.upload_bytes("photo", 3))
         expect(page.get_by_text("Calls withheld")).to_be_visible()
         expect(page.get_by_text(VERDICT)).to_have_count(1)  # one verdict, not one per backbone
         assert "in colour" in page.get_by_text(VERDICT).inner_text()
         expect(page.get_by_text("Most likely:")).to_have_count(0)
-        page.get_by_text("Show the predictions anyway").click()
+        page.get_by_test_id("stCheckbox").get_by_text("Show the predictions anyway").click()
         expect(page.get_by_text("Most likely:")).to_have_count(len(exp.backbones))
         expect(page.get_by_text("Shown at your request")).to_be_visible()
         assert page.locator("[data-testid='stException']").count() == 0
@@ -80,7 +80,7 @@ def test_a_real_xray_verdict_and_the_what_if_box_in_chromium(tiny_experiment, sh
         box = page.get_by_text("with the box hidden").first
         before = box.inner_text()
         # move the box's left edge to the far right: a thin box at the right border replaces the central one
-        thumb = page.get_by_role("slider").filter(has_text=re.compile("0.30")).first
+        thumb = page.locator("input[type='range'][aria-label^='Box, left to right']").first  # the box's left edge
         thumb.focus()
         for _ in range(20):
             page.keyboard.press("ArrowRight")
