@@ -54,7 +54,8 @@ def outlined(image: np.ndarray, box: dict[str, float] | None = None, colour=(0, 
 
 def _arrow(before: float, after: float) -> str:
     d = after - before
-    return f"{before:.2f} → {after:.2f} ({'+' if d >= 0 else '−'}{abs(d):.2f})"
+    sign = "±" if round(abs(d), 2) == 0 else "+" if d > 0 else "−"
+    return f"{before:.2f} → {after:.2f} ({sign}{abs(d):.2f})"
 
 
 def row_lines(row: WhatIfRow, arch_labels: dict[str, str]) -> list[str]:
