@@ -35,7 +35,8 @@ def _cell(c: dict, original: bool) -> str:
         text += f" [{c['ci_low']:.2f}–{c['ci_high']:.2f}]"
     if not original and c.get("diff") is not None:
         d = c["diff"]
-        text += f" ({'+' if d >= 0 else '−'}{abs(d):.2f})"
+        sign = "±" if round(abs(d), 2) == 0 else "+" if d > 0 else "−"
+        text += f" ({sign}{abs(d):.2f})"
     return text
 
 
