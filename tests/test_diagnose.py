@@ -470,3 +470,21 @@ def test_page_what_if_panel_and_a_box_of_ones_own(page, exp):
     assert len(box2) == 1 and box2 != box
     at.slider(key=key("diagnose_box_x")).set_value((0.0, 1.0)).run()  # everything hidden: said, not a crash
     assert not at.exception and any("outside the box" in i.value for i in at.info)
+
+
+def test_page_picks_an_image_of_an_external_set(tiny_experiment, tmp_path_factory, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from covidviz import ui
+    from tests.external_fixtures import SITE, tiny_with_external
+
+    folder = tiny_with_external(tiny_experiment, tmp_path_factory)
+    monkeypatch.setenv(ui.RUNS_ENV, str(folder.parent))
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    source = at.radio(key=key("diagnose_source", folder.name))
+    assert "Pick an image of an external test set" in source.options
+    source.set_value("Pick an image of an external test set").run()
+    assert at.selectbox(key=key("diagnose_external_site", folder.name)).value == SITE
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["upload"]["name"].startswith(f"{SITE} image ")  # predicted like a test image
+    assert "Predictions" in [s.value for s in at.subheader]
