@@ -495,7 +495,7 @@ def test_explained_map_reuses_the_top_class_map_and_caches_the_others():
     class Counting:
         calls = []
 
-        def heatmaps(self, pixels, arch, cls, methods):
+        def heatmaps(self, pixels, arch, cls, methods, layer=None):
             self.calls.append((arch, cls, methods))
             return {m: f"map {cls}" for m in methods}
 
