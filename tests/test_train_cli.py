@@ -131,7 +131,7 @@ def test_demo_trains_both_backbones_within_budget(tmp_path):
     seconds = time.time() - t
     exp = runs.read_experiment(tmp_path / "runs" / "demo")
     assert exp.backbones == ["densenet121", "resnet50"]
-    assert seconds < 480, seconds
+    assert seconds < 600, seconds  # measured 379 s with the phantoms cached; CI generates them first
     for arch in exp.backbones:
         assert exp.backbone(arch)["metrics"]["test"]["macro_auc"] > 0.6
     # Issue 12: the demo's heatmaps do their job. DenseNet121's default map (a grid of at least 8x8)
