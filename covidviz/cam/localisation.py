@@ -29,15 +29,21 @@ from covidviz.cam.overlay import resize_map
 from covidviz.models import probabilities
 
 
-def box_to_mask(box: Mapping[str, float], height: int, width: int) -> np.ndarray:
-    """{"x", "y", "w", "h"} as fractions of the width/height (top-left corner and size) -> bool
-    (height, width) mask. The box is clipped to the image and covers at least one pixel."""
+def box_fractions(box) -> tuple[float, float, float, float]:
+    """``(x, y, w, h)`` of a ``{"x", "y", "w", "h"}`` box in fractions, checked: all finite, positive size."""
     try:
         x, y, w, h = (float(box[k]) for k in ("x", "y", "w", "h"))
     except KeyError as exc:
         raise ValueError(f"box needs keys x, y, w, h (fractions); missing {exc}") from None
     if not all(np.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
         raise ValueError(f"invalid box {dict(box)}")
+    return x, y, w, h
+
+
+def box_to_mask(box: Mapping[str, float], height: int, width: int) -> np.ndarray:
+    """{"x", "y", "w", "h"} as fractions of the width/height (top-left corner and size) -> bool
+    (height, width) mask. The box is clipped to the image and covers at least one pixel."""
+    x, y, w, h = box_fractions(box)
     c0 = int(np.clip(np.floor(x * width), 0, width - 1))
     r0 = int(np.clip(np.floor(y * height), 0, height - 1))
     c1 = int(np.clip(np.ceil((x + w) * width), c0 + 1, width))

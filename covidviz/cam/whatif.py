@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from covidviz.cam.localisation import random_heat
+from covidviz.cam.localisation import box_fractions, random_heat
 from covidviz.cam.methods import DEFAULT_METHOD, CamResult, compute_cams, evaluating
 from covidviz.cam.overlay import resize_map
 from covidviz.data.labels import MULTICLASS
@@ -130,12 +130,7 @@ def box_mask(shape, box: Mapping[str, float]) -> np.ndarray:
     """A user box ``{"x", "y", "w", "h"}`` (top-left corner and size, fractions of the image) -> mask,
     clipped to the image and at least one pixel (``cam.localisation.box_to_mask``'s convention)."""
     h, w = _shape(shape)
-    try:
-        x, y, bw, bh = (float(box[k]) for k in ("x", "y", "w", "h"))
-    except KeyError as exc:
-        raise ValueError(f"box needs keys x, y, w, h (fractions); missing {exc}") from None
-    if not all(np.isfinite(v) for v in (x, y, bw, bh)) or bw <= 0 or bh <= 0:
-        raise ValueError(f"invalid box {dict(box)}")
+    x, y, bw, bh = box_fractions(box)
     # Edges snapped to whole pixels with a tolerance: 0.1 + 0.2 of 100 px is row 30, not 31.
     tol = 1e-6
     c0 = int(np.clip(np.floor(x * w + tol), 0, w - 1))
