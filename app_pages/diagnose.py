@@ -103,7 +103,8 @@ def heatmaps(exp, predictor, diag, film) -> tuple[dict, dict, str, float, dict, 
     the maps shown, layer). A map with no evidence for its class is said so, not drawn."""
     st.subheader("Where the models look")
     names = list(exp.labels.names)
-    c0, c1, c2, c3, c4 = st.columns([2, 2, 2, 1.3, 2])
+    c0, c1, c2 = st.columns(3)  # the three choices on one row, display settings under them: no truncated values
+    c3, c4 = st.columns([1, 2])
     layers = layer_names(predictor.archs[0])
     layer = c0.selectbox("Layer", layers, format_func=LAYER_NAMES.get, key=scoped(exp, "diagnose_layer"), help=view.LAYER_HELP)
     offered = offered_methods(layer)

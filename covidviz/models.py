@@ -120,9 +120,9 @@ REGISTRY: dict[str, BackboneSpec] = {
 FINAL_LAYER = "block4"   # the name of every backbone's default CAM layer: the map the head pools
 # Human names of the CAM layers, for a page's selector.
 LAYER_NAMES = {
-    "block4": "last block (pooled by the classifier)",
-    "block3": "block 3 (the stage before the last: finer, less specific)",
-    "block2": "block 2 (finer still, closer to edges and texture)",
+    "block4": "Last block (the classifier's)",
+    "block3": "Block 3 (finer, less specific)",
+    "block2": "Block 2 (finest, edges and texture)",
 }
 
 
