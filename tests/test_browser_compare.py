@@ -64,8 +64,10 @@ def test_compare_page_renders_charts_and_heatmaps(tmp_path):
         assert page.locator("[data-testid='stException']").count() == 0
 
         page.get_by_role("button", name="Heatmaps").first.click()
-        expect(page.get_by_text("class activation map").first).to_be_visible()
-        expect(page.get_by_text("class activation map")).to_have_count(2)
+        # One caption per backbone under the image (the gallery's intro also names class activation maps).
+        captions = page.get_by_text(": class activation map for '")
+        expect(captions.first).to_be_visible()
+        expect(captions).to_have_count(2)
         _wait_charts(page, 5)
         assert page.locator("[data-testid='stException']").count() == 0
         for heading, name in SECTIONS:
