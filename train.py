@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input size / CAM grid size: 32 (torchvision's), 16 or 8 (finer heatmaps, more compute); "
                         "one value for every backbone or ARCH=STRIDE pairs (default: each backbone's, "
                         + ", ".join(f"{a} {s.default_output_stride}" for a, s in REGISTRY.items()) + ")")
-    p.add_argument("--batch-size", type=int, default=None, help="default 32")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3 from scratch, 3e-4 pretrained)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 32 (the demo 16)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default 1e-3 from scratch, 3e-4 pretrained; the demo 2e-3)")
     p.add_argument("--patience", type=int, default=5, help="epochs without validation-AUC gain before stopping")
     p.add_argument("--weights", default="auto",
                    help="imagenet | none | auto (ImageNet if it can be had, else random + warning) | PATH.pt | runs/EXPERIMENT | "
@@ -163,7 +164,8 @@ def config_from_args(args) -> RunConfig:
     if not data and not args.resume:
         raise SystemExit("train.py: give at least one --data KIND:PATH (kinds: " + DATA_KINDS + "), or --demo")
     weights = args.weights if args.weights != "auto" or not args.demo else defaults["weights"]
-    lr = args.lr if args.lr is not None else (1e-3 if weights in ("none", "auto") else 3e-4)
+    scratch = weights in ("none", "auto")
+    lr = args.lr if args.lr is not None else (defaults.get("lr", 1e-3) if scratch else 3e-4)  # the demo's: from scratch
     train_cfg = TrainConfig(
         epochs=args.epochs or defaults["epochs"], batch_size=args.batch_size or defaults["batch_size"], lr=lr,
         patience=args.patience, seed=args.seed, augment=not args.no_augment, progress=not args.quiet)

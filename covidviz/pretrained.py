@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import pickle
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -241,10 +241,16 @@ def resolve_weights(weights, arch: str, image_size: int = TXV_IMAGE_SIZE):
 
 
 def preprocessing_for(resolved, image_size: int) -> Preprocessing:
-    """The experiment's preprocessing for its resolved weights (one value, or one per backbone): txv's
-    when any backbone starts from torchxrayvision weights, else the default at ``image_size``."""
+    """The experiment's preprocessing for its resolved weights (one value, or one per backbone): the
+    intensity scaling and crop the starting weights were trained with (torchxrayvision's, or an earlier
+    experiment's from ``--weights runs/EXP``) at ``image_size``; the default when none asks for another.
+    Two backbones asking for different contracts is a ``ValueError`` (one experiment has one)."""
     items = list(resolved.values()) if isinstance(resolved, dict) else [resolved]
-    for w in items:
-        if isinstance(w, TxvWeights):
-            return w.preprocessing
-    return Preprocessing(image_size=int(image_size))
+    default = Preprocessing(image_size=int(image_size))
+    wanted = {replace(w.preprocessing, image_size=int(image_size)) for w in items
+              if isinstance(w, PretrainedState) and w.preprocessing is not None}
+    wanted.discard(default)
+    if len(wanted) > 1:
+        raise ValueError("the starting weights were trained with different preprocessing "
+                         f"({'; '.join(sorted(p.resize for p in wanted))}); start every backbone from the same kind")
+    return wanted.pop() if wanted else default

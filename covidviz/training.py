@@ -30,7 +30,7 @@ from covidviz.analysis.metrics import auc_per_class, macro_auc
 from covidviz.data.labels import MULTICLASS, LabelSpace
 from covidviz.data.preprocess import Preprocessing
 from covidviz.io import atomic_torch_save
-from covidviz.models import probabilities
+from covidviz.models import REGISTRY, probabilities
 
 
 @dataclass
@@ -186,6 +186,12 @@ def evaluate(model, pixels, rows, targets_onehot, labels: LabelSpace, prep, devi
     return loss, per_class
 
 
+def _cpu_channels_last(model: nn.Module) -> bool:
+    """Whether this backbone trains faster in channels-last layout on a CPU (``BackboneSpec``, measured)."""
+    arch = getattr(model, "arch", None)
+    return arch in REGISTRY and REGISTRY[arch].cpu_channels_last
+
+
 def fit(model: nn.Module, pixels: np.ndarray, train_rows: np.ndarray, train_targets: np.ndarray,
         val_rows: np.ndarray, val_onehot: np.ndarray, labels: LabelSpace, prep: Preprocessing,
         cfg: TrainConfig, device: torch.device, checkpoint: Path | None = None,
@@ -194,7 +200,8 @@ def fit(model: nn.Module, pixels: np.ndarray, train_rows: np.ndarray, train_targ
     dist = dist or DistInfo()
     seed_everything(cfg.seed + dist.rank)
     model.to(device)
-    if device.type == "cuda":
+    channels_last = device.type == "cuda" or _cpu_channels_last(model)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = model
     if dist.world > 1:
@@ -240,7 +247,7 @@ def fit(model: nn.Module, pixels: np.ndarray, train_rows: np.ndarray, train_targ
         for x, y in bar:
             if cfg.augment:
                 x = augment_batch(x, gen)
-            if device.type == "cuda":
+            if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(device, use_amp):
                 loss = loss_fn(net(x).float(), y)

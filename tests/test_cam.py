@@ -425,6 +425,28 @@ def test_box_to_mask():
         box_to_mask({"x": 0.1, "y": 0.1}, 10, 10)
 
 
+def test_expert_box_is_cropped_like_the_film():
+    """A box on a wide film lands where the film's pixels land, centre crop (torchxrayvision) or not."""
+    import json
+
+    from covidviz.analysis.localisation import _targets
+
+    row = {"mask": "", "labels": "Mass",
+           "bbox": json.dumps([{"label": "Mass", "x": 0.5, "y": 0.25, "w": 0.25, "h": 0.5}])}
+    shape = (100, 200)  # H x W: the crop keeps columns 50..150
+    film = np.zeros(shape, np.uint8)
+    film[25:75, 100:150] = 255  # the box's pixels, painted on the film
+    for crop in ("none", "center"):
+        prep = Preprocessing(image_size=20, crop=crop)
+        cls, mask = _targets(row, ["Mass", "Nodule"], prep, shape)
+        assert cls == 0 and mask.shape == (20, 20)
+        painted = prep.to_model_pixels(film) > 127
+        assert (mask == painted).mean() > 0.97, crop
+    # centred square: box columns 100..150 of 200 become 50..100 of 100, i.e. the right half
+    mask = _targets(row, ["Mass"], Preprocessing(image_size=20, crop="center"), shape)[1]
+    assert mask[:, 10:].sum() > 0 and mask[:, :9].sum() == 0
+
+
 def test_pointing_game_and_energy():
     mask = np.zeros((64, 64), bool)
     mask[10:20, 30:40] = True

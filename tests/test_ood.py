@@ -161,6 +161,7 @@ def test_verdict_on_uploads(tiny_experiment):
     far = {a: np.full(f.shape[1], 50.0, np.float32) for a, f in feats.items()}
     v = det.verdict(None, far)
     assert v.is_ood and v.gate is None and v.percentile == 100 and "unlike the training images" in v.reasons[0]
+    assert "than every validation image" in v.reasons[0]  # not "than 100 % of them"
     # One backbone only: the verdict combines what it is given.
     one = exp.backbones[0]
     v = det.verdict(film, {one: feats[one][1]})

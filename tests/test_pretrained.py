@@ -212,3 +212,26 @@ def test_train_with_txv_weights_end_to_end(txv_model, txv_file, tmp_path):
     random_init = Classifier("densenet121", 3, output_stride=32).state_dict()
     key = "features.0.denseblock2.denselayer3.conv2.weight"
     assert float((trained[key] - mapped[key]).norm()) < 0.2 * float((trained[key] - random_init[key]).norm())
+
+
+def test_an_earlier_experiment_passes_on_its_preprocessing(tiny_experiment, tmp_path):
+    """--weights runs/EXP from a torchxrayvision-started experiment keeps its scaling and centre crop."""
+    import json
+    import shutil
+
+    from covidviz import runs
+
+    exp_dir = shutil.copytree(tiny_experiment, tmp_path / "txv-started")
+    manifest = json.loads((exp_dir / runs.MANIFEST).read_text())
+    arch = runs.read_experiment(exp_dir).backbones[0]
+    w = runs.pretrained_state(str(exp_dir), arch)
+    assert w.preprocessing == runs.read_experiment(exp_dir).preprocessing
+    assert pretrained.preprocessing_for({arch: w}, 96) == Preprocessing(96)  # a default experiment: the default
+    manifest["preprocessing"] = pretrained.txv_preprocessing(manifest["preprocessing"]["image_size"]).to_json()
+    (exp_dir / runs.MANIFEST).write_text(json.dumps(manifest))
+    w = runs.pretrained_state(str(exp_dir), arch)
+    prep = pretrained.preprocessing_for({arch: w, "other": "none"}, 96)
+    assert prep == pretrained.txv_preprocessing(96) and prep.crop == "center"
+    other = PretrainedState(w.state, "x", Preprocessing(96, mean=(0.5,) * 3, std=(0.5,) * 3))
+    with pytest.raises(ValueError, match="different preprocessing"):
+        pretrained.preprocessing_for({"a": w, "b": other}, 96)

@@ -83,7 +83,7 @@ def test_kill_mid_training_then_resume(tmp_path):
             "--patience", "99", "--projections", "pca"]
     proc = _spawn(args)
     ckpt = runs.partial_checkpoint(out, "killed", "densenet121")
-    deadline = time.time() + 300
+    deadline = time.time() + 600  # the first epoch of a loaded machine (CI shares its cores)
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
@@ -124,18 +124,19 @@ def test_torchrun_two_cpu_processes(tmp_path):
 
 @pytest.mark.slow
 def test_demo_trains_both_backbones_within_budget(tmp_path):
-    """`train.py --demo` is what `make app` runs on a fresh clone: both backbones, about 6 minutes on 2 cores
-    (issue 12 asks for 5; 4 epochs fit but their maps found only 27 % of the lesions: see pipeline.DEMO)."""
+    """`train.py --demo` is what `make app` runs on a fresh clone: phantoms, both backbones and the analysis
+    in about 5 minutes on 2 cores (issue 12; the settings tried are listed at pipeline.DEMO)."""
     t = time.time()
     assert train.main(["--demo", "--out", str(tmp_path / "runs"), "--quiet"]) == 0
     seconds = time.time() - t
     exp = runs.read_experiment(tmp_path / "runs" / "demo")
     assert exp.backbones == ["densenet121", "resnet50"]
-    assert seconds < 600, seconds  # measured 379 s with the phantoms cached; CI generates them first
+    assert seconds < 450, seconds  # measured about 300 s with the phantoms generated; 1.5x for a slower CI box
     for arch in exp.backbones:
         assert exp.backbone(arch)["metrics"]["test"]["macro_auc"] > 0.6
     # Issue 12: the demo's heatmaps do their job. DenseNet121's default map (a grid of at least 8x8)
-    # points at the phantom lesion far more often than a random map (measured 0.57 vs 0.10).
+    # points at the phantom lesion far more often than a random map (measured 0.58 vs 0.10; the margin
+    # below leaves room for the run-to-run spread of CPU training, about +-0.05).
     loc = exp.localisation("densenet121")
     assert loc is not None and loc.truth == "phantom masks"
     assert min(exp.record("densenet121").cam_grid) >= 8 and min(loc.grid()) >= 8

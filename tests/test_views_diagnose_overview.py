@@ -438,7 +438,7 @@ def _report_diag(ood: bool) -> Diagnosis:
 
     b = _result(ood=ood)
     reasons = ["To the models it looks unlike the training images: in their feature space it lies farther from them "
-               "than 100 % of the validation images do (the top 5 % are flagged), most of all for densenet121."]
+               "than every validation image (the farthest 5 % are flagged), most of all for densenet121."]
     verdict = OodVerdict(is_ood=ood, reasons=reasons if ood else [], score=9.0 if ood else 0.1,
                          percentile=100.0 if ood else 40.0, gate=None, checked=True, cutoff=2.0, false_alarm_rate=0.05,
                          detector="mahalanobis", per_backbone={"densenet121": 9.0 if ood else 0.1})

@@ -341,10 +341,11 @@ class OodDetector:
         feature_ood = score > cut
         if feature_ood:
             worst = max(archs, key=lambda a: per[a][self.detector][0])
+            # "farther than 100 % of the validation images" reads oddly: say "every" at the top.
+            than = "every validation image" if pct >= 99.5 else f"{pct:.0f} % of the validation images"
             reasons.append(
                 f"To the models it looks unlike the training images: in their feature space it lies farther from "
-                f"them than {pct:.0f} % of the validation images do (the top {100 * self.alpha:.0f} % are flagged), "
-                f"most of all for {worst}.")
+                f"them than {than} (the farthest {100 * self.alpha:.0f} % are flagged), most of all for {worst}.")
         if len(archs) < len(self.archs):
             missing = ", ".join(a for a in self.archs if a not in archs)
             log.info("OOD verdict without %s (no features given)", missing)

@@ -179,7 +179,7 @@ def pretrained_state(weights: str, arch: str):
     exp = read_experiment(path)
     if arch not in exp.backbones:
         raise ValueError(f"experiment {path} has no {arch} backbone (it has {', '.join(exp.backbones)})")
-    return PretrainedState(exp.load_state_dict(arch), f"experiment:{exp.name}/{arch}")
+    return PretrainedState(exp.load_state_dict(arch), f"experiment:{exp.name}/{arch}", exp.preprocessing)
 
 
 def validate_name(name: str) -> None:
