@@ -44,7 +44,8 @@ DEMO_ARCHS = ["densenet121", "resnet50"]
 # map still missed every phantom lesion (pointing game 0.00), and stride 8 would cost 4.7x. No UMAP: its
 # first fit compiles for ~30 s. Measured on 2 cores, phantoms generated in the run (README, "The demo"):
 # 4 epochs of batches of 16 at a peak rate of 2e-3 take about 5 minutes with the analysis and DenseNet121's
-# CAM finds 58 % of the test lesions (random map 10 %). Tried and dropped: 6 epochs of 32 at 1e-3
+# CAM finds 48 % of the test lesions (random map 10 %; 58 % when trained in the standard memory layout,
+# whose last-bit differences move the rate by about +-0.05, in 5.1-5.3 minutes). Tried: 6 epochs of 32 at 1e-3
 # (57 %, 6.3 min), 5 of 32 (50 %, 5.7 min), 4 of 32 (27 %), 4 of 16 at 1e-3 (48 %), easier phantoms
 # (difficulty 0.2: 38 %: the models need less of the lesion).
 DEMO = {"epochs": 4, "batch_size": 16, "lr": 2e-3, "image_size": 64,
