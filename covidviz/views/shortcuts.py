@@ -8,6 +8,7 @@ import pandas as pd
 
 from covidviz.runs.records import Shortcuts
 from covidviz.views import glossary
+from covidviz.views.style import signed_change
 
 TITLE = "Shortcut audit: does the score need the lungs?"
 NOT_AUDITED = ("Not audited yet. `python train.py analyze {path} --shortcuts` scores every test image with its borders, "
@@ -34,9 +35,7 @@ def _cell(c: dict, original: bool) -> str:
     if c.get("ci_low") is not None:
         text += f" [{c['ci_low']:.2f}–{c['ci_high']:.2f}]"
     if not original and c.get("diff") is not None:
-        d = c["diff"]
-        sign = "±" if round(abs(d), 2) == 0 else "+" if d > 0 else "−"
-        text += f" ({sign}{abs(d):.2f})"
+        text += f" ({signed_change(c['diff'])})"
     return text
 
 

@@ -94,6 +94,12 @@ def format_seconds(seconds) -> str:
     return f"{hours} h {minutes} min"
 
 
+def signed_change(d: float, digits: int = 2) -> str:
+    """A change as shown: "+0.12", "−0.05" (a true minus sign), "±0.00" when it rounds to nothing."""
+    sign = "±" if round(abs(d), digits) == 0 else "+" if d > 0 else "−"
+    return f"{sign}{abs(d):.{digits}f}"
+
+
 def table_height(rows, max_rows: int = 25) -> int:
     """Pixel height that shows every row (up to ``max_rows``) of a table (or a row count) without scrolling."""
     n = len(rows) if hasattr(rows, "__len__") else int(rows)

@@ -9,6 +9,7 @@ import numpy as np
 
 from covidviz.cam.whatif import HIDE_HOT, HIDE_RANDOM, WhatIfPanel, WhatIfRow
 from covidviz.views import glossary
+from covidviz.views.style import signed_change
 
 TITLE = "Test this explanation"
 INTRO = ("A heat map shows what goes with the score, not what the score needs. Here parts of the image are hidden "
@@ -53,9 +54,7 @@ def outlined(image: np.ndarray, box: dict[str, float] | None = None, colour=(0, 
 
 
 def _arrow(before: float, after: float) -> str:
-    d = after - before
-    sign = "±" if round(abs(d), 2) == 0 else "+" if d > 0 else "−"
-    return f"{before:.2f} → {after:.2f} ({sign}{abs(d):.2f})"
+    return f"{before:.2f} → {after:.2f} ({signed_change(after - before)})"
 
 
 def row_lines(row: WhatIfRow, arch_labels: dict[str, str]) -> list[str]:
