@@ -134,11 +134,11 @@ def test_demo_trains_both_backbones_within_budget(tmp_path):
     assert seconds < 450, seconds  # measured about 300 s with the phantoms generated; 1.5x for a slower CI box
     for arch in exp.backbones:
         assert exp.backbone(arch)["metrics"]["test"]["macro_auc"] > 0.6
-    # Issue 12: the demo's heatmaps do their job. DenseNet121's default map (a grid of at least 8x8)
-    # points at the phantom lesion far more often than a random map (measured 0.58 vs 0.10; the margin
-    # below leaves room for the run-to-run spread of CPU training, about +-0.05).
+    # Issue 12's bar: DenseNet121's default map (a grid of at least 8x8) points at the phantom lesion in at
+    # least half of the positive test films, with the random map at most 0.15 (measured 0.78 vs 0.10, and
+    # 0.65-0.78 over seeds and difficulties: README, "The demo").
     loc = exp.localisation("densenet121")
     assert loc is not None and loc.truth == "phantom masks"
     assert min(exp.record("densenet121").cam_grid) >= 8 and min(loc.grid()) >= 8
-    assert loc.default_rate >= loc.random_rate + 0.25 and loc.random_rate <= 0.15, (loc.default_rate, loc.random_rate)
+    assert loc.default_rate >= 0.5 and loc.random_rate <= 0.15, (loc.default_rate, loc.random_rate)
     print(json.dumps({"demo_seconds": round(seconds, 1), "pointing_game": loc.default_rate, "random": loc.random_rate}))
