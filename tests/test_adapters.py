@@ -28,6 +28,7 @@ from covidviz.data.adapters import (
 )
 from covidviz.data.imageio import image_size
 from covidviz.data.labels import MULTICLASS, MULTILABEL
+from covidviz.data.splits import make_split
 from covidviz.data.table import COLUMNS
 
 
@@ -329,6 +330,25 @@ def test_nih_adapter(tmp_path, caplog):
     boxes = json.loads(t.loc["nih:nih/00000003_000.png", "bbox"])
     assert [b["label"] for b in boxes] == ["Infiltration", "Infiltration"] and boxes[0]["h"] == 1.0
     assert t.loc["nih:nih/00000002_000.png", "bbox"] == ""
+
+
+def test_nih_boxed_images_are_kept_for_test_without_official_lists(tmp_path):
+    """Without test_list/train_val_list the expert boxes go to test with their patients, so the pointing
+    game on them is measured on images the model never saw; with the lists, the official split stands."""
+    root = make_nih(tmp_path / "nih")
+    official = load_dataset(f"nih:{root}").table.set_index("image_id")
+    assert official.loc["nih:nih/00000001_000.png", "given_split"] == "train"   # boxed, but listed in train_val
+    (root / "test_list.txt").unlink()
+    (root / "train_val_list.txt").unlink()
+    ds = load_dataset(f"nih:{root}")
+    t = ds.table.set_index("image_id")
+    assert list(t.loc[t["bbox"] != "", "given_split"]) == ["test", "test"]
+    assert set(t.loc[t["bbox"] == "", "given_split"]) == {""}
+    assert any("2 images with expert boxes" in n for n in ds.notes)
+    split = make_split(ds.table, fractions=(1.0, 0.0, 0.0)).set_axis(ds.table["image_id"])  # 3 patients: no val
+    # patient 1's unboxed follow-up film goes with the boxed one: no patient in two splits
+    assert split["nih:nih/00000001_001.png"] == split["nih:nih/00000001_000.png"] == "test"
+    assert split["nih:nih/00000003_000.png"] == "test" and split["nih:nih/00000002_000.png"] == "train"
 
 
 def test_nih_without_label_file(tmp_path):

@@ -571,6 +571,16 @@ def load_nih(root: str | Path, check_images: bool = True) -> Dataset:
     notes = []
     if test_list or trainval_list:
         notes.append("official split lists used: test_list -> test, train_val_list -> train (val carved by patient)")
+    else:
+        # Without the official lists, the expert boxes are the only localisation truth: keep them out of
+        # training, so the pointing game on them is measured on images the model never saw. Their
+        # patients go to test whole (the splitter moves a patient's other images with them).
+        boxed = sum(1 for r in rows if r["bbox"])
+        for r in rows:
+            if r["bbox"]:
+                r["given_split"] = "test"
+        if boxed:
+            notes.append(f"{boxed} images with expert boxes (and their patients' other images) reserved for test")
     return _finish("nih", root, name, MULTILABEL, rows, skipped, f"{name} (NIH ChestX-ray14)", notes)
 
 
