@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Save a few real test images with both backbones' CAM heatmaps as one PNG (for the README).
 
-    python experiments/heatmaps.py runs/covid3 docs/covid3-heatmaps.png [--per-class 2]
+    python experiments/heatmaps.py runs/covid3 docs/covid3-heatmaps.png [--per-class 2] [--boxed 4]
 
 One row per image (one or more per class, drawn from the test split with a fixed seed): the
 preprocessed input, then each backbone's classic-CAM overlay for the image's TRUE class, captioned
@@ -26,11 +26,14 @@ from covidviz.data.labels import split_labels
 TILE = 224
 
 
-def pick_rows(images, names, per_class: int, seed: int = 0) -> list[tuple[int, str]]:
+def pick_rows(images, names, per_class: int, seed: int = 0, boxed: int | None = None) -> list[tuple[int, str]]:
+    """Test rows to show: the first ``boxed`` (default ``per_class``) with an expert box, then ``per_class``
+    more of each class (seeded)."""
     rng = np.random.default_rng(seed)
     test = images[images["split"] == "test"]
-    boxed = test[test["bbox"] != ""]
-    picks = [(int(i), json.loads(test.loc[i, "bbox"])[0]["label"]) for i in boxed.index[:per_class]]
+    with_box = test[test["bbox"] != ""]
+    n_boxed = per_class if boxed is None else boxed
+    picks = [(int(i), json.loads(test.loc[i, "bbox"])[0]["label"]) for i in with_box.index[:n_boxed]]
     for name in names:
         rows = [i for i in test.index if name in split_labels(test.loc[i, "labels"]) and i not in dict(picks)]
         for i in rng.permutation(rows)[:per_class]:
@@ -44,11 +47,12 @@ def main() -> int:
     ap.add_argument("out")
     ap.add_argument("--per-class", type=int, default=1)
     ap.add_argument("--max-classes", type=int, default=4)
+    ap.add_argument("--boxed", type=int, default=None, help="test films with an expert box shown first (default: --per-class)")
     args = ap.parse_args()
     exp = runs.read_experiment(args.experiment)
     images, names, prep = exp.images(), list(exp.labels.names), exp.preprocessing
     models = {arch: exp.load_model(arch) for arch in exp.backbones}
-    picks = pick_rows(images, names[: args.max_classes], args.per_class)
+    picks = pick_rows(images, names[: args.max_classes], args.per_class, boxed=args.boxed)
     sheet = Image.new("RGB", (TILE * (1 + len(models)), (TILE + 36) * len(picks)), "white")
     draw = ImageDraw.Draw(sheet)
     for r, (row, cls) in enumerate(picks):
