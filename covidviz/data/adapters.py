@@ -575,12 +575,11 @@ def load_nih(root: str | Path, check_images: bool = True) -> Dataset:
         # Without the official lists, the expert boxes are the only localisation truth: keep them out of
         # training, so the pointing game on them is measured on images the model never saw. Their
         # patients go to test whole (the splitter moves a patient's other images with them).
-        boxed = sum(1 for r in rows if r["bbox"])
-        for r in rows:
-            if r["bbox"]:
-                r["given_split"] = "test"
+        boxed = [r for r in rows if r["bbox"]]
+        for r in boxed:
+            r["given_split"] = "test"
         if boxed:
-            notes.append(f"{boxed} images with expert boxes (and their patients' other images) reserved for test")
+            notes.append(f"{len(boxed)} images with expert boxes (and their patients' other images) reserved for test")
     return _finish("nih", root, name, MULTILABEL, rows, skipped, f"{name} (NIH ChestX-ray14)", notes)
 
 
