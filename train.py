@@ -23,8 +23,8 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from covidviz.analysis.projection import METHODS as PROJECTIONS
 from covidviz.data.adapters import KINDS
+from covidviz.stats.projection import METHODS as PROJECTIONS
 
 if TYPE_CHECKING:
     from covidviz.pipeline import RunConfig

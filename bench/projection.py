@@ -35,8 +35,8 @@ import time
 
 import numpy as np
 
-from covidviz.analysis.projection import MapPlacer, fit_projections
-from covidviz.analysis.som import fit_som, som_place
+from covidviz.stats.projection import MapPlacer, fit_projections
+from covidviz.stats.som import fit_som, som_place
 
 BUDGET_S = 15 * 60
 

@@ -42,12 +42,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from covidviz import runs
-from covidviz.analysis.calibration import apply_temperature
 from covidviz.cam import DEFAULT_COLORMAP, OVERLAY_ALPHA, overlay, resize_map
 from covidviz.data.imageio import DICOM_SUFFIXES, ImageDecodeError, decode_upload
 from covidviz.inference import OOD_PERCENTILE, forward_with_features
 from covidviz.models import probabilities
 from covidviz.runs.records import POINTS
+from covidviz.stats.calibration import apply_temperature
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ def nearest_neighbour_ood(predictor, percentile: float = OOD_PERCENTILE) -> OodF
     backbone, its distance to the nearest training image (standardised PCA-50 feature space) is larger
     than for ``percentile`` % of the training images. ``(None, why)`` when the experiment stores no
     reference (not analysed)."""
-    from covidviz.analysis.projection import MapPlacer
+    from covidviz.stats.projection import MapPlacer
 
     exp = predictor.exp
     refs = {}

@@ -44,14 +44,14 @@ import numpy as np
 import torch
 
 from covidviz import runs
-from covidviz.analysis.calibration import apply_temperature
-from covidviz.analysis.projection import MapPlacer
-from covidviz.analysis.som import som_place
 from covidviz.cam import METHODS, CamResult, compute_cams, model_lock
 from covidviz.models import FINAL_LAYER, probabilities
 from covidviz.ood.detector import OodDetector, OodVerdict
 from covidviz.ood.gate import check_image
 from covidviz.runs.records import OperatingPoint, Rate
+from covidviz.stats.calibration import apply_temperature
+from covidviz.stats.projection import MapPlacer
+from covidviz.stats.som import som_place
 
 # Experiments analysed before covidviz.ood existed have no fitted detector: their verdict falls back to the
 # nearest-training-image and SOM distances, flagged above this percentile of the training images' own.

@@ -20,8 +20,6 @@ import torch
 
 import covidviz
 from covidviz import runs
-from covidviz.analysis.metrics import auc_per_class, macro_auc
-from covidviz.analysis.projection import METHODS as PROJECTION_METHODS
 from covidviz.data.adapters import load_datasets
 from covidviz.data.cache import build_cache, default_cache_dir
 from covidviz.data.labels import LabelSpace
@@ -29,6 +27,8 @@ from covidviz.data.preprocess import Preprocessing
 from covidviz.data.splits import check_no_leakage, make_split
 from covidviz.models import build_model, cam_grid, get_spec, legacy_output_stride, pick_device, resolve_output_stride
 from covidviz.pretrained import preprocessing_for, resolve_weights
+from covidviz.stats.metrics import auc_per_class, macro_auc
+from covidviz.stats.projection import METHODS as PROJECTION_METHODS
 from covidviz.training import DistInfo, TrainConfig, fit, predict
 
 log = logging.getLogger(__name__)

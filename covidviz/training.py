@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from covidviz.analysis.metrics import auc_per_class, macro_auc
 from covidviz.data.labels import MULTICLASS, LabelSpace
 from covidviz.data.preprocess import Preprocessing
 from covidviz.io import atomic_torch_save
 from covidviz.models import REGISTRY, probabilities
+from covidviz.stats.metrics import auc_per_class, macro_auc
 
 
 @dataclass

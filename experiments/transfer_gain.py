@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from covidviz import runs
-from covidviz.analysis.metrics import compare_backbones
+from covidviz.stats.metrics import compare_backbones
 
 
 def transfer_gain(pretrained: runs.Experiment, scratch: runs.Experiment, arch: str, n_boot: int = 1000) -> dict:

@@ -9,8 +9,8 @@ import pytest
 
 import train
 from covidviz import runs
-from covidviz.analysis.projection import MapPlacer
-from covidviz.analysis.som import som_place
+from covidviz.stats.projection import MapPlacer
+from covidviz.stats.som import som_place
 
 
 def test_analysis_files_are_complete_and_consistent(tiny_experiment):

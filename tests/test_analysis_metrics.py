@@ -9,7 +9,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from covidviz.analysis.calibration import (
+from covidviz.analysis.report import analyse_predictions, format_summary, thumbnail_baseline
+from covidviz.data.labels import LabelSpace
+from covidviz.io import to_json_ready
+from covidviz.stats.calibration import (
     apply_temperature,
     brier,
     calibrate,
@@ -18,7 +21,7 @@ from covidviz.analysis.calibration import (
     fit_temperature,
     reliability_bins,
 )
-from covidviz.analysis.metrics import (
+from covidviz.stats.metrics import (
     PatientBootstrap,
     auc_per_class,
     compare_backbones,
@@ -33,9 +36,8 @@ from covidviz.analysis.metrics import (
     roc_points,
     weighted_auc,
 )
-from covidviz.analysis.report import analyse_predictions, format_summary, thumbnail_baseline
-from covidviz.analysis.subgroups import age_group, confounding, cramers_v, subgroup_aucs
-from covidviz.analysis.thresholds import (
+from covidviz.stats.subgroups import age_group, confounding, cramers_v, subgroup_aucs
+from covidviz.stats.thresholds import (
     argmax_confusion,
     choose_thresholds,
     confusion_at,
@@ -43,8 +45,6 @@ from covidviz.analysis.thresholds import (
     ppv_npv_at_prevalence,
     wilson_ci,
 )
-from covidviz.data.labels import LabelSpace
-from covidviz.io import to_json_ready
 
 NAMES3 = ("COVID-19", "Normal", "Pneumonia")
 

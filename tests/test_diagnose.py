@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 from covidviz import inference, runs
-from covidviz.analysis.calibration import apply_temperature
 from covidviz.cam import METHODS, OVERLAY_ALPHA, describe_grid
 from covidviz.data.imageio import decode_bytes, decode_upload, read_image
 from covidviz.runs.records import POINTS, Analysis, Rate
+from covidviz.stats.calibration import apply_temperature
 from covidviz.ui.state import scoped
 from covidviz.views import diagnose as diagnose_view
 from covidviz.views import diagnose_calls as calls_view

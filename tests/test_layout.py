@@ -38,27 +38,106 @@ def imported_modules(path: Path) -> set[str]:
     return {n for n in out if n in MODULES}
 
 
-def test_no_module_imports_one_that_imports_it_back():
-    graph = {name: imported_modules(path) - {name} for name, path in MODULES.items()}
-    # A package's own __init__ re-exporting its submodules is not a cycle (Python loads the
-    # package first); every other path back to a module is.
-    def is_parent(a: str, b: str) -> bool:
-        return b.startswith(a + ".")
+# The layers, bottom (0) to top, as docs/architecture.md states them: a module may import its own
+# rank or lower, never higher. Every covidviz package (or top-level module) must be listed.
+LAYER_RANKS = {
+    "covidviz": 0, "io": 0, "data": 0, "stats": 0,
+    "models": 1,
+    "runs": 2,
+    "training": 3, "cam": 3, "ood": 3, "anatomy": 3, "pretrained": 3,
+    "analysis": 4,
+    "inference": 5, "batch": 5, "pipeline": 5, "predict": 5,
+    "views": 6,
+    "ui": 7,
+}
 
+
+def package_of(module: str) -> str:
+    """``covidviz.stats.metrics`` -> ``stats``; ``covidviz.io`` -> ``io``; ``covidviz`` -> ``covidviz``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Imports (module -> imported module) that go from a lower layer to a higher one, or touch a
+    package missing from LAYER_RANKS."""
+    bad = []
+    for name, targets in graph.items():
+        for target in targets:
+            src, dst = package_of(name), package_of(target)
+            if src not in LAYER_RANKS or dst not in LAYER_RANKS:
+                bad.append(f"{name} -> {target} (package not in LAYER_RANKS)")
+            elif LAYER_RANKS[dst] > LAYER_RANKS[src]:
+                bad.append(f"{name} (rank {LAYER_RANKS[src]}) -> {target} (rank {LAYER_RANKS[dst]})")
+    return sorted(bad)
+
+
+def find_cycles(graph: dict[str, set[str]], skip=lambda a, b: a == b) -> list[str]:
+    """Every path that leads from a node back to itself (edges for which ``skip`` is true ignored)."""
     cycles = []
     for start in graph:
         stack, seen = [(start, [start])], set()
         while stack:
             node, trail = stack.pop()
-            for nxt in graph[node]:
-                if is_parent(node, nxt) or is_parent(nxt, node):
+            for nxt in graph.get(node, ()):
+                if skip(node, nxt):
                     continue
                 if nxt == start:
                     cycles.append(" -> ".join(trail + [start]))
                 elif nxt not in seen:
                     seen.add(nxt)
                     stack.append((nxt, trail + [nxt]))
-    assert not cycles, "import cycles:\n" + "\n".join(sorted(set(cycles)))
+    return sorted(set(cycles))
+
+
+def package_cycles(graph: dict[str, set[str]]) -> list[str]:
+    """Cycles between packages (A imports B, B imports A, possibly through others)."""
+    pgraph: dict[str, set[str]] = {}
+    for name, targets in graph.items():
+        pgraph.setdefault(package_of(name), set()).update(package_of(t) for t in targets)
+    return find_cycles(pgraph)
+
+
+def _graph() -> dict[str, set[str]]:
+    return {name: imported_modules(path) - {name} for name, path in MODULES.items()}
+
+
+def test_every_package_has_a_rank():
+    missing = sorted({package_of(n) for n in MODULES} - set(LAYER_RANKS))
+    assert not missing, f"add these packages to LAYER_RANKS (and docs/architecture.md): {missing}"
+
+
+def test_imports_never_go_up_a_layer():
+    bad = upward_imports(_graph())
+    assert not bad, "imports from a lower layer to a higher one:\n" + "\n".join(bad)
+
+
+def test_no_package_imports_one_that_imports_it_back():
+    cycles = package_cycles(_graph())
+    assert not cycles, "package-level import cycles:\n" + "\n".join(cycles)
+
+
+def test_the_layer_check_catches_a_planted_upward_import(tmp_path):
+    """The checks above are not vacuous: a lazy import of ``inference`` planted inside a ``stats``
+    function is found by the same AST walk and reported, and the package cycle it makes too."""
+    planted = tmp_path / "metrics.py"
+    planted.write_text("def auc():\n    from covidviz.inference import Predictor\n    return Predictor\n")
+    graph = _graph()
+    graph["covidviz.stats.planted"] = imported_modules(planted)
+    assert graph["covidviz.stats.planted"] == {"covidviz.inference"}
+    bad = upward_imports(graph)
+    assert bad == ["covidviz.stats.planted (rank 0) -> covidviz.inference (rank 5)"]
+    assert any("stats" in c and "inference" in c for c in package_cycles(graph))
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    # A package's own __init__ re-exporting its submodules is not a cycle (Python loads the
+    # package first); every other path back to a module is.
+    def parent_or_child(a: str, b: str) -> bool:
+        return b.startswith(a + ".") or a.startswith(b + ".")
+
+    cycles = find_cycles(_graph(), skip=parent_or_child)
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
 def test_only_the_ui_package_imports_streamlit():

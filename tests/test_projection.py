@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from covidviz.analysis.projection import MapPlacer, Placement, apply_reducer, fit_projections
+from covidviz.stats.projection import MapPlacer, Placement, apply_reducer, fit_projections
 
 # Short t-SNE schedule: the tests check behaviour, not convergence to the last decimal.
 FAST_TSNE = {"n_iter": 100, "early_exaggeration_iter": 50}
@@ -197,7 +197,7 @@ def _timed(fn, *args):
 
 
 def test_importing_projection_does_not_load_numba_or_umap():
-    code = ("import sys, covidviz.analysis.projection, covidviz.analysis.som; "
+    code = ("import sys, covidviz.stats.projection, covidviz.stats.som; "
             "bad = [m for m in ('umap', 'numba', 'pynndescent', 'openTSNE') if m in sys.modules]; "
             "sys.exit(repr(bad) if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

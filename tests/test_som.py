@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from covidviz.analysis.som import fit_som, hex_umatrix, som_grid_shape, som_place
+from covidviz.stats.som import fit_som, hex_umatrix, som_grid_shape, som_place
 
 C = 4
 
@@ -84,7 +84,7 @@ def test_same_seed_same_map(data, som):
 
 def test_prototype_is_the_nearest_image(data, som):
     X, *_ = data
-    from covidviz.analysis.projection import apply_reducer
+    from covidviz.stats.projection import apply_reducer
 
     Z = apply_reducer(X, som["reducer"])
     W = som["weights"].reshape(-1, som["weights"].shape[-1])

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from covidviz.analysis.calibration import apply_temperature
 from covidviz.cam import DEFAULT_COLORMAP, OVERLAY_ALPHA, CamResult
 from covidviz.data.labels import MULTICLASS, MULTILABEL, LabelSpace
 from covidviz.data.preprocess import Preprocessing
 from covidviz.inference import BackboneResult, Diagnosis, calibrated_threshold
 from covidviz.runs.records import Analysis, ManifestBackbone, ManifestInfo, Rate
+from covidviz.stats.calibration import apply_temperature
 from covidviz.views import diagnose as dv
 from covidviz.views import diagnose_calls as dc
 from covidviz.views import glossary

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from covidviz import runs
-from covidviz.analysis.projection import MapPlacer
 from covidviz.data.labels import MULTICLASS, LabelSpace
 from covidviz.runs.external import ExternalSet, list_external
+from covidviz.stats.projection import MapPlacer
 from covidviz.views import compare, latent, som, som_figure
 from covidviz.views import external as view
 from tests.app_fixtures import make_fake_experiment

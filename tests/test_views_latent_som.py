@@ -229,13 +229,13 @@ def test_projections_info_reads_quality_per_map():
 
 
 def test_node_position_uses_the_pictures_columns_and_rows():
-    """node = i * rows + j (analysis.som); the page draws MiniSom's hexagonal coordinates with the y axis
+    """node = i * rows + j (stats.som); the page draws MiniSom's hexagonal coordinates with the y axis
     up: the caption must count columns left to right and rows top to bottom as the picture shows them."""
     from minisom import MiniSom
 
     gx, gy = 15, 7
     xx, yy = MiniSom(gx, gy, 2, topology="hexagonal", random_seed=0).get_euclidean_coordinates()
-    hex_xy = np.column_stack([xx.ravel(), yy.ravel()])  # as analysis.som stores them
+    hex_xy = np.column_stack([xx.ravel(), yy.ravel()])  # as stats.som stores them
     assert som.grid_shape(hex_xy) == (gx, gy)
     xs, ys = hex_xy[:, 0], hex_xy[:, 1]
     for node in range(gx * gy):

@@ -228,7 +228,7 @@ def test_panel_rows_numbers_and_one_forward_per_backbone(untrained):
     assert panel.class_name == "COVID-19" and panel.archs == ["tinycnn", "other"]
     assert (panel.pixels == pixels).all()
 
-    from covidviz.analysis.calibration import apply_temperature
+    from covidviz.stats.calibration import apply_temperature
 
     def prob(arch, img):
         with torch.no_grad():

@@ -31,13 +31,13 @@ from pathlib import Path
 import numpy as np
 
 from covidviz import runs
-from covidviz.analysis.projection import METHODS as PROJECTION_METHODS
-from covidviz.analysis.projection import MapPlacer, fit_projections
 from covidviz.analysis.report import analyse_predictions, format_summary, thumbnail_baseline
-from covidviz.analysis.som import fit_som
 from covidviz.data.labels import MULTICLASS, split_labels
 from covidviz.io import to_json_ready
 from covidviz.ood.detector import analyse_ood
+from covidviz.stats.projection import METHODS as PROJECTION_METHODS
+from covidviz.stats.projection import MapPlacer, fit_projections
+from covidviz.stats.som import fit_som
 
 log = logging.getLogger(__name__)
 

@@ -28,16 +28,16 @@ import numpy as np
 import pandas as pd
 
 from covidviz import runs
-from covidviz.analysis.calibration import _summary as calibration_summary
-from covidviz.analysis.calibration import apply_temperature
-from covidviz.analysis.metrics import PatientBootstrap, discrimination, percentile_ci
-from covidviz.analysis.subgroups import COLUMNS, subgroup_aucs
-from covidviz.analysis.thresholds import POINTS, confusion_at
 from covidviz.data.adapters import load_datasets
 from covidviz.data.cache import build_cache, default_cache_dir
 from covidviz.data.labels import MULTICLASS, NORMAL, LabelSpace, join_labels, split_labels
 from covidviz.io import to_json_ready
 from covidviz.runs.external import ExternalWriter
+from covidviz.stats.calibration import _summary as calibration_summary
+from covidviz.stats.calibration import apply_temperature
+from covidviz.stats.metrics import PatientBootstrap, discrimination, percentile_ci
+from covidviz.stats.subgroups import COLUMNS, subgroup_aucs
+from covidviz.stats.thresholds import POINTS, confusion_at
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from covidviz.analysis.calibration import calibrate
-from covidviz.analysis.metrics import _f, compare_backbones, discrimination, has_both_outcomes, rank_auc
-from covidviz.analysis.subgroups import COLUMNS, confounding, subgroup_aucs
-from covidviz.analysis.thresholds import argmax_confusion, operating_points
 from covidviz.data.labels import MULTICLASS, LabelSpace
 from covidviz.io import to_json_ready
+from covidviz.stats.calibration import calibrate
+from covidviz.stats.metrics import _f, compare_backbones, discrimination, has_both_outcomes, rank_auc
+from covidviz.stats.subgroups import COLUMNS, confounding, subgroup_aucs
+from covidviz.stats.thresholds import argmax_confusion, operating_points
 
 
 def _split_masks(images: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -31,7 +31,6 @@ import numpy as np
 import pandas as pd
 
 from covidviz import runs
-from covidviz.analysis.metrics import PatientBootstrap, _f, has_both_outcomes, percentile_ci, rank_auc
 from covidviz.cam.methods import DEFAULT_METHOD, compute_cams
 from covidviz.cam.whatif import (
     BORDER,
@@ -46,6 +45,7 @@ from covidviz.cam.whatif import (
 from covidviz.data.imageio import ImageDecodeError, read_image
 from covidviz.io import to_json_ready
 from covidviz.models import probabilities
+from covidviz.stats.metrics import PatientBootstrap, _f, has_both_outcomes, percentile_ci, rank_auc
 
 log = logging.getLogger(__name__)
 

@@ -402,7 +402,7 @@ def _device(model: torch.nn.Module) -> torch.device:
 def _probs(logits: np.ndarray, class_idx: int, task: str, temperature) -> np.ndarray:
     p = probabilities(np.asarray(logits, np.float64), task)
     if temperature is not None:
-        from covidviz.analysis.calibration import apply_temperature
+        from covidviz.stats.calibration import apply_temperature
 
         p = apply_temperature(p, temperature, task)
     return np.asarray(p, np.float64)[:, int(class_idx)]

@@ -3,7 +3,7 @@
 Fitting (``fit_ood``, run by the analysis step and stored as ``ood.npz`` + ``ood.json``):
 
 1. per backbone, on the TRAINING images' pooled features only: standardise, PCA to at most 50
-   dimensions (``covidviz.analysis.projection.fit_reducer``, the same reducer the maps use, but fitted
+   dimensions (``covidviz.stats.projection.fit_reducer``, the same reducer the maps use, but fitted
    on the training rows so validation and test images are unseen by the detector), then three scores,
    each "higher = less like the training images":
 
@@ -51,10 +51,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from covidviz import runs
-from covidviz.analysis.projection import apply_reducer, fit_reducer
 from covidviz.data.labels import MULTICLASS
 from covidviz.ood.gate import GateResult, check_image
 from covidviz.runs.records import OodInfo
+from covidviz.stats.projection import apply_reducer, fit_reducer
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from covidviz.analysis.thresholds import confusion_at, ppv_npv_at_prevalence
 from covidviz.runs.records import Analysis
+from covidviz.stats.thresholds import confusion_at, ppv_npv_at_prevalence
 from covidviz.views import glossary
 from covidviz.views.style import OPERATING_POINTS, arch_label
 

@@ -8,7 +8,7 @@
 - the sentence that says why the screening calls differ from the headline when they do ("COVID-19 is
   the most likely class (0.43) but below its rule-in threshold ..."), for the operating point chosen;
 - what that operating point meant on the test images: sensitivity, specificity and PPV / NPV at the
-  test prevalence or at the one the user sets (Bayes' rule, ``analysis.thresholds.ppv_npv_at_prevalence``).
+  test prevalence or at the one the user sets (Bayes' rule, ``stats.thresholds.ppv_npv_at_prevalence``).
 
 A call here is the ``dict`` of ``covidviz.inference.Predictor.calls``.
 """
@@ -19,9 +19,9 @@ import math
 
 import pandas as pd
 
-from covidviz.analysis.thresholds import ppv_npv_at_prevalence
 from covidviz.data.labels import MULTILABEL
 from covidviz.runs.records import POINTS, Rate
+from covidviz.stats.thresholds import ppv_npv_at_prevalence
 from covidviz.views import glossary
 from covidviz.views.style import OPERATING_POINTS
 

@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 
 from covidviz import runs
-from covidviz.analysis.projection import MapPlacer
-from covidviz.analysis.som import som_place
 from covidviz.data.labels import LabelSpace
 from covidviz.runs.external import ExternalSet
 from covidviz.runs.records import Analysis, ClassMetrics
+from covidviz.stats.projection import MapPlacer
+from covidviz.stats.som import som_place
 from covidviz.views import glossary
 from covidviz.views.compare import MACRO, ci_text
 from covidviz.views.style import SPLIT_LABELS, arch_label

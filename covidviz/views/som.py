@@ -317,7 +317,7 @@ def grid_shape(hex_xy) -> tuple[int, int]:
 def node_cell(node: int, grid) -> tuple[int, int]:
     """(column, row), 1-based, of a node as the map is drawn: columns left to right, rows top to bottom.
 
-    Node = i * rows + j (``covidviz.analysis.som``); its hexagon is drawn at x ≈ i and at height
+    Node = i * rows + j (``covidviz.stats.som``); its hexagon is drawn at x ≈ i and at height
     j * sqrt(3) / 2 on an upward y axis (``views.som_figure``), so it is in column i + 1 and in the
     (rows - j)-th row from the top."""
     i, j = divmod(int(node), int(grid[1]))

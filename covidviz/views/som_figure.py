@@ -1,7 +1,7 @@
 """The SOM page's figures, without Streamlit: hexagon geometry, the hexagonal map, the prototype
 mosaic, the class-relations heat map and the upload's quantization-error histogram.
 
-Geometry follows ``covidviz.analysis.som``: node = i * grid[1] + j, centres ``hex_xy`` with
+Geometry follows ``covidviz.stats.som``: node = i * grid[1] + j, centres ``hex_xy`` with
 adjacent centres 1 apart and rows sqrt(3)/2 apart, so every node is a pointy-top hexagon of
 circumradius R = 1 / sqrt(3) (flat-to-flat width 1): neighbouring hexagons share an edge exactly.
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from covidviz.analysis.metrics import _f, has_both_outcomes
+from covidviz.stats.metrics import _f, has_both_outcomes
 
 TARGET = 0.95
 POINTS = ("youden", "high_sensitivity", "high_specificity")

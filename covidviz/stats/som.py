@@ -40,7 +40,7 @@ import time
 
 import numpy as np
 
-from covidviz.analysis.projection import PCA_DIM, apply_reducer, fit_reducer
+from covidviz.stats.projection import PCA_DIM, apply_reducer, fit_reducer
 
 HEX_ROW = np.sqrt(3.0) / 2.0
 QE_PERCENTILES = (50, 90, 95, 99)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from covidviz.analysis.metrics import _f, _fl, has_both_outcomes
+from covidviz.stats.metrics import _f, _fl, has_both_outcomes
 
 N_BINS = 15
 _EPS = 1e-7

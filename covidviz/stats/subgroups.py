@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from covidviz.analysis.metrics import PatientBootstrap, _f, has_both_outcomes, percentile_ci, rank_auc
+from covidviz.stats.metrics import PatientBootstrap, _f, has_both_outcomes, percentile_ci, rank_auc
 
 COLUMNS = ("source", "sex", "age_group", "view")
 AGE_BINS = (18, 40, 60, 80)
