@@ -33,42 +33,56 @@ DATA_KINDS = ", ".join(KINDS)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The training command line; its defaults and their help are read from ``RunConfig``/``TrainConfig``
+    (``--epochs`` & co. default to None so that ``--demo`` can tell a flag given from one left out)."""
     from covidviz.models import REGISTRY
+    from covidviz.pipeline import DEMO_ARCHS, RunConfig  # noqa: F811 (the TYPE_CHECKING name, at run time)
+    from covidviz.training import TrainConfig
 
+    demo = RunConfig.demo()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--data", action="append", metavar="KIND:PATH",
                    help=f"dataset, repeatable to merge label spaces; kinds: {DATA_KINDS}; e.g. synthetic:600")
     p.add_argument("--arch", nargs="+", default=None, choices=sorted(REGISTRY), metavar="ARCH",
-                   help=f"backbones trained on the same split (default densenet121 resnet50; choices {', '.join(REGISTRY)})")
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (early stopping may end sooner; default 10)")
-    p.add_argument("--image-size", type=int, default=None, help="square input size in pixels (default 224)")
+                   help=f"backbones trained on the same split (default {' '.join(DEMO_ARCHS)}; choices {', '.join(REGISTRY)})")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"maximum epochs (early stopping may end sooner; default {TrainConfig.epochs}, "
+                        f"the demo {demo.train.epochs})")
+    p.add_argument("--image-size", type=int, default=None,
+                   help=f"square input size in pixels (default {RunConfig.image_size}, the demo {demo.image_size})")
     p.add_argument("--output-stride", nargs="+", default=None, metavar="STRIDE",
                    help="input size / CAM grid size: 32 (torchvision's), 16 or 8 (finer heatmaps, more compute); "
                         "one value for every backbone or ARCH=STRIDE pairs (default: each backbone's, "
                         + ", ".join(f"{a} {s.default_output_stride}" for a, s in REGISTRY.items()) + ")")
-    p.add_argument("--batch-size", type=int, default=None, help="default 32 (the demo 16)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"default {TrainConfig.batch_size} (the demo {demo.train.batch_size})")
     p.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate (default 1e-3 from scratch, 3e-4 pretrained; the demo 2e-3)")
-    p.add_argument("--patience", type=int, default=5, help="epochs without validation-AUC gain before stopping")
-    p.add_argument("--weights", default="auto",
+                   help=f"peak learning rate (default {TrainConfig.lr:g} from scratch, {TrainConfig.pretrained_lr:g} "
+                        f"pretrained; the demo {demo.train.lr:g})")
+    p.add_argument("--patience", type=int, default=TrainConfig.patience,
+                   help="epochs without validation-AUC gain before stopping (default %(default)s)")
+    p.add_argument("--weights", default=RunConfig.weights,
                    help="imagenet | none | auto (ImageNet if it can be had, else random + warning) | PATH.pt | runs/EXPERIMENT | "
-                        "txv:PATH (a torchxrayvision DenseNet121 checkpoint, with its preprocessing; --arch densenet121)")
-    p.add_argument("--out", default="runs", help="folder holding experiments (default runs/)")
-    p.add_argument("--name", default=None, help="experiment name (default: data kinds + timestamp; 'demo' with --demo)")
+                        "txv:PATH (a torchxrayvision DenseNet121 checkpoint, with its preprocessing; --arch densenet121; "
+                        "default %(default)s, the demo " + demo.weights + ")")
+    p.add_argument("--out", default=RunConfig.out, help="folder holding experiments (default %(default)s/)")
+    p.add_argument("--name", default=None,
+                   help=f"experiment name (default: data kinds + timestamp; '{demo.name}' with --demo)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name (or the only one)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing experiment of the same name at the end")
     p.add_argument("--demo", action="store_true", help="train the demo experiment on synthetic phantoms (< 5 min on 2 CPU cores)")
-    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=RunConfig.device,
+                   help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps (default %(default)s)")
+    p.add_argument("--seed", type=int, default=TrainConfig.seed, help="split, init and augmentation (default %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="processes decoding images for the cache")
     p.add_argument("--cache-dir", default=None, help="preprocessing cache (default ~/.cache/covidviz or $COVIDVIZ_CACHE)")
     p.add_argument("--no-augment", action="store_true", help="disable random affine/contrast augmentation")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-analysis", action="store_true", help="skip the analysis step (run it later with `analyze`)")
     p.add_argument("--projections", nargs="+", default=None, choices=PROJECTIONS,
-                   help="latent maps to fit in the analysis (default: all; the demo: pca tsne, since umap's first "
-                        "fit compiles for ~30 s)")
+                   help="latent maps to fit in the analysis (default: " + " ".join(RunConfig.projections) + "; the demo: "
+                        + " ".join(demo.projections) + ", since umap's first fit compiles for ~30 s)")
     return p
 
 
@@ -150,31 +164,29 @@ def evaluate_main(argv: list[str]) -> int:
 
 
 def config_from_args(args) -> RunConfig:
-    from covidviz.pipeline import DEMO, DEMO_ARCHS, DEMO_DATA, RunConfig  # noqa: F811 (the TYPE_CHECKING name, at run time)
+    """The flags given, over ``RunConfig.demo()`` with ``--demo`` or ``RunConfig``'s defaults without."""
+    from dataclasses import replace
+
+    from covidviz.pipeline import RunConfig  # noqa: F811 (the TYPE_CHECKING name, at run time)
     from covidviz.training import TrainConfig
 
-    if args.demo:
-        data = args.data or DEMO_DATA
-        defaults = {"batch_size": 32, "name": "demo", "weights": "none", "projections": PROJECTIONS, **DEMO}
-    else:
-        data = args.data
-        defaults = {"epochs": 10, "image_size": 224, "batch_size": 32, "name": None, "weights": args.weights,
-                    "output_stride": None, "projections": PROJECTIONS}
+    base = RunConfig.demo() if args.demo else RunConfig(data=[])
+    data = args.data or base.data
     stride = parse_output_stride(args.output_stride)
     if not data and not args.resume:
         raise SystemExit("train.py: give at least one --data KIND:PATH (kinds: " + DATA_KINDS + "), or --demo")
-    weights = args.weights if args.weights != "auto" or not args.demo else defaults["weights"]
+    weights = args.weights if args.weights != RunConfig.weights else base.weights
     scratch = weights in ("none", "auto")
-    lr = args.lr if args.lr is not None else (defaults.get("lr", 1e-3) if scratch else 3e-4)  # the demo's: from scratch
-    train_cfg = TrainConfig(
-        epochs=args.epochs or defaults["epochs"], batch_size=args.batch_size or defaults["batch_size"], lr=lr,
-        patience=args.patience, seed=args.seed, augment=not args.no_augment, progress=not args.quiet)
-    return RunConfig(
-        data=list(data or []), archs=args.arch or list(DEMO_ARCHS), out=args.out, name=args.name or defaults["name"],
-        image_size=args.image_size or defaults["image_size"], weights=weights, device=args.device,
-        output_stride=stride if stride is not None else defaults["output_stride"],
+    lr = args.lr if args.lr is not None else (base.train.lr if scratch else TrainConfig.pretrained_lr)
+    train_cfg = replace(base.train, epochs=args.epochs or base.train.epochs,
+                        batch_size=args.batch_size or base.train.batch_size, lr=lr, patience=args.patience,
+                        seed=args.seed, augment=not args.no_augment, progress=not args.quiet)
+    return replace(
+        base, data=list(data), archs=args.arch or list(base.archs), out=args.out, name=args.name or base.name,
+        image_size=args.image_size or base.image_size, weights=weights, device=args.device,
+        output_stride=stride if stride is not None else base.output_stride,
         cache_dir=args.cache_dir, workers=args.workers, resume=args.resume, overwrite=args.overwrite,
-        analysis=not args.no_analysis, projections=tuple(args.projections or defaults["projections"]), train=train_cfg)
+        analysis=not args.no_analysis, projections=tuple(args.projections or base.projections), train=train_cfg)
 
 
 def _only_partial(out: str) -> str | None:

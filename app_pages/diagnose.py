@@ -4,7 +4,7 @@ Sections: a busy state under the title while the models run; input; what the mod
 headline and the calls at the chosen operating point (thresholds on the calibrated scale) with what that point
 meant on test at a prevalence the user sets; heat maps; similar training images; where the image falls on the
 maps and the SOM; a case report. Uploads stay in memory. Widget keys are scoped to the experiment. Widgets and
-layout only: ``covidviz.inference`` predicts, ``covidviz.views.diagnose`` and ``diagnose_calls`` shape.
+layout only: ``covidviz.inference`` predicts, ``covidviz.views.diagnose``, ``diagnose_calls`` and ``report`` shape.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from covidviz.ui.diagnose_whatif import what_if_section
 from covidviz.ui.state import scoped
 from covidviz.views import diagnose as view
 from covidviz.views import diagnose_calls as calls_view
+from covidviz.views import report as report_view
 from covidviz.views.style import ARCH_LABELS, arch_label, table_height
 
 
@@ -145,7 +146,7 @@ def similar_images(exp, diag) -> None:
             continue
         rows, captions = view.similar_images(images, b)
         col.image([np.asarray(thumbs[r]) for r in rows], width=96, caption=captions)
-        col.caption(view.similar_caption(b))
+        col.caption(view.similar_caption(b, diag.verdict))
 
 
 def where_it_falls(exp, predictor, diag) -> None:
@@ -164,14 +165,12 @@ def where_it_falls(exp, predictor, diag) -> None:
             col.caption(som)
 
 
-def report(exp, diag, film, heats, explained, method, alpha, calls, point, shown) -> None:
+def report(exp, case: report_view.CaseReport, film, heats, alpha: float) -> None:
     st.subheader("Case report")
-    png = view.case_report_png(diag, film, heats, list(exp.labels.names), {a: arch_label(a) for a in diag.backbones},
-                               method, view.report_identity(exp, diag.backbones), alpha, explained, calls, point,
-                               exp.labels.task, show_anyway=shown)
+    png = report_view.case_report_png(case, film, heats, alpha)
     st.download_button("Download case report (PNG)", png, file_name=f"covidviz-report-{exp.name}.png",
                        mime="image/png", key=scoped(exp, "diagnose_report"), icon=":material/description:")
-    st.caption(view.REPORT_NOTE)
+    st.caption(report_view.REPORT_NOTE)
 
 
 def render(exp) -> None:
@@ -201,7 +200,11 @@ def render(exp) -> None:
     what_if_section(exp, predictor, diag, cams, method, layer, view.prediction_key(exp, digest or name, window))
     similar_images(exp, diag)
     where_it_falls(exp, predictor, diag)
-    report(exp, diag, film, heats, explained, method, alpha, calls, point, shown)
+    case = report_view.CaseReport(diag, list(exp.labels.names), exp.labels.task,
+                                  {a: arch_label(a) for a in diag.backbones},
+                                  report_view.report_identity(exp, diag.backbones), method, explained, calls, point,
+                                  show_anyway=shown)
+    report(exp, case, film, heats, alpha)
 
 
 ui.run_page("Diagnose", render)

@@ -34,7 +34,7 @@ def identity(exp) -> None:
     st.markdown(f"**Task:** {task_label(exp.labels)}  \n**Labels:** {', '.join(exp.labels.names)}")
     if note := view.phantom_note(exp):
         st.info(note, icon=":material/science:")
-    info = ManifestInfo(exp.manifest)
+    info = ManifestInfo.from_json(exp.manifest)
     st.markdown(view.config_text(info))
     with st.expander("Full training configuration"):
         st.json(info.config, expanded=True)
@@ -62,7 +62,7 @@ def dataset_card(exp) -> None:
         else:
             st.caption("Split by patient: no patient has images in more than one split.")
     sources_and_confounding(exp, tables["source_label"])
-    sources_and_skipped(ManifestInfo(exp.manifest))
+    sources_and_skipped(ManifestInfo.from_json(exp.manifest))
 
 
 def sources_and_confounding(exp, sources) -> None:

@@ -21,6 +21,7 @@ import torch
 from bench.diagnose import ARCHS, StandIn, film
 from covidviz import inference
 from covidviz.views import diagnose as diagnose_view
+from covidviz.views import report as report_view
 
 
 def rss_mb() -> float:
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
         if i % 10 == 0:
             for arch, b in d.backbones.items():
                 pred.heatmaps(d.pixels, arch, (b.top + 1) % len(names), ("cam",))
-            diagnose_view.case_report_png(d, gray, heats, names)
+            report_view.case_report_png(report_view.CaseReport(d, names), gray, heats)
 
     for i in range(args.warmup):
         one(i)

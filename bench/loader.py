@@ -31,7 +31,7 @@ from covidviz.data.imageio import read_image
 from covidviz.data.preprocess import Preprocessing
 from covidviz.data.synthetic import render_phantom
 from covidviz.models import build_model
-from covidviz.training import Batches
+from covidviz.training import Batches, Feed
 
 
 def main() -> None:
@@ -60,8 +60,8 @@ def main() -> None:
         cache = build_cache(paths, args.size, tmp / "cache", workers=1, progress=False)
         first_pass = args.n / (time.perf_counter() - t)
 
-        batches = Batches(cache.pixels, np.arange(args.n), np.zeros(args.n, np.int64), prep, args.batch_size,
-                          torch.device("cpu"), shuffle=True)
+        batches = Batches(Feed(cache.pixels, prep, torch.device("cpu"), args.batch_size), np.arange(args.n),
+                          np.zeros(args.n, np.int64), shuffle=True)
         t, seen = time.perf_counter(), 0
         for _ in range(5):
             for x, _y in batches:

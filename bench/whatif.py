@@ -55,23 +55,25 @@ def main(argv=None) -> int:
     # What the Diagnose page already holds for the shown image: each backbone's map and probability.
     heats = {a: compute_cam(m, x, cls) for a, m in models.items()}
     temps = {a: 1.5 for a in ARCHS}
-    before = {a: float(W._probs(heats[a].logits, cls, exp.labels.task, temps[a])[0]) for a in ARCHS}
+    scorer = W.Scorer(models, prep, exp.labels.task, exp.labels.names, temps)
+    before = {a: float(scorer.probs(a, heats[a].logits, cls)[0]) for a in ARCHS}
 
     def bare():
         with torch.no_grad():
             for m in models.values():
                 m(x)
 
+    design = W.PanelDesign(box=BOX, draws=args.draws)
+    given, bare_request = W.WhatIfRequest(pixels, cls, heats=heats, before=before), W.WhatIfRequest(pixels, cls)
+
     def panel_given():
-        return W.what_if_panel(models, pixels, prep, cls, names=exp.labels.names, heats=heats, temperatures=temps,
-                               before=before, box=BOX, draws=args.draws)
+        return W.what_if_panel(scorer, given, design)
 
     def panel_own():
-        return W.what_if_panel(models, pixels, prep, cls, names=exp.labels.names, temperatures=temps, box=BOX,
-                               draws=args.draws)
+        return W.what_if_panel(scorer, bare_request, design)
 
     def box_row():
-        return W.box_what_if(models, pixels, prep, cls, BOX, temperatures=temps, before=before)
+        return W.box_what_if(scorer, given, BOX)
 
     n_panel = len(W.FRACTIONS) * (1 + args.draws) + 1 + 2 + 1
     rows = {"bare (2 forwards)": (bare, 1, 0), "panel (page's maps)": (panel_given, n_panel, 0),

@@ -7,8 +7,10 @@
 (``Predictor.calls``: the threshold put on the same calibrated scale, see ``calibrated_threshold``)
 with what that threshold achieved on test, the pooled features, CAM heat maps (``covidviz.cam``: one
 forward pass per backbone, the pooled features captured from that same pass), the k nearest TRAINING
-images in feature space, the upload's place on the stored maps and SOM, and an out-of-distribution
-check. Drawing the results (overlays, the case report) is ``covidviz.views.diagnose``'s job.
+images in feature space and the upload's place on the stored maps and SOM (``covidviz.ood.reference``),
+and the image's one out-of-distribution verdict (``covidviz.ood.load_detector``: the same for every
+backbone, and the same the batch scorer gives). Drawing the results (overlays, the case report) is
+``covidviz.views.diagnose``'s job.
 
 Thread safety: every use of a model holds ``cam.model_lock(model)`` (CAM needs that anyway), so
 concurrent sessions never see each other's activations; two backbones still run in parallel.
@@ -46,16 +48,10 @@ import torch
 from covidviz import runs
 from covidviz.cam import METHODS, CamResult, compute_cams, model_lock
 from covidviz.models import FINAL_LAYER, probabilities
-from covidviz.ood.detector import OodDetector, OodVerdict
-from covidviz.ood.gate import check_image
+from covidviz.ood import OodVerdict, load_detector, load_references
 from covidviz.runs.records import OperatingPoint, Rate
-from covidviz.stats.calibration import apply_temperature
-from covidviz.stats.projection import MapPlacer
-from covidviz.stats.som import som_place
+from covidviz.stats.calibration import apply_temperature, calibrated_probabilities
 
-# Experiments analysed before covidviz.ood existed have no fitted detector: their verdict falls back to the
-# nearest-training-image and SOM distances, flagged above this percentile of the training images' own.
-OOD_PERCENTILE = 99.0
 log = logging.getLogger(__name__)
 K_SIMILAR = 8
 FIXED_SCALE_IMAGES = 16
@@ -80,8 +76,7 @@ class BackboneResult:
     som_node: int | None = None
     som_qe: float | None = None
     som_qe_pct: float | None = None
-    ood: bool = False
-    ood_reasons: list[str] = field(default_factory=list)
+    ood: bool = False              # the image's one verdict (Diagnosis.verdict), the same for every backbone
     seconds: float = 0.0
 
 
@@ -137,19 +132,6 @@ def calibrated_threshold(raw_probs, j: int, threshold: float | None, temperature
     return float(apply_temperature(q, temperature, task)[j])
 
 
-def _detector(exp: runs.Experiment) -> OodDetector:
-    """The experiment's fitted detector; an unavailable one (gate only) when it has none or it is unreadable."""
-    try:
-        return OodDetector.from_experiment(exp)
-    except Exception as exc:  # noqa: BLE001 - a broken ood.npz must not stop predictions: say so, fall back
-        log.warning("out-of-distribution detector of %s unreadable (%s); using the fallback checks", exp.path, exc)
-        return OodDetector.unavailable(str(exp.path))
-
-
-def _percentile(sorted_ref: np.ndarray, value: float) -> float:
-    return float(100.0 * np.searchsorted(sorted_ref, value, side="right") / max(len(sorted_ref), 1))
-
-
 class Predictor:
     """Models + analysis artefacts of one experiment; ``predict`` is safe from many threads."""
 
@@ -162,21 +144,10 @@ class Predictor:
         self.archs = list(exp.backbones)
         self.models = {a: (models or {}).get(a) or exp.load_model(a) for a in self.archs}
         self.analysis = exp.analysis()
-        self.ood_detector = _detector(exp)
-        self._placers: dict = {}
-        self._nn_sorted: dict = {}
-        self._soms: dict = {}
+        self.references = load_references(exp, self.archs)   # arch -> stored maps, neighbours, SOM
+        self.ood_detector = load_detector(exp, self.references)
         self._fixed: dict = {}
         self._lock = threading.Lock()
-        for arch in self.archs:
-            if exp.has_artifact(runs.PROJECTIONS, arch):
-                arrays = exp.load_arrays(runs.PROJECTIONS, arch)
-                self._placers[arch] = MapPlacer.from_arrays(
-                    {k[len("placer_"):]: v for k, v in arrays.items() if k.startswith("placer_")})
-                if "train_nn_dist_sorted" in arrays:
-                    self._nn_sorted[arch] = np.sort(np.asarray(arrays["train_nn_dist_sorted"], np.float64))
-            if exp.has_artifact(runs.SOM, arch):
-                self._soms[arch] = exp.load_arrays(runs.SOM, arch)
 
     # ------------------------------------------------------------------ facts about the experiment
 
@@ -185,8 +156,8 @@ class Predictor:
         return self.analysis is not None
 
     def map_methods(self, arch: str) -> list[str]:
-        placer = self._placers.get(arch)
-        return placer.methods if placer else []
+        ref = self.references.get(arch)
+        return ref.placer.methods if ref is not None and ref.placer is not None else []
 
     def map_coords(self, arch: str, method: str) -> np.ndarray | None:
         """Stored (N, 2) coordinates of every image on one map (projections.npz ``coords_<method>``)."""
@@ -196,14 +167,18 @@ class Predictor:
         return arrays.get(f"coords_{method}")
 
     def som_grid(self, arch: str) -> tuple[int, int] | None:
-        som = self._soms.get(arch)
-        if som is None:
-            return None
-        w = np.asarray(som["weights"])
-        return (int(w.shape[0]), int(w.shape[1])) if w.ndim == 3 else None
+        ref = self.references.get(arch)
+        return ref.som_grid if ref is not None else None
 
     def temperature(self, arch: str):
         return self.analysis.backbone(arch).temperature if self.analysis else None
+
+    def probabilities(self, arch: str, logits) -> tuple[np.ndarray, np.ndarray]:
+        """(raw, calibrated) float64 probabilities of ``logits`` ((C,) or (N, C)) of one backbone: the
+        head's link (``models.probabilities``), then the stored temperature
+        (``stats.calibration.calibrated_probabilities``). The one path from logits to what pages show."""
+        raw = np.asarray(probabilities(np.asarray(logits, np.float64), self.task), np.float64)
+        return raw, calibrated_probabilities(raw, self.temperature(arch), self.task)
 
     def operating_point(self, arch: str, cls: str, point: str = "youden") -> OperatingPoint | None:
         """The validation-chosen operating point of one class (``runs.records.OperatingPoint``), or None."""
@@ -266,23 +241,12 @@ class Predictor:
             return self._forward(arch, pixels, class_idx, tuple(methods))[0]
         return compute_cams(self.models[arch], self.prep.to_tensor(pixels), class_idx, tuple(methods), layer=layer)
 
-    def verdict(self, image, results: dict[str, BackboneResult], info: dict | None = None) -> OodVerdict:
-        """ONE out-of-distribution verdict from the input gate (``image``: the ``DecodedImage`` of an
-        upload, whose colour statistics the gate reads, or the gray film) and every backbone's features.
-        Without a fitted detector (analysed before it existed): the gate and the older per-backbone
-        distance checks, merged into one verdict all the same. ``info``: ``DecodedImage.info`` of a gray
-        ``image`` (its colour statistics)."""
-        if self.ood_detector.available:
-            return self.ood_detector.verdict(image, {a: r.features for a, r in results.items()}, info)
-        gate = check_image(image, info)
-        reasons = [] if gate.passed else [gate.summary]
-        legacy = [f"{a}: " + "; ".join(r.ood_reasons) for a, r in results.items() if r.ood_reasons]
-        checked = any(r.nn_pct is not None or r.som_qe_pct is not None for r in results.values())
-        if not checked:
-            reasons.append("No feature-space check: this experiment has no stored analysis to compare with.")
-        return OodVerdict(is_ood=bool(legacy) or not gate.passed, reasons=reasons + legacy, score=None,
-                          percentile=max((r.nn_pct or 0.0 for r in results.values()), default=None),
-                          gate=gate, checked=checked, false_alarm_rate=1 - OOD_PERCENTILE / 100, detector="legacy")
+    def verdict(self, image, features: dict[str, np.ndarray], info: dict | None = None) -> OodVerdict:
+        """THE out-of-distribution verdict of one image (``covidviz.ood``): the input gate on ``image`` (the
+        upload's ``DecodedImage``, whose colour statistics and DICOM modality the gate reads, or the gray
+        film with its ``DecodedImage.info`` as ``info``) and the experiment's detector over every
+        backbone's pooled features (arch -> (D,))."""
+        return self.ood_detector.verdict(image, features, info)
 
     def predict(self, gray: np.ndarray, name: str = "image", methods=("cam",), point: str = "youden",
                 archs=None, image=None) -> Diagnosis:
@@ -294,42 +258,27 @@ class Predictor:
             t0 = time.perf_counter()
             cams, feats = self._forward(arch, pixels, None, tuple(methods))
             logits = next(iter(cams.values())).logits[0].astype(np.float64)
-            raw = probabilities(logits, self.task)
-            temp = self.temperature(arch)
-            probs = apply_temperature(raw, temp, self.task) if temp is not None else raw.copy()
-            res = BackboneResult(arch=arch, logits=logits, raw_probs=raw, probs=np.asarray(probs, np.float64),
+            raw, probs = self.probabilities(arch, logits)
+            res = BackboneResult(arch=arch, logits=logits, raw_probs=raw, probs=probs,
                                  features=feats, top=int(np.argmax(probs)), calls=[], cams=cams)
             res.calls = self.calls(res, point)
             self._place(arch, feats, res)
             res.seconds = time.perf_counter() - t0
             out[arch] = res
-        verdict = self.verdict(gray if image is None else image, out)
+        verdict = self.verdict(gray if image is None else image, {a: r.features for a, r in out.items()})
         for res in out.values():  # one verdict for every backbone: pages never show them disagreeing
             res.ood = verdict.is_ood
         return Diagnosis(name=name, experiment=self.exp.name, pixels=pixels, backbones=out, verdict=verdict)
 
     def _place(self, arch: str, feats: np.ndarray, res: BackboneResult) -> None:
-        placer = self._placers.get(arch)
-        if placer is not None:
-            placement = placer.place(feats[None])
-            res.coords = {m: [float(v) for v in c[0]] for m, c in placement.coords.items()}
-            res.neighbors = [int(i) for i in placement.neighbors[0]]
-            res.distances = [float(d) for d in placement.distances[0]]
-            res.nn_distance = res.distances[0]
-            ref = self._nn_sorted.get(arch)
-            if ref is not None and len(ref):
-                res.nn_pct = _percentile(ref, res.nn_distance)
-                if res.nn_pct > OOD_PERCENTILE:
-                    res.ood_reasons.append(
-                        f"its distance to the nearest training image in feature space ({res.nn_distance:.2f}) is "
-                        f"larger than for {res.nn_pct:.1f} % of the training images")
-        som = self._soms.get(arch)
-        if som is not None:
-            res.som_node, res.som_qe, res.som_qe_pct = som_place(som, feats)
-            if res.som_qe_pct > OOD_PERCENTILE:
-                res.ood_reasons.append(
-                    f"its SOM quantisation error ({res.som_qe:.2f}) is larger than for {res.som_qe_pct:.1f} % "
-                    "of the training images")
+        """The image among the training images (``ood.reference``): maps, neighbours, SOM."""
+        ref = self.references.get(arch)
+        if ref is None:
+            return
+        place = ref.place(feats)
+        res.coords, res.neighbors, res.distances = place.coords, place.neighbors, place.distances
+        res.nn_distance, res.nn_pct = place.nn_distance, place.nn_pct
+        res.som_node, res.som_qe, res.som_qe_pct = place.som_node, place.som_qe, place.som_qe_pct
 
     # ------------------------------------------------------------------ heat-map scale
 

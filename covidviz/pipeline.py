@@ -23,13 +23,14 @@ from covidviz import runs
 from covidviz.data.adapters import load_datasets
 from covidviz.data.cache import build_cache, default_cache_dir
 from covidviz.data.labels import LabelSpace
-from covidviz.data.preprocess import Preprocessing
+from covidviz.data.preprocess import DEFAULT_IMAGE_SIZE, Preprocessing
 from covidviz.data.splits import check_no_leakage, make_split
 from covidviz.models import build_model, cam_grid, get_spec, legacy_output_stride, pick_device, resolve_output_stride
 from covidviz.pretrained import preprocessing_for, resolve_weights
+from covidviz.runs.manifest import DatasetCard, ManifestBackbone, ManifestInfo, SplitCard
 from covidviz.stats.metrics import auc_per_class, macro_auc
 from covidviz.stats.projection import METHODS as PROJECTION_METHODS
-from covidviz.training import DistInfo, TrainConfig, fit, predict
+from covidviz.training import DistInfo, Feed, FitData, TrainConfig, fit, predict
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 # Phantoms drawn at 128 px (the models see 64): a quarter of the drawing and writing time of 256 px.
 DEMO_DATA = ["synthetic:600:difficulty=0.3,size=128"]
 DEMO_ARCHS = ["densenet121", "resnet50"]
-# The demo's training settings (train.py --demo; flags given on the command line win). At 64 px,
+# The demo's settings are ``RunConfig.demo()`` (train.py --demo; flags given on the command line win). At 64 px,
 # DenseNet121 at output stride 8 gives an 8x8 CAM grid (1.04 forward GFLOPs per film, 2.2x stride 32).
 # ResNet50 stays at its native stride 32 (2x2): at stride 16 (4x4) it cost 1.5x the training time and its
 # map still missed every phantom lesion (pointing game 0.00), and stride 8 would cost 4.7x. No UMAP: its
@@ -51,17 +52,18 @@ DEMO_ARCHS = ["densenet121", "resnet50"]
 # 0.17-0.23), and no setting that fitted 5 minutes reliably passed 0.5: 6 epochs of 32 at 1e-3 (0.57,
 # 6.3 min), 5 of 32 (0.50, 5.7 min), 4 of 32 (0.27), 4 of 16 at 1e-3 (0.48), a peak rate of 3e-3 (0.30),
 # no augmentation (0.47), difficulty 0.2 (0.38).
-DEMO = {"epochs": 4, "batch_size": 16, "lr": 2e-3, "image_size": 64,
-        "output_stride": {"densenet121": 8, "resnet50": 32}, "projections": ("pca", "tsne")}
 
 
 @dataclass
 class RunConfig:
+    """One experiment's settings: the one place their defaults are written (``train.py`` reads them;
+    the optimisation settings are ``TrainConfig``'s, under ``train``)."""
+
     data: list[str]
     archs: list[str] = field(default_factory=lambda: list(DEMO_ARCHS))
     out: str = "runs"
     name: str | None = None
-    image_size: int = 224
+    image_size: int = DEFAULT_IMAGE_SIZE
     # CAM grid fineness (models.OUTPUT_STRIDES): None = each backbone's default, an int for all of them,
     # or {arch: stride}.
     output_stride: int | dict[str, int] | None = None
@@ -75,6 +77,14 @@ class RunConfig:
     analysis: bool = True
     projections: tuple[str, ...] = PROJECTION_METHODS
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def demo(cls) -> RunConfig:
+        """``train.py --demo``: phantoms, both backbones, about 5 minutes on 2 CPU cores (the settings tried
+        are listed above ``RunConfig``)."""
+        return cls(data=list(DEMO_DATA), name="demo", weights="none", image_size=64,
+                   output_stride={"densenet121": 8, "resnet50": 32}, projections=("pca", "tsne"),
+                   train=TrainConfig(epochs=4, batch_size=16, lr=2e-3))
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -144,23 +154,23 @@ def _prepare_data(cfg: RunConfig, prep: Preprocessing, dist: DistInfo):
     return table, labels, datasets, cache, skipped
 
 
-def _dataset_card(cfg: RunConfig, table: pd.DataFrame, datasets, skipped) -> dict:
-    return {
-        "specs": list(cfg.data),
-        "sources": [{"kind": d.kind, "root": str(d.root), "description": d.description,
-                     "n_images": int(len(d.table)), "n_skipped": len(d.skipped)} for d in datasets],
-        "n_images": int(len(table)),
-        "n_patients": int(table["patient_id"].nunique()),
-        "skipped": skipped,
-    }
+def _dataset_card(cfg: RunConfig, table: pd.DataFrame, datasets, skipped) -> DatasetCard:
+    return DatasetCard(
+        specs=list(cfg.data),
+        sources=[{"kind": d.kind, "root": str(d.root), "description": d.description,
+                  "n_images": int(len(d.table)), "n_skipped": len(d.skipped)} for d in datasets],
+        n_images=int(len(table)),
+        n_patients=int(table["patient_id"].nunique()),
+        skipped=skipped,
+    )
 
 
-def _split_card(cfg: RunConfig, table: pd.DataFrame) -> dict:
-    return {
-        "seed": cfg.train.seed, "fractions": list(cfg.split_fractions), "unit": "patient",
-        "counts": {s: int((table["split"] == s).sum()) for s in ("train", "val", "test")},
-        "patients": {s: int(table.loc[table["split"] == s, "patient_id"].nunique()) for s in ("train", "val", "test")},
-    }
+def _split_card(cfg: RunConfig, table: pd.DataFrame) -> SplitCard:
+    return SplitCard(
+        seed=cfg.train.seed, fractions=list(cfg.split_fractions), unit="patient",
+        counts={s: int((table["split"] == s).sum()) for s in ("train", "val", "test")},
+        patients={s: int(table.loc[table["split"] == s, "patient_id"].nunique()) for s in ("train", "val", "test")},
+    )
 
 
 def starting_weights(cfg: RunConfig) -> dict:
@@ -191,7 +201,7 @@ def run_experiment(cfg: RunConfig, say: Callable[[str], None] | None = None) -> 
     if dist.main:
         writer = runs.ExperimentWriter(cfg.out, name, resume=cfg.resume, overwrite=cfg.overwrite)
         if cfg.resume and writer.has_partial_manifest:
-            saved = RunConfig.from_json(writer.read_manifest()["config"])
+            saved = RunConfig.from_json(writer.read_info().config)
             saved.resume, saved.overwrite, saved.device = True, cfg.overwrite, cfg.device
             cfg = saved
             log.info("resuming experiment %s from %s", name, writer.workdir)
@@ -214,15 +224,14 @@ def run_experiment(cfg: RunConfig, say: Callable[[str], None] | None = None) -> 
                              "are no longer in the data; start afresh (without --resume)")
         table = merged
     if dist.main:
-        manifest = {
-            "status": "training", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "covidviz_version": covidviz.__version__, "torch_version": torch.__version__,
-            "dataset": _dataset_card(cfg, table, datasets, skipped), "labels": labels.to_json(),
-            "split": _split_card(cfg, table), "preprocessing": prep.to_json(), "config": cfg.to_json(),
-            "backbones": {},
-        }
+        manifest = ManifestInfo(
+            status="training", created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            covidviz_version=covidviz.__version__, torch_version=torch.__version__,
+            dataset=_dataset_card(cfg, table, datasets, skipped), labels=labels,
+            split=_split_card(cfg, table), preprocessing=prep, config=cfg.to_json(),
+        )
         if writer.has_partial_manifest:
-            manifest["backbones"] = writer.read_manifest().get("backbones", {})
+            manifest.backbones = writer.read_info().backbones
         writer.write_manifest(manifest)
         writer.write_images(table.drop(columns="cache_row"))
         writer.write_thumbnails(np.asarray(cache.thumbs)[table["cache_row"].to_numpy()])
@@ -240,26 +249,25 @@ def run_experiment(cfg: RunConfig, say: Callable[[str], None] | None = None) -> 
         model, init = build_model(arch, labels.num_classes, weights[arch], output_stride=cfg.stride_for(arch))
         init["weights"] = cfg.weights  # as the user typed it (a folder stays a folder)
         ckpt = runs.partial_checkpoint(cfg.out, name, arch)
-        res = fit(model, cache.pixels, cache_rows[rows["train"]], targets[rows["train"]], cache_rows[rows["val"]],
-                  onehot[rows["val"]], labels, prep, cfg.train, device, checkpoint=ckpt, dist=dist, desc=arch)
+        data = FitData(cache.pixels, prep, labels, cache_rows[rows["train"]], targets[rows["train"]],
+                       cache_rows[rows["val"]], onehot[rows["val"]])
+        res = fit(model, data, cfg.train, device, checkpoint=ckpt, dist=dist, desc=arch)
         if not dist.main:
             continue
-        probs, feats = predict(model, cache.pixels, cache_rows, prep, labels.task, device,
-                               batch_size=cfg.train.batch_size * 2, progress=cfg.train.progress,
-                               desc=f"[{arch}] embed all images")
+        probs, feats = predict(model, Feed(cache.pixels, prep, device, cfg.train.batch_size * 2), cache_rows,
+                               labels.task, progress=cfg.train.progress, desc=f"[{arch}] embed all images")
         pred = pd.DataFrame(probs, columns=runs.prob_columns(labels))
         pred.insert(0, "image_id", table["image_id"].to_numpy())
         metrics = {s: _split_metrics(onehot[rows[s]], probs[rows[s]], labels) for s in ("val", "test")}
         writer.write_backbone(arch, model.state_dict(), pred, feats, res.history)
-        m = writer.read_manifest()
-        m["backbones"][arch] = {
-            "init": init, "feature_dim": get_spec(arch).feature_dim, "cam_layer": get_spec(arch).cam_layer,
-            "output_stride": model.output_stride, "cam_grid": list(cam_grid(model, prep.image_size)),
-            "epochs_trained": res.epochs_trained, "best_epoch": res.best_epoch, "best_val_auc": res.best_val_auc,
-            "stopped_early": res.stopped_early, "train_seconds": round(res.seconds, 1), "device": str(device),
-            "metrics": metrics,
-        }
-        writer.write_manifest(m)
+        manifest = writer.read_info()
+        manifest.backbones[arch] = ManifestBackbone(
+            arch, init=init, feature_dim=get_spec(arch).feature_dim, cam_layer=get_spec(arch).cam_layer,
+            output_stride=model.output_stride, cam_grid=tuple(cam_grid(model, prep.image_size)),
+            epochs_trained=res.epochs_trained, best_epoch=res.best_epoch, best_val_auc=res.best_val_auc,
+            stopped_early=res.stopped_early, train_seconds=round(res.seconds, 1), device=str(device),
+            metrics=metrics)
+        writer.write_manifest(manifest)
         say(_summary_line(arch, metrics["test"], res))
     _barrier(dist)
     if not dist.main:

@@ -19,6 +19,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -35,18 +36,52 @@ from covidviz.stats.metrics import auc_per_class, macro_auc
 
 @dataclass
 class TrainConfig:
+    """The optimisation settings: the one place their defaults are written (``train.py`` reads them)."""
+
     epochs: int = 10
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 1e-3                     # peak rate of the one-cycle schedule, training from scratch
     weight_decay: float = 1e-4
     patience: int = 5
     seed: int = 0
     augment: bool = True
     amp: bool = True
     progress: bool = True
+    # The peak rate when the backbone starts from pretrained weights (``--lr`` unset): fine-tuning
+    # wants a gentler rate than training from scratch.
+    pretrained_lr: ClassVar[float] = 3e-4
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Feed:
+    """How cached films reach a model: the uint8 pixel cache, the preprocessing contract that turns them
+    into input, the device, the batch size and whether to use mixed precision (on cuda)."""
+
+    pixels: np.ndarray
+    prep: Preprocessing
+    device: torch.device
+    batch_size: int = 64
+    amp: bool = True
+
+
+@dataclass(frozen=True)
+class FitData:
+    """What ``fit`` trains and validates on: cache rows of the training and validation images, the
+    training targets (class indices for multi-class, multi-hot for multi-label), the validation one-hot."""
+
+    pixels: np.ndarray
+    prep: Preprocessing
+    labels: LabelSpace
+    train_rows: np.ndarray
+    train_targets: np.ndarray
+    val_rows: np.ndarray
+    val_onehot: np.ndarray
+
+    def feed(self, device: torch.device, batch_size: int, amp: bool = True) -> Feed:
+        return Feed(self.pixels, self.prep, device, batch_size, amp)
 
 
 @dataclass
@@ -107,13 +142,12 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 class Batches:
-    """Mini-batches of (normalised input, target) from the memory-mapped pixel cache."""
+    """Mini-batches of (normalised input, target) of cache ``rows`` through ``feed``."""
 
-    def __init__(self, pixels: np.ndarray, rows: np.ndarray, targets: np.ndarray, prep: Preprocessing,
-                 batch_size: int, device: torch.device, shuffle: bool = False, seed: int = 0,
+    def __init__(self, feed: Feed, rows: np.ndarray, targets: np.ndarray, shuffle: bool = False, seed: int = 0,
                  dist: DistInfo | None = None):
-        self.pixels, self.rows, self.targets = pixels, np.asarray(rows), targets
-        self.prep, self.batch_size, self.device = prep, batch_size, device
+        self.pixels, self.rows, self.targets = feed.pixels, np.asarray(rows), targets
+        self.prep, self.batch_size, self.device = feed.prep, feed.batch_size, feed.device
         self.shuffle, self.seed, self.dist = shuffle, seed, dist or DistInfo()
         self.epoch = 0
 
@@ -153,18 +187,16 @@ def _autocast(device: torch.device, enabled: bool):
 
 
 @torch.no_grad()
-def predict(model: nn.Module, pixels: np.ndarray, rows: np.ndarray, prep: Preprocessing, task: str,
-            device: torch.device, batch_size: int = 64, progress: bool = False, desc: str = "predict",
-            amp: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def predict(model: nn.Module, feed: Feed, rows: np.ndarray, task: str, progress: bool = False,
+            desc: str = "predict") -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (N, C) and pooled features (N, D) for ``rows`` of the cache, in one pass."""
     model.eval()
     dummy = np.zeros(len(rows), np.int64)
     probs, feats = [], []
-    for x, _ in tqdm(Batches(pixels, rows, dummy, prep, batch_size, device), desc=desc, leave=False,
-                     disable=not progress):
-        if device.type == "cuda":
+    for x, _ in tqdm(Batches(feed, rows, dummy), desc=desc, leave=False, disable=not progress):
+        if feed.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp):
+        with _autocast(feed.device, feed.amp):
             logits, f = model.forward_all(x)
         probs.append(probabilities(logits.float(), task).cpu().numpy())
         feats.append(f.float().cpu().numpy())
@@ -173,9 +205,9 @@ def predict(model: nn.Module, pixels: np.ndarray, rows: np.ndarray, prep: Prepro
     return np.concatenate(probs), np.concatenate(feats)
 
 
-def evaluate(model, pixels, rows, targets_onehot, labels: LabelSpace, prep, device, loss_fn, batch_size, amp=True):
+def evaluate(model: nn.Module, feed: Feed, rows: np.ndarray, targets_onehot: np.ndarray, labels: LabelSpace):
     """Validation loss and AUC per class."""
-    probs, _ = predict(model, pixels, rows, prep, labels.task, device, batch_size, amp=amp)
+    probs, _ = predict(model, feed, rows, labels.task)
     p = torch.as_tensor(probs, dtype=torch.float64).clamp(1e-7, 1 - 1e-7)
     y = torch.as_tensor(targets_onehot, dtype=torch.float64)
     if labels.task == MULTICLASS:
@@ -192,11 +224,9 @@ def _cpu_channels_last(model: nn.Module) -> bool:
     return arch in REGISTRY and REGISTRY[arch].cpu_channels_last
 
 
-def fit(model: nn.Module, pixels: np.ndarray, train_rows: np.ndarray, train_targets: np.ndarray,
-        val_rows: np.ndarray, val_onehot: np.ndarray, labels: LabelSpace, prep: Preprocessing,
-        cfg: TrainConfig, device: torch.device, checkpoint: Path | None = None,
+def fit(model: nn.Module, data: FitData, cfg: TrainConfig, device: torch.device, checkpoint: Path | None = None,
         dist: DistInfo | None = None, desc: str = "train") -> FitResult:
-    """Train ``model``; keep the best-validation weights; resume from ``checkpoint`` if it exists."""
+    """Train ``model`` on ``data``; keep the best-validation weights; resume from ``checkpoint`` if it exists."""
     dist = dist or DistInfo()
     seed_everything(cfg.seed + dist.rank)
     model.to(device)
@@ -206,13 +236,14 @@ def fit(model: nn.Module, pixels: np.ndarray, train_rows: np.ndarray, train_targ
     net = model
     if dist.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    loss_fn = make_loss(labels, train_targets, device)
-    batches = Batches(pixels, train_rows, train_targets, prep, cfg.batch_size, device, shuffle=True,
+    loss_fn = make_loss(data.labels, data.train_targets, device)
+    batches = Batches(data.feed(device, cfg.batch_size), data.train_rows, data.train_targets, shuffle=True,
                       seed=cfg.seed, dist=dist)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = max(1, cfg.epochs * len(batches))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
     use_amp = cfg.amp and device.type == "cuda"
+    val_feed = data.feed(device, cfg.batch_size * 2, amp=use_amp)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + dist.rank)
 
@@ -259,8 +290,7 @@ def fit(model: nn.Module, pixels: np.ndarray, train_rows: np.ndarray, train_targ
             total += loss.item() * len(x)
             count += len(x)
             bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
-        val_loss, per_class = evaluate(model, pixels, val_rows, val_onehot, labels, prep, device, loss_fn,
-                                       cfg.batch_size * 2, amp=use_amp)
+        val_loss, per_class = evaluate(model, val_feed, data.val_rows, data.val_onehot, data.labels)
         val_auc = macro_auc(per_class)
         score = val_auc if val_auc is not None else -val_loss
         best_score = res.best_val_auc if res.best_val_auc is not None else -math.inf

@@ -17,6 +17,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -25,7 +26,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = REPO / "screenshots"
+# Screenshots for a human to look at go to a temporary folder ($COVIDVIZ_SHOTS, default
+# <tmp>/covidviz-shots), never into the repository: docs/ images are taken on purpose, not by tests.
+SCREENSHOTS = Path(os.environ.get("COVIDVIZ_SHOTS", Path(tempfile.gettempdir()) / "covidviz-shots"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 CHROMIUM_MARKS = [

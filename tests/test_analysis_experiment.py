@@ -9,7 +9,7 @@ import pytest
 
 import train
 from covidviz import runs
-from covidviz.stats.projection import MapPlacer
+from covidviz.stats.projection import TRAIN_NN_KEY, MapPlacer, stored_nn_distances
 from covidviz.stats.som import som_place
 
 
@@ -48,7 +48,7 @@ def test_analysis_files_are_complete_and_consistent(tiny_experiment):
 def test_stored_placer_places_a_training_image_on_itself(tiny_experiment):
     exp = runs.read_experiment(tiny_experiment)
     arrays = exp.load_arrays(runs.PROJECTIONS, "densenet121")
-    placer = MapPlacer.from_arrays({k.removeprefix("placer_"): v for k, v in arrays.items() if k.startswith("placer_")})
+    placer = MapPlacer.from_stored(arrays)
     feats = np.asarray(exp.features("densenet121"), np.float32)
     row = int(np.flatnonzero(exp.images()["split"] == "train")[0])
     placed = placer.place(feats[row:row + 1])
@@ -57,7 +57,7 @@ def test_stored_placer_places_a_training_image_on_itself(tiny_experiment):
     som = exp.load_arrays(runs.SOM, "densenet121")
     node, qe, pct = som_place(som, feats[row])
     assert node == som["node"][row] and qe >= 0 and 0 <= pct <= 100
-    assert np.all(np.diff(arrays["train_nn_dist_sorted"]) >= 0)
+    assert np.all(np.diff(arrays[TRAIN_NN_KEY]) >= 0) and len(stored_nn_distances(arrays))
 
 
 def test_analyze_command_reruns_in_place_and_rejects_bad_folders(tiny_experiment, tmp_path, capsys):

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import shutil
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 
 from covidviz import batch, inference, runs
 from covidviz import predict as predict_cli
-from covidviz.data.imageio import decode_upload, read_image
+from covidviz.data.imageio import ImageDecodeError, decode_upload, read_image
+from covidviz.ood import LEGACY, LEGACY_PERCENTILE
 from tests.dicom_factory import make_dicom
 
 
@@ -94,9 +98,9 @@ def test_batch_scores_equal_predictor(predictor, films):
             assert got.top == b.top == got.cam_class
             assert got.calls == [c["positive"] for c in b.calls]
             assert got.thresholds == [c.get("raw_threshold", c["threshold"]) for c in b.calls]  # chosen on raw probs
-        # the default OOD rule is the Predictor's nearest-neighbour percentile, per backbone
-        expected = any(b.nn_pct is not None and b.nn_pct > inference.OOD_PERCENTILE for b in one.backbones.values())
-        assert row.ood is expected
+        # the default OOD rule is the Predictor's one verdict
+        assert row.ood is one.verdict.flag and row.ood_reason == one.verdict.reason
+        assert row.verdict.status == one.verdict.status and row.verdict.checked
         flags.append(row.ood)
     assert all(t is not None for t in scorer._thresholds["densenet121"])  # calls were really made
     assert flags[-1] is True and not any(flags[:4])  # noise films are far, training images are not
@@ -135,6 +139,80 @@ def test_one_lock_hold_and_one_forward_per_batch(predictor, films, monkeypatch):
     batch.BatchPredictor(predictor, batch_size=4, ood_fn=lambda g, f, i=None: (False, "")).run(
         [batch.Source(n, (lambda g=g: png_bytes(g))) for n, g in films])
     assert calls == [4, 4, 3, 3]  # per batch, one pass per backbone
+
+
+def _verdict_files() -> list[tuple[str, bytes]]:
+    """A colour photo, noise, a phantom film, a screenshot and a CT slice, as a user would upload them."""
+    from covidviz.data.synthetic import render_phantom
+    from covidviz.ood import samples
+
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(film(2).astype(np.uint16) * 16, bits=12)))
+    ds.Modality = "CT"
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    noise = np.random.default_rng(3).integers(0, 256, (90, 80), dtype=np.uint8)
+    return [("holiday.jpg", samples.upload_bytes("photo", 5)), ("noise.png", png_bytes(noise)),
+            ("phantom.png", png_bytes(render_phantom(101, (), size=256)[0])),
+            ("screen.png", samples.upload_bytes("screenshot", 3)), ("slice.dcm", buf.getvalue())]
+
+
+@pytest.fixture(scope="module", params=["fitted", "legacy", "gate only"])
+def any_detector(request, tiny_experiment, tmp_path_factory):
+    """A Predictor of the tiny experiment with each detector kind: its fitted ``ood.npz``; analysed before
+    that existed (no ``ood.npz``: the legacy rule on its maps and SOM); nothing stored (the gate alone)."""
+    path = tiny_experiment
+    if request.param != "fitted":
+        path = shutil.copytree(tiny_experiment, tmp_path_factory.mktemp("kinds") / "exp")
+        exp = runs.read_experiment(path)
+        doomed = [exp.artifact_path(runs.OOD), exp.artifact_path(runs.OOD_INFO)]
+        if request.param == "gate only":
+            doomed += [exp.artifact_path(n, a) for a in exp.backbones for n in (runs.PROJECTIONS, runs.SOM)]
+        for f in doomed:
+            f.unlink()
+    return request.param, inference.Predictor(runs.read_experiment(path))
+
+
+NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def same_sentences(got: list[str], want: list[str]) -> None:
+    """The same sentences, their numbers equal up to the float noise between a batched and a one-image
+    forward pass (a distance of 1813.855 may print as .85 or .86)."""
+    assert [NUMBER.sub("#", s) for s in got] == [NUMBER.sub("#", s) for s in want]
+    numbers = [[float(x) for s in side for x in NUMBER.findall(s)] for side in (got, want)]
+    assert numbers[0] == pytest.approx(numbers[1], rel=1e-4, abs=0.011)
+
+
+def test_batch_gives_the_diagnose_verdict_for_every_detector_kind(any_detector):
+    kind, predictor = any_detector
+    files = _verdict_files()
+    result = batch.BatchPredictor(predictor, batch_size=2).run([batch.Source(n, (lambda d=d: d)) for n, d in files])
+    assert not result.bad and [r.name for r in result.rows] == [n for n, _ in files]
+    for (name, data), row in zip(files, result.rows):
+        decoded = decode_upload(data, name)
+        one = predictor.predict(decoded.gray, name, image=decoded).verdict  # what the Diagnose page shows
+        got = row.verdict
+        assert (got.status, got.checked, got.gate) == (one.status, one.checked, one.gate), name
+        assert (got.detector, got.false_alarm_rate, got.percentile is None) == (
+            one.detector, one.false_alarm_rate, one.percentile is None)
+        if one.score is not None:
+            assert got.score == pytest.approx(one.score, rel=1e-4, abs=1e-5)
+        same_sentences(got.reasons, one.reasons)
+        assert row.ood == one.flag
+        same_sentences([row.ood_reason], [one.reason])
+    rows = {r.name: r for r in result.rows}
+    # the gate reads the decoder's colour statistics and DICOM modality in a batch too
+    assert rows["holiday.jpg"].ood and "in colour" in rows["holiday.jpg"].ood_reason
+    assert rows["slice.dcm"].ood and "modality is CT" in rows["slice.dcm"].ood_reason
+    assert rows["screen.png"].ood and rows["phantom.png"].verdict.gate.passed
+    phantom = rows["phantom.png"].verdict
+    if kind == "fitted":
+        assert phantom.checked and phantom.detector == predictor.ood_detector.detector
+    elif kind == "legacy":
+        assert phantom.checked and phantom.detector == LEGACY and phantom.false_alarm_rate == pytest.approx(
+            1 - LEGACY_PERCENTILE / 100)
+    else:
+        assert phantom.flag is None and rows["phantom.png"].ood is None and "No feature-space check" in phantom.reason
 
 
 # ---------------------------------------------------------------- inputs and bad files
@@ -192,7 +270,7 @@ def test_zip_limits_and_lying_sizes(films):
     ok = batch.open_zip(data, "up.zip")
     info = ok._archives[0].infolist()[0]
     info.file_size = 100
-    with pytest.raises(batch.ImageDecodeError, match="up.zip:x0.png"):
+    with pytest.raises(ImageDecodeError, match="up.zip:x0.png"):
         ok.sources[0].read()
     ok.close()
 

@@ -2,7 +2,7 @@
 
 Checks what AppTest cannot: the server starts with the repo's config, the page renders in a browser
 (title, notice, plotly charts drawn), and the sidebar picker switches experiments. Saves
-``screenshots/overview.png`` (gitignored) for a human to look at.
+``$COVIDVIZ_SHOTS/overview.png`` (gitignored) for a human to look at.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def test_overview_renders_in_chromium(server, page):
     page.wait_for_timeout(1500)  # let the last chart finish its layout before the screenshot
     assert page.locator(".js-plotly-plot .xtitle").first.is_visible()
     assert page.locator("[data-testid='stException']").count() == 0
-    SCREENSHOTS.mkdir(exist_ok=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "overview.png"))
 
     # The sidebar picker switches the whole page to the other experiment.

@@ -1,7 +1,7 @@
 """The Batch page in a real browser: ``streamlit run app.py`` over the tiny experiment, opened at /batch,
 driven by Debian chromium through Playwright. Uploads two PNG phantoms, a corrupt file and a ZIP of two
 more in one go, then finds every row, the bad file's message, the downloads and the contact sheet; saves
-``docs/batch-page.png`` (1280 px wide) for a human to look at."""
+``$COVIDVIZ_SHOTS/batch-page.png`` (1280 px wide) for a human to look at."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ from pathlib import Path
 
 from covidviz import runs
 from covidviz.views import batch as view
-from tests.browser_support import CHROMIUM_MARKS, chromium_page, streamlit_server
+from tests.browser_support import CHROMIUM_MARKS, SCREENSHOTS, chromium_page, streamlit_server
 
 pytestmark = CHROMIUM_MARKS
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def _zip(members: dict[str, bytes]) -> bytes:
@@ -44,7 +43,7 @@ def test_batch_page_in_chromium(tiny_experiment, tmp_path):
              {"name": "corrupt.png", "mimeType": "image/png", "buffer": b"\x89PNG\r\n\x1a\n" + b"\0garbage" * 20},
              {"name": "more.zip", "mimeType": "application/zip",
               "buffer": _zip({"ward/phantom-3.png": films[2], "ward/phantom-4.png": films[3], "ward/readme.txt": b"hi"})}]
-    DOCS.mkdir(exist_ok=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with streamlit_server(tiny_experiment.parent, tmp_path) as url, chromium_page(width=1280, height=2600) as page:
         page.goto(url + f"/batch?exp={exp.path.name}", wait_until="domcontentloaded")
         expect(page.get_by_role("heading", name=f"Batch: {exp.name}")).to_be_visible()
@@ -70,7 +69,7 @@ def test_batch_page_in_chromium(tiny_experiment, tmp_path):
         expect(page.locator("[data-testid='stImage'] img")).to_have_count(1)
         assert page.locator("[data-testid='stException']").count() == 0
         assert page.locator("[data-testid='stProgress']").count() == 0
-        page.screenshot(path=str(DOCS / "batch-page.png"), full_page=True)
+        page.screenshot(path=str(SCREENSHOTS / "batch-page.png"), full_page=True)
         with page.expect_download() as download:
             page.get_by_role("button", name="Download the table (CSV)").click()
         csv = Path(download.value.path()).read_text()

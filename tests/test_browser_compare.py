@@ -3,13 +3,15 @@
 
 Checks what AppTest cannot: every plotly chart is drawn (with axis titles), no exception box, the
 Heatmaps button under a gallery thumbnail shows both backbones' CAM overlays, and at 1280 and 1920 px
-every table shows all its columns and cells. Saves ``screenshots/compare*.png`` (one per section) and
-``/tmp/shots/compare-{1280,1920}*.png`` for a human to look at.
+every table shows all its columns and cells. Saves ``$COVIDVIZ_SHOTS/compare*.png`` (one per section) and
+``$COVIDVIZ_SHOTS/compare-{1280,1920}*.png`` for a human to look at.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from covidviz.data.labels import MULTICLASS, MULTILABEL, NIH_FINDINGS
 from covidviz.views.style import arch_label
@@ -49,7 +51,7 @@ def test_compare_page_renders_charts_and_heatmaps(tmp_path):
     make_analysed(root, "covid3-demo", ["COVID-19", "Normal", "Pneumonia"], MULTICLASS,
                   ["densenet121", "tinycnn"], n=160, images_dir=tmp_path / "images")
     expect.set_options(timeout=60_000)
-    SCREENSHOTS.mkdir(exist_ok=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with streamlit_server(root, tmp_path, script="app_pages/compare.py") as url, chromium_page(height=1100) as page:
         page.goto(url + "/?exp=covid3-demo", wait_until="domcontentloaded")
         expect(page.get_by_role("heading", name="Compare backbones: covid3-demo")).to_be_visible()
@@ -84,7 +86,6 @@ def test_compare_page_renders_charts_and_heatmaps(tmp_path):
 
 # ---------------------------------------------------------------- no clipped tables at two widths
 
-SHOTS = Path("/tmp/shots")
 WIDTHS = (1280, 1920)
 ARCHS = {"nih14": ["densenet121", "resnet50"], "demo": ["densenet121", "resnet50", "tinycnn"]}
 
@@ -151,6 +152,7 @@ def _rendered_tables(page, url: str, exp: str) -> list[dict]:
     return _tables(page)
 
 
+@pytest.mark.slow  # two widths of the whole page (~1 min); test_compare_page_renders_charts_and_heatmaps stays default
 def test_compare_tables_show_every_column_at_1280_and_1920(tmp_path):
     """Every table of the page (threshold rates, confusion matrices, per-class AUCs, calibration,
     subgroups; expanders opened) fits its box at both widths: no sideways scroll, no header or cell
@@ -158,7 +160,7 @@ def test_compare_tables_show_every_column_at_1280_and_1920(tmp_path):
     root = tmp_path / "runs"
     make_analysed(root, "nih14", list(NIH_FINDINGS), MULTILABEL, ARCHS["nih14"], n=300)
     make_analysed(root, "demo", ["COVID-19", "Normal", "Pneumonia"], MULTICLASS, ARCHS["demo"], n=160)
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with streamlit_server(root, tmp_path) as url:
         for width in WIDTHS:
             for exp in ("demo", "nih14"):
@@ -176,8 +178,8 @@ def test_compare_tables_show_every_column_at_1280_and_1920(tmp_path):
                     # Captions link their statistics to the glossary.
                     assert page.locator("a[href='/glossary#youdens-j']").count() >= 1
                     if exp == "demo":
-                        _full_page_shot(page, SHOTS / f"compare-{width}.png")
+                        _full_page_shot(page, SCREENSHOTS / f"compare-{width}.png")
                         page.locator("[data-testid='stTable']").filter(has_text="PPV at").screenshot(
-                            path=str(SHOTS / f"compare-{width}-threshold.png"))
+                            path=str(SCREENSHOTS / f"compare-{width}-threshold.png"))
                         page.locator("[data-testid='stTable']").filter(has_text="Macro average").screenshot(
-                            path=str(SHOTS / f"compare-{width}-per-class.png"))
+                            path=str(SCREENSHOTS / f"compare-{width}-per-class.png"))

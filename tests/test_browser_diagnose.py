@@ -2,7 +2,7 @@
 tiny phantom-trained experiment: a colour photo and a real chest X-ray each get ONE out-of-distribution
 verdict with the calls withheld behind "Show the predictions anyway"; the "Test this explanation" panel
 runs on a real X-ray and its box, moved with the keyboard, changes the probabilities. Saves
-``docs/diagnose-whatif.png`` (1280 px) and ``screenshots/diagnose-*.png`` for a human to look at."""
+``$COVIDVIZ_SHOTS/diagnose-whatif.png`` (1280 px) and ``$COVIDVIZ_SHOTS/diagnose-*.png`` for a human to look at."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from covidviz import runs
 from covidviz.ood import samples
@@ -17,7 +18,6 @@ from tests.browser_support import CHROMIUM_MARKS, SCREENSHOTS, chromium_page, st
 
 pytestmark = CHROMIUM_MARKS
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
 VERDICT = "unlike the images the models were trained on"
 
 
@@ -57,14 +57,14 @@ def test_a_colour_photo_gets_one_verdict_and_no_calls(tiny_experiment, tmp_path)
         assert page.locator("[data-testid='stException']").count() == 0
 
 
+@pytest.mark.slow  # what-if panel in chromium (~30 s); the colour-photo test stays default
 def test_a_real_xray_verdict_and_the_what_if_box_in_chromium(tiny_experiment, shared_data, tmp_path):
     from playwright.sync_api import expect
 
     expect.set_options(timeout=180_000)
     exp = runs.read_experiment(tiny_experiment)
     name, data = _real_xray(shared_data)
-    DOCS.mkdir(exist_ok=True)
-    SCREENSHOTS.mkdir(exist_ok=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with streamlit_server(tiny_experiment.parent, tmp_path) as url, chromium_page(width=1280, height=4200) as page:
         _open(page, url, exp)
         _upload(page, name, data)
@@ -92,7 +92,7 @@ def test_a_real_xray_verdict_and_the_what_if_box_in_chromium(tiny_experiment, sh
         assert page.locator("[data-testid='stException']").count() == 0
         page.get_by_role("heading", name="Test this explanation").scroll_into_view_if_needed()
         page.wait_for_timeout(1000)
-        page.screenshot(path=str(DOCS / "diagnose-whatif.png"), full_page=True)
+        page.screenshot(path=str(SCREENSHOTS / "diagnose-whatif.png"), full_page=True)
         page.set_viewport_size({"width": 1920, "height": 3600})
         page.wait_for_timeout(1500)
         page.screenshot(path=str(SCREENSHOTS / "diagnose-1920.png"), full_page=True)

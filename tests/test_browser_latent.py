@@ -3,15 +3,13 @@ at 1280 and 1920 px the class mix and the gallery's captions fit (nothing clippe
 
 Serves ``app_pages/latent.py`` on its own (app.py's page list is the lead's) over a small synthetic
 analysed experiment built by ``bench/latent.py`` (no training), so the test knows where the points
-are. Screenshots: ``screenshots/latent.png`` (maps + gallery), ``screenshots/latent-open.png``, and
-``$COVIDVIZ_SHOTS/latent-1280.png`` and ``latent-1920.png`` (``/tmp/shots`` by default).
+are. Screenshots: ``$COVIDVIZ_SHOTS/latent.png`` (maps + gallery), ``$COVIDVIZ_SHOTS/latent-open.png``, and
+``$COVIDVIZ_SHOTS/latent-1280.png`` and ``latent-1920.png`` (a temporary folder by default).
 """
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,7 +28,6 @@ from covidviz import runs
 from tests.browser_support import CHROMIUM_MARKS, SCREENSHOTS, chromium_page, streamlit_server
 
 pytestmark = CHROMIUM_MARKS
-SHOTS = Path(os.environ.get("COVIDVIZ_SHOTS", "/tmp/shots"))
 
 # Rows plotly itself shows selected on each map (the map the box was drawn on keeps its own selection).
 NATIVE_ROWS_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(g => g._fullData.flatMap(t =>
@@ -105,7 +102,7 @@ def test_box_selection_shows_gallery_and_opens_an_image(latent_server):
         expect(page.get_by_role("button", name="Download CSV")).to_be_visible()
         assert page.locator("[data-testid='stException']").count() == 0
         page.wait_for_timeout(800)
-        SCREENSHOTS.mkdir(exist_ok=True)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "latent.png"))
         # Open the first gallery image from the picker: its detail header appears (no original on disk ->
         # thumbnail), the selection stays, and the maps are redrawn with its cross.
@@ -121,6 +118,7 @@ def test_box_selection_shows_gallery_and_opens_an_image(latent_server):
         page.screenshot(path=str(SCREENSHOTS / "latent-open.png"))
 
 
+@pytest.mark.slow  # two widths (~20 s); the box-selection test stays default
 @pytest.mark.parametrize("width", [1280, 1920])
 def test_class_mix_and_gallery_captions_are_not_clipped(latent_server, width):
     url, folder, coords = latent_server
@@ -141,5 +139,5 @@ def test_class_mix_and_gallery_captions_are_not_clipped(latent_server, width):
             # "number. file name · true: … · pred: …" (the bench's ids are "bench:000123": the name is 000123)
             assert re.fullmatch(rf"{k + 1}\. \d{{6}}", c["full"].split(" · ")[0]) and " · true: " in c["full"], c
         assert page.locator("[data-testid='stException']").count() == 0
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / f"latent-{width}.png"))
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"latent-{width}.png"))

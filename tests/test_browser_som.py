@@ -2,18 +2,17 @@
 
 - the tiny trained experiment: both maps are drawn as hexagon paths, a click on a hexagon selects the
   node (gallery + stats appear), the dominant-class layer and prototype pictures render;
-  screenshots ``screenshots/som.png`` and ``screenshots/som_prototypes.png``;
+  screenshots ``$COVIDVIZ_SHOTS/som.png`` and ``$COVIDVIZ_SHOTS/som_prototypes.png``;
 - a fake 10,000-image experiment (``make_big_experiment``: ExperimentWriter + the analysis step's own
   SOM writer on clustered random features) renders its two maps in a few seconds
-  (``screenshots/som_10k.png``); marked slow because building it takes a while on 2 cores;
+  (``$COVIDVIZ_SHOTS/som_10k.png``); marked slow because building it takes a while on 2 cores;
 - at 1280 and 1920 px, a node chosen on both maps of a 15 x 7 map: the node's tables, metrics and picture
   captions fit (nothing clipped), and the caption's "column c of 15, row r of 7" is where the browser
-  draws that hexagon (``$COVIDVIZ_SHOTS/som-1280.png``, ``som-1920.png``; ``/tmp/shots`` by default).
+  draws that hexagon (``$COVIDVIZ_SHOTS/som-1280.png``, ``som-1920.png``).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
@@ -26,7 +25,6 @@ from covidviz import runs
 from tests.browser_support import CHROMIUM_MARKS, SCREENSHOTS, chromium_page, streamlit_server
 
 pytestmark = CHROMIUM_MARKS
-SHOTS = Path(os.environ.get("COVIDVIZ_SHOTS", "/tmp/shots"))
 
 NAMES = ["COVID-19", "Normal", "Pneumonia", "Lung Opacity"]
 RENDER_BUDGET_S = 8.0  # "a few seconds" for a cold page with two 10k-image maps, generous for a loaded CI box
@@ -130,7 +128,7 @@ def test_som_page_in_chromium(tiny_experiment, tmp_path):
                    .join('').split('Z').filter(s => s.includes('M')).map(s => s.split(/[ML]/).length - 1);
         }""")
         assert len(subpaths) == n_nodes and set(subpaths) <= {6, 7}
-        SCREENSHOTS.mkdir(exist_ok=True)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.wait_for_timeout(800)
         page.screenshot(path=str(SCREENSHOTS / "som.png"), full_page=True)
 
@@ -168,7 +166,7 @@ def test_10k_image_som_renders_in_a_few_seconds(tmp_path):
                                timeout=60_000)
         protos = time.perf_counter() - t0
         page.wait_for_timeout(1000)
-        SCREENSHOTS.mkdir(exist_ok=True)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "som_10k.png"), full_page=True)
         assert page.locator("[data-testid='stException']").count() == 0
     print(f"10k-image SOM page: cold {cold:.2f} s, reload {warm:.2f} s, prototypes on {protos:.2f} s")
@@ -215,6 +213,7 @@ def wide_som(tmp_path_factory):
         yield url, root / "wide"
 
 
+@pytest.mark.slow  # two widths on a wide SOM (~30 s); test_som_page_in_chromium stays default
 @pytest.mark.parametrize("width", [1280, 1920])
 def test_node_panels_fit_and_the_position_is_in_map_terms(wide_som, width):
     from playwright.sync_api import expect
@@ -252,5 +251,5 @@ def test_node_panels_fit_and_the_position_is_in_map_terms(wide_som, width):
         assert (col, row) == som_view.node_cell(node, (15, 7))
         assert page.evaluate(DRAWN_CELL_JS, node) == [col, row]
         assert page.locator("[data-testid='stException']").count() == 0
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / f"som-{width}.png"), full_page=True)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"som-{width}.png"), full_page=True)

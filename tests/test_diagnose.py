@@ -21,6 +21,7 @@ from covidviz.stats.calibration import apply_temperature
 from covidviz.ui.state import scoped
 from covidviz.views import diagnose as diagnose_view
 from covidviz.views import diagnose_calls as calls_view
+from covidviz.views import report as report_view
 from tests.dicom_factory import make_dicom
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,6 +69,21 @@ def test_predict_reproduces_training_outputs_and_calibrates(exp, predictor):
             assert np.allclose(b.probs, apply_temperature(b.raw_probs, temp, exp.labels.task))
             assert b.probs.sum() == pytest.approx(1.0) and b.top == int(np.argmax(b.probs))
             assert set(b.cams) == {"cam"} and b.cams["cam"].raw.shape == (1, *d.pixels.shape)
+
+
+def test_one_path_from_logits_to_calibrated_probabilities(exp, predictor):
+    from covidviz.stats.calibration import calibrated_probabilities
+
+    logits = np.random.default_rng(0).normal(size=(5, exp.labels.num_classes)) * 3
+    for arch in exp.backbones:
+        raw, probs = predictor.probabilities(arch, logits)
+        temp = predictor.temperature(arch)
+        assert np.allclose(raw, np.exp(logits) / np.exp(logits).sum(1, keepdims=True))
+        assert np.allclose(probs, apply_temperature(raw, temp, exp.labels.task)) and probs.dtype == np.float64
+        one_raw, one = predictor.probabilities(arch, logits[2])  # one image: the same numbers
+        assert np.allclose(one, probs[2]) and np.allclose(one_raw, raw[2])
+    assert np.array_equal(calibrated_probabilities(raw, None, exp.labels.task), raw)  # no temperature: unchanged
+    assert calibrated_probabilities(raw, None, exp.labels.task) is not raw
 
 
 def test_calls_use_the_validation_thresholds_and_report_test_rates(exp, predictor):
@@ -126,6 +142,10 @@ def test_similar_cases_are_training_images_and_ood_flags_non_xrays(exp, predicto
     # one verdict for the image, from the fitted detector over both backbones' features
     assert d.verdict.checked and d.verdict.status == "in-distribution" and not d.ood
     assert diagnose_view.ood_message(d) is None and "looks like the training images" in diagnose_view.verdict_caption(d)
+    # the similar-cases caption states the rule the verdict applied (the fitted detector's rate, not a fixed 99 %)
+    caption = diagnose_view.similar_caption(d.backbones[exp.backbones[0]], d.verdict)
+    rate = f"farthest {100 * predictor.ood_detector.alpha:.0f} % of the validation images"
+    assert d.verdict.rule in caption and rate in caption and "99 %" not in caption
     for fake in (np.full((64, 64), 255, np.uint8), (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)):
         d = predictor.predict(fake, "photo.png")
         assert d.ood and d.verdict.is_ood and all(b.ood for b in d.backbones.values())  # never disagreeing
@@ -198,9 +218,9 @@ def test_case_report_png(exp, predictor):
     d = predictor.predict(film, "case.png")
     heats = {a: b.cams["cam"].normalised[0] for a, b in d.backbones.items()}
     calls = calls_view.calls_at(predictor, d, "high_sensitivity")
-    png = diagnose_view.case_report_png(d, film, heats, list(exp.labels.names), {"tinycnn": "Tiny"}, "cam",
-                                        {"tinycnn": "weights random"}, calls=calls, point="high_sensitivity",
-                                        task=exp.labels.task)
+    case = report_view.CaseReport(d, list(exp.labels.names), exp.labels.task, {"tinycnn": "Tiny"},
+                                  {"tinycnn": "weights random"}, "cam", calls=calls, point="high_sensitivity")
+    png = report_view.case_report_png(case, film, heats)
     img = Image.open(io.BytesIO(png))
     assert img.format == "PNG" and img.mode == "RGB" and img.width > 1000
     arr = np.asarray(img)

@@ -1,12 +1,13 @@
 """The diagnose page in a real browser: ``streamlit run app_pages/diagnose.py`` over the tiny experiment,
 driven by Debian chromium through Playwright. Uploads a PNG, then a DICOM (MONOCHROME1, 12-bit), then
-a bad file; saves screenshots/diagnose-*.png for a human to look at."""
+a bad file; saves $COVIDVIZ_SHOTS/diagnose-*.png for a human to look at."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from covidviz import runs
 from covidviz.data.imageio import read_image
@@ -27,6 +28,7 @@ def _wait_results(page, expect, caption: str):
     assert page.locator("[data-testid='stException']").count() == 0
 
 
+@pytest.mark.slow  # four uploads (~1 min); test_browser_diagnose stays default
 def test_diagnose_uploads_in_chromium(tiny_experiment, tmp_path):
     from playwright.sync_api import expect
 
@@ -38,7 +40,7 @@ def test_diagnose_uploads_in_chromium(tiny_experiment, tmp_path):
     film = read_image(images["path"].iloc[row]).astype(np.float64)
     dicom = make_dicom(4000 - film * 12, photometric="MONOCHROME1", bits=12, window=(2500, 3000),
                        patient_name="Doe^Jane")
-    SCREENSHOTS.mkdir(exist_ok=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with streamlit_server(tiny_experiment.parent, tmp_path, script="app_pages/diagnose.py") as url, \
             chromium_page(height=3600) as page:
         page.goto(url, wait_until="domcontentloaded")

@@ -13,7 +13,17 @@ from PIL import Image
 from covidviz import runs
 from covidviz.data.imageio import decode_upload
 from covidviz.data.synthetic import render_phantom
-from covidviz.ood import OodDetector, check_image, samples
+from covidviz.ood import (
+    LEGACY,
+    LEGACY_PERCENTILE,
+    GateOnly,
+    LegacyDetector,
+    OodDetector,
+    OodVerdict,
+    check_image,
+    load_detector,
+    samples,
+)
 from covidviz.ood.detector import DETECTORS, BackboneScorer, conformal_cutoff, fit_ood
 from covidviz.ood.features import extract_features
 from covidviz.runs.records import OodInfo
@@ -181,3 +191,63 @@ def test_experiment_analysed_before_ood_gives_no_verdict(tiny_experiment, tmp_pa
     assert "train.py analyze" in v.summary
     v = det.verdict(decode_upload(samples.upload_bytes("screenshot", 3), "screen.png"), {})
     assert v.is_ood and v.status == "ood" and not v.checked  # the gate still works
+
+
+# ---------------------------------------------------------------- one interface for every experiment
+
+def test_load_detector_gives_every_experiment_one_interface(tiny_experiment, tmp_path):
+    exp = runs.read_experiment(tiny_experiment)
+    fitted = load_detector(exp)
+    assert isinstance(fitted, OodDetector) and fitted.available
+    feats = {a: np.asarray(exp.features(a), np.float32) for a in exp.backbones}
+    far = {a: np.full(f.shape[1], 50.0, np.float32) for a, f in feats.items()}
+
+    # Analysed before the fitted detector existed: the legacy rule on the stored maps and SOM.
+    old = shutil.copytree(tiny_experiment, tmp_path / "old")
+    (old / runs.OOD).unlink()
+    (old / runs.OOD_INFO).unlink()
+    legacy = load_detector(runs.read_experiment(old))
+    assert isinstance(legacy, LegacyDetector) and legacy.available and legacy.archs == exp.backbones
+    v = legacy.verdict(None, far)
+    assert v.is_ood and v.checked and v.detector == LEGACY and v.flag is True
+    assert [r.split(":")[0] for r in v.reasons] == exp.backbones  # each backbone says what fired
+    assert f"larger than for {100.0:.1f} % of the training images" in v.reasons[0]
+    # A training image whose distances sit below the percentile on every backbone passes.
+    train = np.flatnonzero(exp.images()["split"] == "train")
+    row = next(r for r in train if all(max(p for p in (pl.nn_pct, pl.som_qe_pct) if p is not None) < LEGACY_PERCENTILE
+                                       for pl in (legacy.references[a].place(feats[a][r]) for a in exp.backbones)))
+    v = legacy.verdict(None, {a: f[row] for a, f in feats.items()})
+    assert v.status == "in-distribution" and v.reason == "" and v.percentile is not None
+    rate = f"{100 * (1 - LEGACY_PERCENTILE / 100):.0f} %"
+    assert rate in v.summary and f"{LEGACY_PERCENTILE:.0f} %" in v.rule
+
+    # An unreadable ood.npz falls back to the older checks, never an exception.
+    (old / runs.OOD).write_bytes(b"not an npz")
+    (old / runs.OOD_INFO).write_text("{}")
+    assert isinstance(load_detector(runs.read_experiment(old)), LegacyDetector)
+
+    # Nothing stored to compare with: the gate alone, saying so.
+    for arch in exp.backbones:
+        for name in (runs.PROJECTIONS, runs.SOM):
+            runs.read_experiment(old).artifact_path(name, arch).unlink()
+    (old / runs.OOD).unlink()
+    bare = load_detector(runs.read_experiment(old))
+    assert isinstance(bare, GateOnly) and not bare.available
+    film = decode_upload(_png(render_phantom(7, (), size=256)[0]), "film.png")
+    v = bare.verdict(film, {a: f[0] for a, f in feats.items()})
+    assert v.flag is None and "train.py analyze" in v.reason and v.rule is None
+    assert bare.verdict(decode_upload(samples.upload_bytes("screenshot", 3), "screen.png"), far).flag is True
+
+
+def test_verdict_sentences_state_the_verdicts_own_rate():
+    """No sentence hard-codes a rate: each one reads the verdict's own ``false_alarm_rate``."""
+    fitted = OodVerdict(is_ood=False, reasons=[], score=0.1, percentile=40.0, gate=None, checked=True, cutoff=2.0,
+                        false_alarm_rate=0.1, detector="mahalanobis")
+    assert "farthest 10 %" in fitted.summary and "farthest 10 %" in fitted.rule and "60 %" in fitted.summary
+    legacy = OodVerdict(is_ood=False, reasons=[], score=None, percentile=30.0, gate=None, checked=True,
+                        false_alarm_rate=0.02, detector=LEGACY)
+    assert "98 %" in legacy.rule and "farthest 2 %" in legacy.summary
+    assert (fitted.flag, fitted.reason) == (False, "")
+    unchecked = OodVerdict(is_ood=False, reasons=["No feature-space check: why."], score=None, percentile=None,
+                           gate=None, checked=False)
+    assert (unchecked.flag, unchecked.reason, unchecked.status) == (None, "No feature-space check: why.", "no verdict")

@@ -11,7 +11,8 @@ import train
 from covidviz import runs
 from tests.conftest import REPO
 
-pytestmark = [pytest.mark.needs_data, pytest.mark.usefixtures("app_like_server")]
+# slow: two real-data training runs (~1.5 min on 2 cores); CI runs them with `make test-slow`.
+pytestmark = [pytest.mark.needs_data, pytest.mark.slow, pytest.mark.usefixtures("app_like_server")]
 
 
 @pytest.fixture(scope="module")

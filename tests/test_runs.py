@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import covidviz
 from covidviz import runs
 from covidviz.data.imageio import read_image
 from covidviz.data.splits import check_no_leakage
@@ -34,6 +35,18 @@ def test_round_trip_of_trained_experiment(tiny_experiment):
         rec = exp.backbone(arch)
         assert rec["init"]["source"] == "random"
         assert set(rec["metrics"]["test"]["auc"]) == set(exp.labels.names)
+        assert exp.record(arch) == exp.info.backbones[arch] and exp.record(arch).to_json() == rec
+
+
+def test_manifest_is_written_through_its_records(tiny_experiment):
+    """The pipeline writes the manifest from ``runs.ManifestInfo``: it reads back into the same records and
+    writes back unchanged, and it records this covidviz's version (pyproject's)."""
+    exp = runs.read_experiment(tiny_experiment)
+    info = exp.info
+    assert info.to_json() == exp.manifest
+    assert info.version == covidviz.__version__ and info.labels == exp.labels and info.preprocessing == exp.preprocessing
+    assert info.dataset.n_images == len(exp.images()) and info.split.counts["test"] == (exp.images()["split"] == "test").sum()
+    assert info.extra == {} and all(not b.extra for b in info.backbones.values())
 
 
 def test_saved_weights_reproduce_saved_probabilities(tiny_experiment):

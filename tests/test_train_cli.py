@@ -19,6 +19,7 @@ from covidviz.data.labels import MULTILABEL
 from tests.conftest import REPO, train_tiny
 
 
+@pytest.mark.slow  # 8 epochs on 240 phantoms (~1 min)
 def test_model_beats_chance_on_phantoms(tmp_path):
     """A small CNN trained for a few epochs must clearly beat chance on held-out phantoms."""
     out = tmp_path / "runs"
@@ -32,6 +33,7 @@ def test_model_beats_chance_on_phantoms(tmp_path):
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
 
 
+@pytest.mark.slow  # its own training run (~20 s)
 def test_multilabel_phantoms_train_with_sigmoid_head(tmp_path):
     out = tmp_path / "runs"
     assert train.main(["--data", "synthetic:80:multilabel", "--arch", "tinycnn", "--epochs", "1",
@@ -58,6 +60,29 @@ def test_cli_errors_are_clear(tmp_path, capsys, argv, match):
     assert not any((tmp_path / "runs").glob("[!.]*"))  # nothing published
 
 
+def _config(argv):
+    return train.config_from_args(train.build_parser().parse_args(argv))
+
+
+def test_cli_defaults_are_the_configs_defaults():
+    """No flag given: exactly ``RunConfig``'s (and ``TrainConfig``'s) defaults; ``--demo``: ``RunConfig.demo()``;
+    the help states the same numbers."""
+    from covidviz.pipeline import RunConfig
+    from covidviz.training import TrainConfig
+
+    assert _config(["--data", "synthetic:60"]) == RunConfig(data=["synthetic:60"])
+    assert _config(["--demo"]) == RunConfig.demo()
+    tuned = _config(["--demo", "--epochs", "2", "--image-size", "48", "--weights", "imagenet"])
+    assert (tuned.train.epochs, tuned.image_size, tuned.weights) == (2, 48, "imagenet")
+    assert tuned.train.batch_size == RunConfig.demo().train.batch_size and tuned.name == "demo"
+    assert tuned.train.lr == TrainConfig.pretrained_lr  # fine-tuning: the gentler rate
+    assert _config(["--data", "synthetic:60", "--lr", "0.01", "--weights", "imagenet"]).train.lr == 0.01
+    text = " ".join(train.build_parser().format_help().split())
+    assert f"default {RunConfig.image_size}, the demo {RunConfig.demo().image_size}" in text
+    assert f"default {TrainConfig.epochs}, the demo {RunConfig.demo().train.epochs}" in text
+    assert f"(default {TrainConfig.patience})" in text
+
+
 def test_existing_experiment_is_not_replaced(tiny_experiment, capsys):
     before = (tiny_experiment / runs.MANIFEST).read_text()
     code = train.main(["--data", "synthetic:60", "--arch", "tinycnn", "--out", str(tiny_experiment.parent),
@@ -72,6 +97,7 @@ def _spawn(args, env_extra=None):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow  # trains DenseNet121 twice (~4 min on 2 cores)
 def test_kill_mid_training_then_resume(tmp_path):
     """SIGKILL after the first epoch's checkpoint: no half experiment visible, an earlier one intact,
     and --resume continues from the checkpoint instead of starting over."""
@@ -125,7 +151,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
 @pytest.mark.slow
 def test_demo_trains_both_backbones_within_budget(tmp_path):
     """`train.py --demo` is what `make app` runs on a fresh clone: phantoms, both backbones and the analysis
-    in about 5 minutes on 2 cores (issue 12; the settings tried are listed at pipeline.DEMO)."""
+    in about 5 minutes on 2 cores (issue 12; the settings tried are listed at pipeline.RunConfig.demo)."""
     t = time.time()
     assert train.main(["--demo", "--out", str(tmp_path / "runs"), "--quiet"]) == 0
     seconds = time.time() - t

@@ -4,6 +4,7 @@ Streamlit, on small hand-built inputs with known answers; and the pages' shape (
 from __future__ import annotations
 
 import ast
+import dataclasses
 import io
 import re
 import subprocess
@@ -25,6 +26,7 @@ from covidviz.views import diagnose as dv
 from covidviz.views import diagnose_calls as dc
 from covidviz.views import glossary
 from covidviz.views import overview as ov
+from covidviz.views import report as rv
 from covidviz.views.style import NO_FINDING, NO_FINDING_COLOUR, backbone_colours, class_colours
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +47,7 @@ class FakeExp:
         self._analysis = analysis
 
     def record(self, arch):
-        return ManifestBackbone(arch, self.manifest["backbones"][arch])
+        return ManifestBackbone.from_json(self.manifest["backbones"][arch], arch)
 
     def analysis(self):
         return self._analysis
@@ -117,12 +119,12 @@ MANIFEST = {"created": "2026-11-25T18:00:00", "completed": "2026-11-25T19:00:00"
 
 
 def test_manifest_info_reads_the_experiment_part():
-    info = ManifestInfo(MANIFEST)
+    info = ManifestInfo.from_json(MANIFEST)
     assert (info.created, info.completed, info.version) == ("2026-11-25T18:00:00", "2026-11-25T19:00:00", "0.1.0")
     assert info.settings["epochs"] == 7 and info.settings["seed"] == 3 and "train" in info.config
     assert info.data_specs == ["synthetic:90", "nih:/n"]  # the dataset card wins over config.data
-    assert ManifestInfo({"config": {"data": ["csv:/d"]}}).data_specs == ["csv:/d"]
-    empty = ManifestInfo({})
+    assert ManifestInfo.from_json({"config": {"data": ["csv:/d"]}}).data_specs == ["csv:/d"]
+    empty = ManifestInfo.from_json({})
     assert empty.created is None and empty.settings == {} and empty.sources == [] and empty.skipped == []
 
 
@@ -130,16 +132,16 @@ def test_identity_and_configuration_lines():
     exp = FakeExp({}, MANIFEST)
     assert ov.identity_caption(exp) == ("created 2026-11-25 18:00:00 · completed 2026-11-25 19:00:00 · covidviz 0.1.0"
                                         " · folder `/runs/exp`")
-    text = ov.config_text(ManifestInfo(MANIFEST))
+    text = ov.config_text(ManifestInfo.from_json(MANIFEST))
     assert text == ("Data: `synthetic:90`, `nih:/n` · Epochs (max): **7** · Learning rate: **0.001** · "
                     "Initial weights asked for: **auto** · Seed: **3**")
 
 
 def test_sources_and_skipped_tables():
-    info = ManifestInfo(MANIFEST)
+    info, empty = ManifestInfo.from_json(MANIFEST), ManifestInfo.from_json({})
     assert list(ov.skipped_table(info)["reason"]) == ["cannot decode image"]
-    assert list(ov.skipped_table(ManifestInfo({})).columns) == ["path", "reason"] and ov.skipped_table(ManifestInfo({})).empty
-    assert ov.sources_table(info).loc[0, "n_images"] == 90 and ov.sources_table(ManifestInfo({})).empty
+    assert list(ov.skipped_table(empty).columns) == ["path", "reason"] and ov.skipped_table(empty).empty
+    assert ov.sources_table(info).loc[0, "n_images"] == 90 and ov.sources_table(empty).empty
 
 
 BACKBONES = {
@@ -422,19 +424,19 @@ def test_task_caption_names_the_task():
 # ------------------------------------------------------------------------------ diagnose: the case report
 
 def test_wrap_px_keeps_every_word_and_fits_the_width():
-    font = dv._font(16)
+    font = rv._font(16)
     text = ("This image is unlike the training X-rays (above the 99th percentile of the training images); its "
             "distance to the nearest training image is larger than for 100.0 % of the training images. ") * 3
-    lines = dv.wrap_px(text, font, 400)
+    lines = rv.wrap_px(text, font, 400)
     assert len(lines) > 3 and " ".join(lines).split() == text.split()
     assert all(font.getlength(line) <= 400 for line in lines)
     long = "a" * 300 + " end"
-    assert "".join(dv.wrap_px(long, font, 200)).replace("end", "") == "a" * 300  # a long name is broken, not cut
-    assert all(font.getlength(line) <= 200 for line in dv.wrap_px(long, font, 200))
+    assert "".join(rv.wrap_px(long, font, 200)).replace("end", "") == "a" * 300  # a long name is broken, not cut
+    assert all(font.getlength(line) <= 200 for line in rv.wrap_px(long, font, 200))
 
 
 def _report_diag(ood: bool) -> Diagnosis:
-    from covidviz.ood.detector import OodVerdict
+    from covidviz.ood import OodVerdict
 
     b = _result(ood=ood)
     reasons = ["To the models it looks unlike the training images: in their feature space it lies farther from them "
@@ -449,12 +451,12 @@ def test_case_report_text_uses_sentence_case_and_names_its_sections():
     diag = _report_diag(ood=True)
     calls = {"densenet121": [_call("COVID-19", 0.43, 0.61, False), _call("Normal", 0.35, 0.30, True),
                              _call("Pneumonia", 0.22, None, None)]}
-    withheld = dv.report_blocks(diag, NAMES, {"densenet121": "DenseNet121"}, "cam", {"densenet121": "weights x"},
-                                calls=calls, point="high_specificity", task=MULTICLASS)
+    case = rv.CaseReport(diag, NAMES, MULTICLASS, {"densenet121": "DenseNet121"}, {"densenet121": "weights x"}, "cam",
+                         calls=calls, point="high_specificity")
+    withheld = rv.report_blocks(case)
     assert [p for k, p in withheld if k == "heading"] == list(dv.REPORT_SECTIONS)
     assert "table" not in [k for k, _ in withheld] and any("Calls withheld" in str(p) for _, p in withheld)
-    blocks = dv.report_blocks(diag, NAMES, {"densenet121": "DenseNet121"}, "cam", {"densenet121": "weights x"},
-                              calls=calls, point="high_specificity", task=MULTICLASS, show_anyway=True)
+    blocks = rv.report_blocks(dataclasses.replace(case, show_anyway=True))
     kinds = [k for k, _ in blocks]
     headings = [p for k, p in blocks if k == "heading"]
     assert headings == list(dv.REPORT_SECTIONS)
@@ -470,7 +472,7 @@ def test_case_report_text_uses_sentence_case_and_names_its_sections():
     assert table["rows"] == [["COVID-19", "0.430", "0.610", "Negative"], ["Normal", "0.350", "0.300", "Positive"],
                              ["Pneumonia", "0.220", "—", "—"]]
     assert kinds.index("warning") < kinds.index("table") and kinds[-1] == "notice"
-    fine = dv.report_blocks(_report_diag(False), NAMES)
+    fine = rv.report_blocks(rv.CaseReport(_report_diag(False), NAMES))
     assert "Out-of-distribution check" in [p for k, p in fine if k == "heading"] and "table" in [k for k, _ in fine]
     assert any("looks like the training images" in str(p) for k, p in fine if k == "text")
 
@@ -478,8 +480,9 @@ def test_case_report_text_uses_sentence_case_and_names_its_sections():
 def test_case_report_png_grows_to_fit_its_text():
     gray = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
     heats = {"densenet121": np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)}
-    short = Image.open(io.BytesIO(dv.case_report_png(_report_diag(False), gray, heats, NAMES)))
-    tall = Image.open(io.BytesIO(dv.case_report_png(_report_diag(True), gray, heats, NAMES, show_anyway=True)))
+    short = Image.open(io.BytesIO(rv.case_report_png(rv.CaseReport(_report_diag(False), NAMES), gray, heats)))
+    tall = Image.open(io.BytesIO(rv.case_report_png(rv.CaseReport(_report_diag(True), NAMES, show_anyway=True), gray,
+                                                    heats)))
     assert short.width == tall.width and tall.height > short.height  # the OOD section adds lines, nothing cut
     arr = np.asarray(tall)
     assert ((arr[..., 0] > 150) & (arr[..., 1] < 40) & (arr[..., 2] < 60)).sum() > 500  # red notice box and warning
@@ -571,7 +574,7 @@ def test_som_caption():
 
 def test_report_identity_and_prediction_key():
     exp = FakeExp(BACKBONES, MANIFEST)
-    assert dv.report_identity(exp, ["densenet121", "resnet50"]) == {
+    assert rv.report_identity(exp, ["densenet121", "resnet50"]) == {
         "densenet121": "initial weights random, best epoch 2, 64 px",
         "resnet50": "initial weights imagenet, best epoch 5, 64 px"}
     key = dv.prediction_key(exp, "abc", None)
@@ -610,7 +613,8 @@ def test_report_draws_the_plain_film_for_a_map_without_evidence():
     heat = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
 
     def colourful(heats) -> int:
-        arr = np.asarray(Image.open(io.BytesIO(dv.case_report_png(_report_diag(False), gray, heats, NAMES))).convert("RGB"))
+        png = rv.case_report_png(rv.CaseReport(_report_diag(False), NAMES), gray, heats)
+        arr = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
         arr = arr.astype(int)
         return int((np.abs(arr[..., 0] - arr[..., 2]) > 60).sum())
 

@@ -89,7 +89,7 @@ def test_external_images_land_on_the_stored_maps_without_refitting():
     ref = ((feats - reducer["mean"]) / reducer["scale"])[:, :4]
     coords = {"tsne": rng.normal(size=(40, 2)).astype(np.float32), "pca": ref[:, :2].copy()}
     placer = MapPlacer(ref, coords, reducer, k=5)
-    stored = {f"placer_{k}": v for k, v in placer.to_arrays().items()} | {"coords_tsne": coords["tsne"]}
+    stored = placer.to_stored() | {"coords_tsne": coords["tsne"]}
     placed = view.place_on_maps(stored, feats[[3, 7]])
     assert np.allclose(placed["tsne"], coords["tsne"][[3, 7]], atol=1e-4)  # a reference image lands on itself
     assert np.allclose(placed["pca"], coords["pca"][[3, 7]], atol=1e-4)

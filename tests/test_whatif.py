@@ -1,4 +1,5 @@
-"""Occlusion what-ifs (covidviz.cam.whatif) and the shortcut audit (covidviz.analysis.shortcuts).
+"""Occlusion what-ifs (covidviz.cam.occlusion, covidviz.cam.whatif) and the shortcut audit
+(covidviz.analysis.shortcuts).
 
 The unit tests pin the masks (exact areas), the fill (never black, never the hidden content) and the
 batching (one forward per backbone for the whole panel). The tests that matter train a tiny CNN on
@@ -19,11 +20,13 @@ from sklearn.metrics import roc_auc_score
 
 from covidviz import runs
 from covidviz.analysis import shortcuts
+from covidviz.cam import occlusion as O
 from covidviz.cam import whatif as W
 from covidviz.data.labels import MULTICLASS
 from covidviz.data.preprocess import Preprocessing
 from covidviz.data.synthetic import render_phantom
 from covidviz.models import Classifier, probabilities
+from covidviz.views import whatif as view
 
 # ------------------------------------------------------------------------------------------------
 # masks
@@ -35,7 +38,7 @@ from covidviz.models import Classifier, probabilities
 def test_top_fraction_mask_area_is_exact_and_takes_the_hottest(shape, fraction):
     rng = np.random.default_rng(0)
     heat = rng.random((7, 7)).astype(np.float32)  # a CAM-sized map, resized inside
-    m = W.top_fraction_mask(heat, fraction, shape)
+    m = O.top_fraction_mask(heat, fraction, shape)
     assert m.shape == shape and m.dtype == bool
     assert m.sum() == round(fraction * shape[0] * shape[1])
     from covidviz.cam.overlay import resize_map
@@ -47,54 +50,54 @@ def test_top_fraction_mask_area_is_exact_and_takes_the_hottest(shape, fraction):
 def test_top_fraction_mask_breaks_flat_ties_exactly_and_compactly():
     heat = np.zeros((64, 64), np.float32)
     heat[30:34, 30:34] = 1.0  # 16 hot pixels, the rest a flat (rectified) plateau
-    m = W.top_fraction_mask(heat, 0.1)
+    m = O.top_fraction_mask(heat, 0.1)
     assert m.sum() == round(0.1 * 64 * 64)
     assert m[30:34, 30:34].all()
     ys, xs = np.nonzero(m)  # the ties went to pixels near the hot spot, not salt and pepper
     assert np.hypot(ys - 31.5, xs - 31.5).max() < 16
-    flat = W.top_fraction_mask(np.ones((8, 8)), 0.25, (32, 32), seed=3)
+    flat = O.top_fraction_mask(np.ones((8, 8)), 0.25, (32, 32), seed=3)
     assert flat.sum() == 256
 
 
 def test_random_region_same_area_seeded_and_blobby():
-    a = W.random_region_mask((64, 64), 0.1, seed=1)
-    b = W.random_region_mask((64, 64), 0.1, seed=1)
-    c = W.random_region_mask((64, 64), 0.1, seed=2)
+    a = O.random_region_mask((64, 64), 0.1, seed=1)
+    b = O.random_region_mask((64, 64), 0.1, seed=1)
+    c = O.random_region_mask((64, 64), 0.1, seed=2)
     assert a.sum() == c.sum() == round(0.1 * 64 * 64)
     assert (a == b).all() and (a != c).any()
     from scipy import ndimage
 
-    blobs = [ndimage.label(W.random_region_mask((64, 64), 0.1, seed=s))[1] for s in range(10)]
+    blobs = [ndimage.label(O.random_region_mask((64, 64), 0.1, seed=s))[1] for s in range(10)]
     assert np.mean(blobs) <= 4  # a few blobs like a heat map's, not scattered pixels
 
 
 def test_border_and_centre_masks():
-    b = W.border_mask((100, 100), 0.15)
+    b = O.border_mask((100, 100), 0.15)
     assert b[:15].all() and b[-15:].all() and b[:, :15].all() and b[:, -15:].all()
     assert not b[15:85, 15:85].any()
     assert b.mean() == pytest.approx(1 - 0.7 ** 2)
-    c = W.centre_mask((100, 100), 0.65)
+    c = O.centre_mask((100, 100), 0.65)
     assert c.sum() == 65 * 65 or c.sum() == 66 * 66
     rows, cols = np.nonzero(c)
     assert abs(rows.mean() - 49.5) <= 0.5 and abs(cols.mean() - 49.5) <= 0.5
-    dflt_b, dflt_c = W.border_mask((224, 224)), W.centre_mask((224, 224))
+    dflt_b, dflt_c = O.border_mask((224, 224)), O.centre_mask((224, 224))
     assert not (dflt_b & dflt_c).any()  # the strip and the lung box never overlap
     assert 0.35 < dflt_c.mean() < dflt_b.mean() < 0.55  # of similar size
     with pytest.raises(ValueError):
-        W.border_mask((10, 10), 0.6)
+        O.border_mask((10, 10), 0.6)
     with pytest.raises(ValueError):
-        W.centre_mask((10, 10), 1.0)
+        O.centre_mask((10, 10), 1.0)
 
 
 def test_box_mask_fractions():
-    m = W.box_mask((100, 200), {"x": 0.25, "y": 0.1, "w": 0.5, "h": 0.2})
+    m = O.box_mask((100, 200), {"x": 0.25, "y": 0.1, "w": 0.5, "h": 0.2})
     rows, cols = np.nonzero(m)
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (10, 29, 50, 149)
     assert m.sum() == 20 * 100
-    tiny = W.box_mask((64, 64), {"x": 0.99, "y": 0.99, "w": 0.001, "h": 0.001})
+    tiny = O.box_mask((64, 64), {"x": 0.99, "y": 0.99, "w": 0.001, "h": 0.001})
     assert tiny.sum() == 1  # clipped to the image, at least one pixel
     with pytest.raises(ValueError):
-        W.box_mask((64, 64), {"x": 0.1, "y": 0.1, "w": 0.0, "h": 0.2})
+        O.box_mask((64, 64), {"x": 0.1, "y": 0.1, "w": 0.0, "h": 0.2})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -113,7 +116,7 @@ def test_hide_fills_with_the_surroundings_not_black_and_not_the_hidden_content()
     img[40:56, 40:56] = 255  # a bright "marker"
     region = np.zeros(img.shape, bool)
     region[38:58, 38:58] = True
-    out = W.hide(img, region)
+    out = O.hide(img, region)
     assert out.dtype == np.uint8 and out.shape == img.shape
     assert (out[~region] == img[~region]).all()  # outside the region nothing changes
     ring = np.zeros_like(region)
@@ -132,54 +135,27 @@ def test_fill_follows_the_background_and_keep_only():
     left[:, :20] = True
     right = np.zeros(img.shape, bool)
     right[:, -20:] = True
-    assert W.hide(img, left)[left].mean() < W.hide(img, right)[right].mean()  # follows the gradient
+    assert O.hide(img, left)[left].mean() < O.hide(img, right)[right].mean()  # follows the gradient
     kept = np.zeros(img.shape, bool)
     kept[30:60, 30:60] = True
-    out = W.keep_only(img, kept)
+    out = O.keep_only(img, kept)
     assert (out[kept] == img[kept]).all()
     assert out[~kept].min() > 60 and out[~kept].std() < img[~kept].std()
     flat = np.full((64, 64), 123, np.uint8)
-    assert (W.hide(flat, kept[:64, :64]) == 123).all()
+    assert (O.hide(flat, kept[:64, :64]) == 123).all()
 
 
 def test_blurred_background_and_fill_arguments():
     img = _film(64)
-    bg = W.blurred_background(img)
+    bg = O.blurred_background(img)
     assert bg.dtype == np.float32 and bg.shape == img.shape
     assert abs(float(bg.mean()) - float(img.mean())) < 3
     with pytest.raises(ValueError):
-        W.blurred_background(img, exclude=np.ones(img.shape, bool))
+        O.blurred_background(img, exclude=np.ones(img.shape, bool))
     with pytest.raises(ValueError):
-        W.blurred_background(img, exclude=np.zeros((10, 10), bool))
+        O.blurred_background(img, exclude=np.zeros((10, 10), bool))
     with pytest.raises(ValueError):
-        W.fill(img, np.zeros((10, 10), bool), bg)
-
-
-# ------------------------------------------------------------------------------------------------
-# readings
-# ------------------------------------------------------------------------------------------------
-
-def test_readings_are_plain_sentences():
-    assert (W.reading(W.HIDE_CENTRE, "COVID-19", 0.97, 0.97) ==
-            "The COVID-19 score stays 0.97 with the lungs hidden: the model is not using the lungs for this image.")
-    s = W.reading(W.HIDE_CENTRE, "COVID-19", 0.9, 0.2)
-    assert "drops from 0.90 to 0.20" in s and "depends on the lung fields" in s
-    s = W.reading(W.HIDE_BORDER, "COVID-19", 0.95, 0.3)
-    assert "borders" in s and "shortcut" in s
-    s = W.reading(W.HIDE_HOT, "Pneumonia", 0.9, 0.5, fraction=0.1, reference=0.52)
-    assert "hottest 10 %" in s and "not specific" in s
-    s = W.reading(W.HIDE_HOT, "Pneumonia", 0.9, 0.5, fraction=0.1, reference=0.88)
-    assert "depends on the region the heat map highlights" in s
-    s = W.reading(W.HIDE_CENTRE, "COVID-19", 0.3, 0.95)
-    assert "rises" in s and "does not show" in s  # a rise is never read as "not needed"
-    s = W.reading(W.HIDE_BOX, "Normal", 0.8, 0.78, region="the box")
-    assert "does not need the box" in s
-    s = W.reading(W.HIDE_RANDOM, "Normal", 0.8, 0.7, fraction=0.2, spread=0.05)
-    assert "± 0.05" in s and "random 20 %" in s
-    for kind in W.KINDS:
-        assert W.reading(kind, "X", 0.6, 0.6, fraction=0.1).endswith(".")
-    with pytest.raises(ValueError):
-        W.reading("nonsense", "X", 0.5, 0.5)
+        O.fill(img, np.zeros((10, 10), bool), bg)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,8 +192,9 @@ def test_panel_rows_numbers_and_one_forward_per_backbone(untrained):
     temps = {"tinycnn": 1.5, "other": None}
     calls, handles = _count_forwards(untrained)
     try:
-        panel = W.what_if_panel(untrained, film, prep, 0, names=NAMES, heats=heats, temperatures=temps,
-                                box={"x": 0.0, "y": 0.0, "w": 0.3, "h": 0.3}, draws=3)
+        scorer = W.Scorer(untrained, prep, names=NAMES, temperatures=temps)
+        panel = W.what_if_panel(scorer, W.WhatIfRequest(film, 0, heats=heats),
+                                W.PanelDesign(box={"x": 0.0, "y": 0.0, "w": 0.3, "h": 0.3}, draws=3))
     finally:
         for h in handles:
             h.remove()
@@ -242,7 +219,7 @@ def test_panel_rows_numbers_and_one_forward_per_backbone(untrained):
         assert all(len(r.draws[a]) == (3 if r.kind == W.HIDE_RANDOM else 1) for a in untrained)
         assert r.shared_image == (r.kind not in (W.HIDE_HOT, W.KEEP_HOT))
         for a in untrained:
-            assert r.readings[a].startswith("The COVID-19 score") and r.after[a] == pytest.approx(np.mean(r.draws[a]))
+            assert view.row_reading(r, a).startswith("The COVID-19 score") and r.after[a] == pytest.approx(np.mean(r.draws[a]))
             if r.kind not in (W.HIDE_RANDOM,):
                 assert r.after[a] == pytest.approx(prob(a, r.images[a]), abs=1e-5)
     for f in W.FRACTIONS:
@@ -250,13 +227,12 @@ def test_panel_rows_numbers_and_one_forward_per_backbone(untrained):
         assert panel.row(W.HIDE_HOT, f).reference == panel.row(W.HIDE_RANDOM, f).after
     assert panel.row(W.KEEP_HOT).fraction == pytest.approx(0.8, abs=1e-3)
     assert panel.row(W.HIDE_BOX).fraction == pytest.approx(0.09, abs=0.01)
-    table = panel.table()
+    table = view.panel_table(panel)
     assert len(table) == len(panel.rows) * 2 and {"before", "after", "change", "reading"} <= set(table[0])
     json.dumps([r.to_dict() for r in panel.rows], allow_nan=False)
 
     # the box alone (as the page redraws it) gives the panel's box row
-    row = W.box_what_if(untrained, pixels, prep, 0, {"x": 0.0, "y": 0.0, "w": 0.3, "h": 0.3}, names=NAMES,
-                        temperatures=temps, before=panel.before)
+    row = W.box_what_if(scorer, W.WhatIfRequest(pixels, 0, before=panel.before), {"x": 0.0, "y": 0.0, "w": 0.3, "h": 0.3})
     for a in untrained:
         assert row.after[a] == pytest.approx(panel.row(W.HIDE_BOX).after[a], abs=1e-6)
 
@@ -266,20 +242,24 @@ def test_panel_computes_its_own_cam_and_checks_arguments(untrained):
     pixels = prep.to_model_pixels(render_phantom(4, ("Pneumonia",), size=256)[0])
     calls, handles = _count_forwards(untrained)
     try:
-        panel = W.what_if_panel(untrained, pixels, prep, 2, names=NAMES, fractions=(0.1,), draws=2, keep_fraction=None)
+        panel = W.what_if_panel(W.Scorer(untrained, prep, names=NAMES), W.WhatIfRequest(pixels, 2),
+                                W.PanelDesign(fractions=(0.1,), draws=2, keep_fraction=None))
     finally:
         for h in handles:
             h.remove()
     assert all(c == [1, 1 + 2 + 2] for c in calls.values())  # the CAM forward, then one batch
     assert [r.kind for r in panel.rows] == [W.HIDE_HOT, W.HIDE_RANDOM, W.HIDE_BORDER, W.HIDE_CENTRE]
+    scorer = W.Scorer(untrained, prep)
     with pytest.raises(ValueError):
-        W.what_if_panel(untrained, pixels.astype(np.float32), prep, 0)
+        W.what_if_panel(scorer, W.WhatIfRequest(pixels.astype(np.float32), 0))
     with pytest.raises(ValueError):
-        W.what_if_panel(untrained, pixels, prep, 0, fractions=(1.5,))
+        W.what_if_panel(scorer, W.WhatIfRequest(pixels, 0), W.PanelDesign(fractions=(1.5,)))
     with pytest.raises(ValueError):
-        W.what_if_panel({}, pixels, prep, 0)
+        W.what_if_panel(scorer, W.WhatIfRequest(pixels, 0), W.PanelDesign(draws=0))
     with pytest.raises(ValueError):
-        W.mask_what_if(untrained, pixels, prep, 0, np.zeros((8, 8), bool))
+        W.what_if_panel(W.Scorer({}, prep), W.WhatIfRequest(pixels, 0))
+    with pytest.raises(ValueError):
+        W.mask_what_if(scorer, W.WhatIfRequest(pixels, 0), np.zeros((8, 8), bool))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -329,20 +309,23 @@ def _marker_box(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return film, box
 
 
+@pytest.mark.slow  # trains the confounded model (~40 s)
 def test_hiding_the_marker_changes_the_covid_prediction(confounded):
     exp, models = confounded
-    prep = exp.preprocessing
+    scorer = W.Scorer(models, exp.preprocessing, names=exp.labels.names)
     before, marker, control, border = [], [], [], []
     for seed in HELD_OUT:
         film, box = _marker_box(seed)
-        row = W.mask_what_if(models, film, prep, 0, box, names=exp.labels.names, region="the marker")
-        ctrl = W.mask_what_if(models, film, prep, 0, np.flipud(box), names=exp.labels.names)  # same box, bottom
-        panel = W.what_if_panel(models, film, prep, 0, names=exp.labels.names, fractions=(), keep_fraction=None)
+        request = W.WhatIfRequest(film, 0)
+        row = W.mask_what_if(scorer, request, box, region="the marker")
+        ctrl = W.mask_what_if(scorer, request, np.flipud(box))  # same box, bottom
+        panel = W.what_if_panel(scorer, request, W.PanelDesign(fractions=(), keep_fraction=None))
         before.append(row.before["tinycnn"])
         marker.append(row.after["tinycnn"])
         control.append(ctrl.after["tinycnn"])
         border.append(panel.row(W.HIDE_BORDER).after["tinycnn"])
-        assert "with the marker hidden" in row.readings["tinycnn"]
+        assert "with the marker hidden" in view.row_reading(row, "tinycnn")
+        assert view.row_label(row) == "The marker hidden"
     before, marker, control, border = map(np.array, (before, marker, control, border))
     report = {"before": before.mean(), "marker hidden": marker.mean(), "control": control.mean(),
               "borders hidden": border.mean(), "drops": np.round(before - marker, 2).tolist()}
@@ -357,16 +340,16 @@ def test_hiding_the_marker_changes_the_covid_prediction(confounded):
 
 def test_hiding_the_lesion_changes_the_pneumonia_prediction(confounded):
     exp, models = confounded
-    prep = exp.preprocessing
+    scorer = W.Scorer(models, exp.preprocessing, names=exp.labels.names)
     before, lesion, mirror = [], [], []
     for seed in range(50_000, 50_016):
         film, mask = render_phantom(seed, ("Pneumonia",), size=256, difficulty=DIFFICULTY)
-        row = W.mask_what_if(models, film, prep, 2, mask > 0, names=exp.labels.names, region="the lesion")
-        ctrl = W.mask_what_if(models, film, prep, 2, np.fliplr(mask > 0), names=exp.labels.names)  # the other lung
+        row = W.mask_what_if(scorer, W.WhatIfRequest(film, 2), mask > 0, region="the lesion")
+        ctrl = W.mask_what_if(scorer, W.WhatIfRequest(film, 2), np.fliplr(mask > 0))  # the other lung
         before.append(row.before["tinycnn"])
         lesion.append(row.after["tinycnn"])
         mirror.append(ctrl.after["tinycnn"])
-        assert "with the lesion hidden" in row.readings["tinycnn"]
+        assert "with the lesion hidden" in view.row_reading(row, "tinycnn")
     before, lesion, mirror = map(np.array, (before, lesion, mirror))
     report = {"before": before.mean(), "lesion hidden": lesion.mean(), "mirror hidden": mirror.mean(),
               "drops": np.round(before - lesion, 2).tolist()}

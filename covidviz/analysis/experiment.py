@@ -12,8 +12,8 @@ localisation) and writes, through the run format:
   ``MapPlacer`` for uploads plus the training images' nearest-neighbour distances for the
   out-of-distribution check), ``som.npz/.json`` and ``localisation.json``;
 - ``ood.npz`` + ``ood.json``: the out-of-distribution detector of ``covidviz.ood.detector``, fitted on
-  the training features of every backbone, its cut-off chosen on validation for a 5 % false-alarm
-  rate (one verdict per upload for the inference service);
+  the training features of every backbone, its cut-off chosen on validation for the stated false-alarm
+  rate (``covidviz.ood.FALSE_ALARM_RATE``; one verdict per upload for the inference service);
 - a manifest ``analysis`` record (when, seed, what was computed); thresholds and calibration are
   stored once, in ``analysis.json``.
 
@@ -72,8 +72,7 @@ def _projections(exp: runs.Experiment, arch: str, label_idx, train_mask, seed, m
     proj = fit_projections(feats, label_idx, seed=seed, methods=methods)
     placer = MapPlacer.from_projection(proj, mask=train_mask)
     arrays = {f"coords_{m}": c for m, c in proj["coords"].items()}
-    arrays.update({f"placer_{k}": v for k, v in placer.to_arrays().items()})
-    arrays["train_nn_dist_sorted"] = _train_nn_distances(placer, proj["pca50"][train_mask], seed)
+    arrays.update(placer.to_stored(_train_nn_distances(placer, proj["pca50"][train_mask], seed)))
     exp.save_arrays(runs.PROJECTIONS, arrays, arch)
     info = {"methods": proj["methods"], "params": proj["params"], "quality": proj["quality"],
             "fit_seconds": proj["fit_seconds"]}

@@ -34,7 +34,7 @@ from covidviz.data.labels import MULTICLASS, NORMAL, LabelSpace, join_labels, sp
 from covidviz.io import to_json_ready
 from covidviz.runs.external import ExternalWriter
 from covidviz.stats.calibration import _summary as calibration_summary
-from covidviz.stats.calibration import apply_temperature
+from covidviz.stats.calibration import calibrated_probabilities
 from covidviz.stats.metrics import PatientBootstrap, discrimination, percentile_ci
 from covidviz.stats.subgroups import COLUMNS, subgroup_aucs
 from covidviz.stats.thresholds import POINTS, confusion_at
@@ -100,17 +100,16 @@ def _auc_drop(internal: tuple[np.ndarray, np.ndarray, np.ndarray], external: tup
 
 
 def feature_verdicts(exp, table, pixels, feats_by_arch) -> np.ndarray | None:
-    """Each image's out-of-distribution verdict from the experiment's fitted detector over every
-    backbone's features (``covidviz.ood``), or None when the experiment has none (analysed before it
-    existed). The input gate is left out: it reads the original file's size and colour, and the cache
-    holds model-size gray pixels only."""
-    from covidviz.ood.detector import OodDetector
+    """Each image's out-of-distribution verdict from the experiment's detector over every backbone's
+    features (``covidviz.ood.load_detector``: the Diagnose page's verdict, feature part), or None when
+    no image could be checked (nothing stored to compare with). The input gate is left out: it reads the
+    original file's size and colour, and the cache holds model-size gray pixels only."""
+    from covidviz.ood import load_detector
 
-    detector = OodDetector.from_experiment(exp)
-    if not detector.available:
+    verdicts = load_detector(exp).verdicts(feats_by_arch)
+    if not any(v.checked for v in verdicts):
         return None
-    n = len(next(iter(feats_by_arch.values()))) if feats_by_arch else 0
-    return np.array([detector.verdict(None, {a: f[i] for a, f in feats_by_arch.items()}).is_ood for i in range(n)], bool)
+    return np.array([v.is_ood for v in verdicts], bool)
 
 
 def evaluate_external(exp_path: str | Path, specs: list[str], site: str, *, cache_dir: str | Path | None = None,
@@ -124,7 +123,7 @@ def evaluate_external(exp_path: str | Path, specs: list[str], site: str, *, cach
     """
     import torch
 
-    from covidviz.training import predict
+    from covidviz.training import Feed, predict
 
     exp = runs.read_experiment(exp_path)
     labels, names, prep = exp.labels, list(exp.labels.names), exp.preprocessing
@@ -162,14 +161,14 @@ def evaluate_external(exp_path: str | Path, specs: list[str], site: str, *, cach
         for arch in exp.backbones:
             model = exp.load_model(arch)
             with torch.no_grad():
-                probs, feats = predict(model, cache.pixels, rows, prep, labels.task, torch.device("cpu"),
-                                       batch_size=batch_size, progress=progress, desc=f"[{arch}] {site}")
+                probs, feats = predict(model, Feed(cache.pixels, prep, torch.device("cpu"), batch_size), rows,
+                                       labels.task, progress=progress, desc=f"[{arch}] {site}")
             preds = pd.DataFrame({"image_id": table["image_id"],
                                   **{runs.PROB_PREFIX + n: probs[:, j] for j, n in enumerate(names)}})
             writer.write_backbone(arch, preds, feats)
             feats_by_arch[arch] = feats
             temp = analysis.backbone(arch).temperature if analysis is not None else None
-            calibrated = apply_temperature(probs, temp, labels.task) if temp is not None else None
+            calibrated = calibrated_probabilities(probs, temp, labels.task) if temp is not None else None
             per_backbone[arch] = {
                 "test": discrimination(onehot, probs, names, pids, n_boot=n_boot, seed=seed),
                 "thresholds": _carried_thresholds(analysis, arch, names, onehot, probs),

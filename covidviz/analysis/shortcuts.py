@@ -32,16 +32,8 @@ import pandas as pd
 
 from covidviz import runs
 from covidviz.cam.methods import DEFAULT_METHOD, compute_cams
-from covidviz.cam.whatif import (
-    BORDER,
-    CENTRE,
-    batch_logits,
-    border_mask,
-    centre_mask,
-    hide,
-    random_region_mask,
-    top_fraction_mask,
-)
+from covidviz.cam.occlusion import BORDER, CENTRE, border_mask, centre_mask, hide, random_region_mask, top_fraction_mask
+from covidviz.cam.whatif import batch_logits
 from covidviz.data.imageio import ImageDecodeError, read_image
 from covidviz.io import to_json_ready
 from covidviz.models import probabilities

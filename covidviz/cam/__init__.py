@@ -1,5 +1,6 @@
-"""Class activation maps: the methods (``methods``), their display (``overlay``) and how well they
-point at a known lesion (``localisation``). The common names are re-exported here."""
+"""Class activation maps: the methods (``methods``), their display (``overlay``), how well they point
+at a known lesion (``localisation``) and how to test them by hiding regions (``occlusion``: the masks
+and the fill; ``whatif``: scoring the altered images). The common names are re-exported here."""
 
 from covidviz.cam.methods import (
     DEFAULT_LAYER,

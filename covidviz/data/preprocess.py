@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image
 
+DEFAULT_IMAGE_SIZE = 224  # px: torchvision's ImageNet size; RunConfig and train.py read it from here
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 THUMB_SIZE = 64
@@ -30,7 +31,7 @@ CROPS = ("none", "center")  # "center": the largest centred square, before the r
 
 @dataclass(frozen=True)
 class Preprocessing:
-    image_size: int = 224
+    image_size: int = DEFAULT_IMAGE_SIZE
     channels: int = 3
     mean: tuple[float, ...] = field(default=IMAGENET_MEAN)
     std: tuple[float, ...] = field(default=IMAGENET_STD)

@@ -413,13 +413,16 @@ def _normalise_findings(findings) -> tuple[str, ...]:
 
 def render_phantom(seed: int, findings: tuple[str, ...] | list[str], size: int = 256,
                    difficulty: float = 0.5, marker: bool = False, *,
-                   variant: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                   variant: int = 0, lungs: bool = False):
     """Render one frontal chest film phantom.
 
     Returns ``(image, mask)``: ``image`` uint8 (size, size), bright = dense; ``mask`` uint8
     (size, size), 1 inside any lesion, else 0. ``findings=()`` or ``("Normal",)`` is a normal film.
     ``seed`` fixes the patient (anatomy and lesion placement); ``variant`` gives another film of the
     same patient (slightly different positioning, exposure and noise). Deterministic.
+    ``lungs=True`` returns ``(image, mask, lung_mask)`` instead: ``lung_mask`` uint8, 1 in the
+    visible lung fields (both lungs, less what the heart and aortic knob hide, as lung
+    annotations of real films draw them); the image is the same either way.
     """
     if size < 32:
         raise ValueError("size must be at least 32 pixels")
@@ -481,20 +484,20 @@ def render_phantom(seed: int, findings: tuple[str, ...] | list[str], size: int =
     win = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     uw, vw, hidden = u[win], v[win], blocker[win]
     seen = 1 - hidden
-    lungs = [_lung(uw, vw, a, -1, edge), _lung(uw, vw, a, +1, edge)]
+    fields = [_lung(uw, vw, a, -1, edge), _lung(uw, vw, a, +1, edge)]
     air = np.zeros_like(uw)
-    for lung in lungs:
+    for lung in fields:
         depth = np.sqrt(np.sqrt(F32(4) * lung.p * (F32(1) - lung.p) + F32(0.15)))
         air += lung.soft * depth * np.sqrt(np.clip(F32(0.55) + F32(0.6) * lung.t, 0.0, 1.0))
     lung_any = np.zeros_like(u)
-    lung_any[win] = np.clip(lungs[0].soft + lungs[1].soft, 0.0, 1.0) * seen
+    lung_any[win] = np.clip(fields[0].soft + fields[1].soft, 0.0, 1.0) * seen
     dens[win] -= F32(a.lung_air) * air * seen
 
     # Vascular markings: branching-looking streaks radiating from each hilum, thinning and fading
     # towards the periphery (the outer third of a normal lung is nearly free of visible vessels),
     # plus the hilar shadow itself (pulmonary arteries and veins at the root of the lung).
     vess = np.zeros_like(uw)
-    for lung in lungs:
+    for lung in fields:
         hu = lung.side * (a.med_u - 0.01)
         hv = a.apex_v + 0.5 * (a.cp_v[0] - a.apex_v)
         ang = np.arctan2(vw - F32(hv), (uw - F32(hu)) * F32(lung.side))
@@ -548,7 +551,7 @@ def render_phantom(seed: int, findings: tuple[str, ...] | list[str], size: int =
     dens += F32(0.16) * clav * body
 
     # --- findings -------------------------------------------------------------------------------
-    scene = _Scene(u=uw, v=vw, lungs=lungs, blocker=hidden, a=a, size=size, window=win)
+    scene = _Scene(u=uw, v=vw, lungs=fields, blocker=hidden, a=a, size=size, window=win)
     mask = np.zeros((size, size), dtype=bool)
     for f in found:
         rng_f = _stream(seed, 2, _FINDING_INDEX[f])
@@ -580,6 +583,8 @@ def render_phantom(seed: int, findings: tuple[str, ...] | list[str], size: int =
     img = img + noise * F32(noise_sd) * (F32(1.2) - F32(0.6) * img)
     img = ndimage.gaussian_filter(img, sigma=0.6 * size / 256, truncate=3.0)
     out = np.clip(img * F32(255) + F32(0.5), 0, 255).astype(np.uint8)
+    if lungs:
+        return out, mask.astype(np.uint8), (lung_any > 0.5).astype(np.uint8)
     return out, mask.astype(np.uint8)
 
 

@@ -39,7 +39,9 @@ kept for comparison only.
 
 An experiment analysed before this module existed has no ``ood.npz``: ``OodDetector.from_experiment``
 then returns a detector whose ``available`` is False, and its verdicts are the gate's alone with
-``checked`` False ("no verdict" from the features), never an exception.
+``checked`` False ("no verdict" from the features), never an exception. ``covidviz.ood.load_detector``
+gives such an experiment its older rule instead (``covidviz.ood.legacy``), behind the same interface
+(``covidviz.ood.verdict.Detector``).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ import numpy as np
 
 from covidviz import runs
 from covidviz.data.labels import MULTICLASS
-from covidviz.ood.gate import GateResult, check_image
+from covidviz.ood.verdict import Detector, FeatureCheck
 from covidviz.runs.records import OodInfo
 from covidviz.stats.projection import apply_reducer, fit_reducer
 
@@ -172,67 +174,16 @@ def _robust_norm(scores: np.ndarray) -> tuple[float, float]:
     return float(q50), scale
 
 
-# ---------------------------------------------------------------- the verdict
-
-@dataclass(frozen=True)
-class OodVerdict:
-    """One image's out-of-distribution verdict.
-
-    ``is_ood``: True when the gate failed or the combined feature score exceeds the cut-off.
-    ``checked``: the feature-space check ran (False: the experiment has no ``ood.npz``, or no
-    features were given; then ``is_ood`` rests on the gate alone). ``reasons``: plain sentences, one
-    per thing that fired (or why there is no feature check). ``score``: the combined score (mean of
-    the backbones' standardised scores); ``percentile``: the share (%) of validation images scoring
-    lower; ``cutoff``: the score above which an image is flagged; ``false_alarm_rate``: the stated
-    rate the cut-off was chosen for; ``per_backbone``: each backbone's standardised score;
-    ``gate``: the gate's result (None when no image was given).
-    """
-
-    is_ood: bool
-    reasons: list[str]
-    score: float | None
-    percentile: float | None
-    gate: GateResult | None
-    checked: bool
-    cutoff: float | None = None
-    false_alarm_rate: float | None = None
-    detector: str | None = None
-    per_backbone: dict = field(default_factory=dict)
-
-    @property
-    def status(self) -> str:
-        """``"ood"``, ``"in-distribution"`` or ``"no verdict"`` (gate passed, no feature check)."""
-        if self.is_ood:
-            return "ood"
-        return "in-distribution" if self.checked else "no verdict"
-
-    @property
-    def summary(self) -> str:
-        """One or two plain sentences for the top of the results and the case report."""
-        if self.is_ood:
-            return ("This image is unlike the images the models were trained on, so their outputs are not "
-                    "reliable for it. " + " ".join(self.reasons))
-        if not self.checked:
-            return " ".join(self.reasons) or "No out-of-distribution check could be made for this image."
-        return (f"To the models this image looks like the training images: {100 - self.percentile:.0f} % of the "
-                f"validation images lie farther from them in the models' feature space (only the farthest "
-                f"{100 * self.false_alarm_rate:.0f} % are flagged).")
-
-    def to_json(self) -> dict:
-        return {"is_ood": bool(self.is_ood), "status": self.status, "checked": bool(self.checked),
-                "reasons": list(self.reasons), "score": self.score, "percentile": self.percentile,
-                "cutoff": self.cutoff, "false_alarm_rate": self.false_alarm_rate, "detector": self.detector,
-                "per_backbone": dict(self.per_backbone), "gate": None if self.gate is None else self.gate.to_json()}
-
+# ---------------------------------------------------------------- the fitted detector
 
 NOT_FITTED = ("No feature-space check: this experiment was analysed before out-of-distribution detection "
               "existed (run `python train.py analyze {path}` to add it); only the input gate was applied.")
 
 
-class OodDetector:
+class OodDetector(Detector):
     """The fitted detector of one experiment: per-backbone scorers, their standardisation, the
-    validation scores and the chosen cut-off. ``from_experiment`` reads it; ``verdict`` judges one
-    image. Read-only after construction, so one instance may serve many threads."""
+    validation scores and the chosen cut-off. ``from_experiment`` reads it; ``verdict`` (``Detector``'s)
+    judges one image. Read-only after construction, so one instance may serve many threads."""
 
     def __init__(self, scorers: dict[str, BackboneScorer], norms: dict[str, dict[str, tuple[float, float]]],
                  val_z: dict[str, np.ndarray], detector: str = DEFAULT_DETECTOR, alpha: float = FALSE_ALARM_RATE,
@@ -315,31 +266,24 @@ class OodDetector:
         val = np.sort(self._val_combined(detector or self.detector, archs or self.archs))
         return float(100.0 * np.searchsorted(val, score, side="left") / max(len(val), 1))
 
-    # -- the verdict
+    # -- the verdict (gate + this check: ``Detector.verdict``)
 
-    def verdict(self, image=None, features: dict[str, np.ndarray] | None = None, info: dict | None = None) -> OodVerdict:
-        """Judge one image. ``image``: the ``DecodedImage`` from ``decode_upload`` (best: its colour
-        statistics feed the gate), a (H, W) uint8 gray array at its original size, or None (skip the
-        gate). ``features``: arch -> the image's pooled features ((D,) or (1, D)) from the same
-        backbones as the experiment's; backbones missing here are left out of the combined score.
-        ``info``: the decoder's statistics of a gray ``image`` (``DecodedImage.info``: colour, modality)."""
-        gate = check_image(image, info) if image is not None else None
-        reasons = [gate.summary] if gate is not None and not gate.passed else []
-        given = {a: np.asarray(f, np.float32).reshape(1, -1) for a, f in (features or {}).items()
-                 if f is not None and a in self.scorers}
-        if not self.available or not given:
-            why = NOT_FITTED.format(path=self.path or "runs/EXP") if not self.available else (
-                "No feature-space check: no features were given for the experiment's backbones "
-                f"({', '.join(self.archs)}); only the input gate was applied.")
-            return OodVerdict(is_ood=gate is not None and not gate.passed, reasons=reasons + [why], score=None,
-                              percentile=None, gate=gate, checked=False)
+    def check(self, features: dict[str, np.ndarray]) -> FeatureCheck | str:
+        """The feature-space part of a verdict: the combined score of the chosen detector over the
+        backbones given (arch -> (D,) features) against the cut-off for those backbones."""
+        given = {a: np.asarray(f, np.float32).reshape(1, -1) for a, f in features.items() if a in self.scorers}
+        if not self.available:
+            return NOT_FITTED.format(path=self.path or "runs/EXP")
+        if not given:
+            return ("No feature-space check: no features were given for the experiment's backbones "
+                    f"({', '.join(self.archs)}); only the input gate was applied.")
         archs = [a for a in self.archs if a in given]
         per = self.backbone_scores(given)
         score = float(np.mean([per[a][self.detector][0] for a in archs]))
         cut = self.cutoff(self.detector, archs)
         pct = self.percentile(score, self.detector, archs)
-        feature_ood = score > cut
-        if feature_ood:
+        reasons = []
+        if score > cut:
             worst = max(archs, key=lambda a: per[a][self.detector][0])
             # "farther than 100 % of the validation images" reads oddly: say "every" at the top.
             than = "every validation image" if pct >= 99.5 else f"{pct:.0f} % of the validation images"
@@ -347,12 +291,10 @@ class OodDetector:
                 f"To the models it looks unlike the training images: in their feature space it lies farther from "
                 f"them than {than} (the farthest {100 * self.alpha:.0f} % are flagged), most of all for {worst}.")
         if len(archs) < len(self.archs):
-            missing = ", ".join(a for a in self.archs if a not in archs)
-            log.info("OOD verdict without %s (no features given)", missing)
-        return OodVerdict(is_ood=bool(feature_ood or (gate is not None and not gate.passed)), reasons=reasons,
-                          score=score, percentile=pct, gate=gate, checked=True, cutoff=cut,
-                          false_alarm_rate=self.alpha, detector=self.detector,
-                          per_backbone={a: float(per[a][self.detector][0]) for a in archs})
+            log.info("OOD verdict without %s (no features given)", ", ".join(a for a in self.archs if a not in archs))
+        return FeatureCheck(is_ood=score > cut, reasons=reasons, false_alarm_rate=self.alpha, detector=self.detector,
+                            score=score, percentile=pct, cutoff=cut,
+                            per_backbone={a: float(per[a][self.detector][0]) for a in archs})
 
 
 # ---------------------------------------------------------------- fitting from an experiment

@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from covidviz.io import atomic_save_npy, atomic_write_json
-from covidviz.runs import BACKBONES, FEATURES, IMAGES, PREDICTIONS, THUMBNAILS, RunFormatError, scan_folders, validate_name
+from covidviz.runs.names import BACKBONES, FEATURES, IMAGES, PREDICTIONS, THUMBNAILS, RunFormatError, validate_name
+from covidviz.runs.reader import scan_folders
 from covidviz.runs.records import ClassMetrics, OperatingPoint
 
 EXTERNAL = "external"

@@ -1,7 +1,9 @@
-"""Typed, read-only views of the run's JSON files (``manifest.json``, ``analysis.json``,
-``localisation.json``): the only code that knows their key paths.
+"""Typed, read-only views of the analysis' JSON files (``analysis.json``, ``localisation.json``,
+``projections.json``, ``som.json``, ``ood.json``, ``shortcuts.json``): the only code that knows their key
+paths. The manifest's records (``ManifestInfo``, ``ManifestBackbone``) are dataclasses of their own in
+``covidviz.runs.manifest``, re-exported here.
 
-Pages and views ask ``Analysis.point(arch, cls, "youden")`` or ``ManifestBackbone.test_aucs`` instead
+Pages and views ask ``Analysis.point(arch, cls, "youden")`` or ``ManifestBackbone.aucs("test")`` instead
 of walking ``analysis["backbones"][arch]["thresholds"]["per_class"][cls]["points"]...``; when the
 analysis writes a new layout, only this module changes. Missing parts read as ``None`` (an experiment
 analysed by an older version, a class with a single outcome), never as a ``KeyError``.
@@ -13,6 +15,8 @@ metrics at training time) and the calibration temperature is read from the analy
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from covidviz.runs.manifest import ManifestBackbone, ManifestInfo  # noqa: F401 (re-exported: views import them from here)
 
 POINTS = ("youden", "high_sensitivity", "high_specificity")  # analysis/thresholds.POINTS, by name
 
@@ -259,46 +263,6 @@ class Analysis:
 
 
 @dataclass(frozen=True)
-class ManifestBackbone:
-    """One backbone's record in ``manifest.json`` (written at training time)."""
-
-    arch: str
-    raw: dict = field(repr=False)
-
-    @property
-    def init(self) -> dict:
-        return _d(self.raw.get("init"))
-
-    def split_metrics(self, split: str = "test") -> dict:
-        return _d(_d(self.raw.get("metrics")).get(split))
-
-    def aucs(self, split: str = "test") -> dict[str, float | None]:
-        return dict(_d(self.split_metrics(split).get("auc")))
-
-    def macro_auc(self, split: str = "test") -> float | None:
-        return self.split_metrics(split).get("macro_auc")
-
-    def n(self, split: str = "test") -> int | None:
-        return self.split_metrics(split).get("n")
-
-    def get(self, key: str, default=None):
-        return self.raw.get(key, default)
-
-    @property
-    def output_stride(self) -> int:
-        """Input size / last-feature-map size the backbone was built with (experiments written before
-        the option existed were trained at the backbone's native stride)."""
-        from covidviz.models import legacy_output_stride  # models is torch-heavy; records stays light
-        return int(self.raw.get("output_stride") or legacy_output_stride(self.arch))
-
-    @property
-    def cam_grid(self) -> tuple[int, int] | None:
-        """(h, w) cells of the default CAM map at the experiment's image size; None when not recorded."""
-        g = self.raw.get("cam_grid")
-        return (int(g[0]), int(g[1])) if isinstance(g, (list, tuple)) and len(g) == 2 else None
-
-
-@dataclass(frozen=True)
 class Localisation:
     """``localisation.json`` of one backbone: pointing game and energy per CAM method vs a random map."""
 
@@ -370,56 +334,6 @@ class Localisation:
         g = _d(_d(self.raw.get("layers")).get(layer)).get("grid") if layer is not None else None
         g = g or (self.raw.get("grid") if layer in (None, self.default_layer) else None)
         return (int(g[0]), int(g[1])) if isinstance(g, (list, tuple)) and len(g) == 2 else None
-
-
-@dataclass(frozen=True)
-class ManifestInfo:
-    """The experiment-level part of ``manifest.json``: when and with what it was made, the dataset
-    card (sources, skipped images) and the training configuration."""
-
-    raw: dict = field(repr=False)
-
-    @property
-    def created(self) -> str | None:
-        return self.raw.get("created")
-
-    @property
-    def completed(self) -> str | None:
-        return self.raw.get("completed")
-
-    @property
-    def version(self) -> str | None:
-        """The covidviz version that trained the experiment."""
-        return self.raw.get("covidviz_version")
-
-    @property
-    def config(self) -> dict:
-        """The resolved training configuration, as written (nested)."""
-        return _d(self.raw.get("config"))
-
-    @property
-    def settings(self) -> dict:
-        """The configuration with the optimisation settings (nested under ``train``) lifted to the top."""
-        return {**self.config, **_d(self.config.get("train"))}
-
-    @property
-    def dataset(self) -> dict:
-        return _d(self.raw.get("dataset"))
-
-    @property
-    def data_specs(self) -> list[str]:
-        """The ``--data KIND:PATH`` specs the experiment was trained on."""
-        return [str(s) for s in (self.dataset.get("specs") or self.config.get("data") or [])]
-
-    @property
-    def sources(self) -> list[dict]:
-        """One dict per dataset: ``kind``, ``root``, ``description``, ``n_images``, ``n_skipped``."""
-        return [s for s in self.dataset.get("sources") or [] if isinstance(s, dict)]
-
-    @property
-    def skipped(self) -> list:
-        """Unreadable images, one ``{"path", "reason"}`` each."""
-        return list(self.dataset.get("skipped") or [])
 
 
 @dataclass(frozen=True)

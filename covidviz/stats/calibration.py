@@ -67,6 +67,15 @@ def apply_temperature(probs, T, task: str) -> np.ndarray:
     return out[0] if one else out
 
 
+def calibrated_probabilities(probs, temperature, task: str) -> np.ndarray:
+    """THE rule from a model's own probabilities to the calibrated ones every page shows: through the
+    stored temperature (``apply_temperature``), or unchanged when the experiment has none (not analysed,
+    or no validation images). Always a new float64 array, (C,) or (N, C) like ``probs``."""
+    if temperature is None:
+        return np.array(probs, dtype=np.float64)
+    return np.asarray(apply_temperature(probs, temperature, task), np.float64)
+
+
 def _nll_multiclass(logp, y_idx, t) -> float:
     z = logp / t
     z = z - z.max(axis=1, keepdims=True)

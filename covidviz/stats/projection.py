@@ -44,6 +44,11 @@ PCA_DIM = 50
 QUALITY_SAMPLE = 2000
 KNN_K = 10
 METHODS = ("pca", "tsne", "umap")
+# How a placer is stored among a backbone's other map arrays (projections.npz): its arrays under this
+# prefix, and the training images' sorted nearest-neighbour distances under TRAIN_NN_KEY. Written by
+# ``MapPlacer.to_stored`` and read by ``MapPlacer.from_stored`` / ``stored_nn_distances``, nowhere else.
+PLACER_PREFIX = "placer_"
+TRAIN_NN_KEY = "train_nn_dist_sorted"
 
 
 # ---------------------------------------------------------------- standardise + PCA (shared with som.py)
@@ -381,9 +386,32 @@ class MapPlacer:
         d.update({f"coords_{m}": c for m, c in self.coords.items()})
         return d
 
+    def to_stored(self, train_nn_distances: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The arrays to store among a backbone's map arrays (``PLACER_PREFIX`` + ``to_arrays``), plus the
+        training images' nearest-neighbour distances (sorted) when given."""
+        out = {PLACER_PREFIX + k: v for k, v in self.to_arrays().items()}
+        if train_nn_distances is not None:
+            out[TRAIN_NN_KEY] = np.sort(np.asarray(train_nn_distances, np.float32))
+        return out
+
+    @classmethod
+    def from_stored(cls, arrays) -> MapPlacer | None:
+        """The placer stored by ``to_stored`` among other arrays (a loaded projections.npz); None when
+        there is none."""
+        mine = {k[len(PLACER_PREFIX):]: v for k, v in arrays.items() if k.startswith(PLACER_PREFIX)}
+        return cls.from_arrays(mine) if mine else None
+
     @classmethod
     def from_arrays(cls, d) -> MapPlacer:
         methods = [str(m) for m in np.asarray(d["methods"]).reshape(-1)]
         reducer = {key: d[f"reducer_{key}"] for key in ("mean", "scale", "pca_mean", "components")}
         return cls(d["ref_pca"], {m: d[f"coords_{m}"] for m in methods}, reducer, index=d["index"],
                    k=int(np.asarray(d["k"])), linear=tuple(str(m) for m in np.asarray(d["linear"]).reshape(-1)))
+
+
+def stored_nn_distances(arrays) -> np.ndarray | None:
+    """The training images' sorted nearest-neighbour distances stored by ``MapPlacer.to_stored`` (float64),
+    or None when the arrays have none."""
+    if TRAIN_NN_KEY not in arrays:
+        return None
+    return np.sort(np.asarray(arrays[TRAIN_NN_KEY], np.float64))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from covidviz.cam.whatif import box_what_if, what_if_panel
+from covidviz.cam.whatif import Scorer, WhatIfRequest, box_what_if, what_if_panel
 from covidviz.ui.diagnose_cache import _session_cache
 from covidviz.ui.state import scoped
 from covidviz.views import whatif as view
@@ -31,7 +31,8 @@ def what_if_section(exp, predictor, diag, shown_cams: dict, method: str, layer: 
     st.caption(view.INTRO)
     names = list(exp.labels.names)
     st.caption(view.CLASS_NOTE.format(cls=names[class_idx]))
-    temps = {a: predictor.temperature(a) for a in predictor.archs}
+    scorer = Scorer(predictor.models, predictor.prep, exp.labels.task, names,
+                    {a: predictor.temperature(a) for a in predictor.archs})
     before = {a: float(diag.backbones[a].probs[class_idx]) for a in predictor.archs}
     cache = _session_cache().setdefault("whatif", {})
     pkey = view.panel_key(key, class_idx, method, layer)
@@ -40,16 +41,15 @@ def what_if_section(exp, predictor, diag, shown_cams: dict, method: str, layer: 
                          icon=":material/science:"):
             return
         with st.spinner("Scoring the altered images…"):
-            panel = what_if_panel(predictor.models, diag.pixels, predictor.prep, class_idx, task=exp.labels.task,
-                                  names=names, heats=heats, temperatures=temps, before=before)
+            panel = what_if_panel(scorer, WhatIfRequest(diag.pixels, class_idx, heats=heats, before=before))
         cache.clear()  # one panel per session: bounded memory
         cache[pkey] = panel
     for row in view.panel_rows(cache[pkey]):
         _show_row(row)
-    box_section(exp, predictor, diag, class_idx, temps, before)
+    box_section(exp, scorer, WhatIfRequest(diag.pixels, class_idx, before=before))
 
 
-def box_section(exp, predictor, diag, class_idx: int, temps: dict, before: dict) -> None:
+def box_section(exp, scorer: Scorer, request: WhatIfRequest) -> None:
     st.markdown("**Hide a box of your own**")
     c1, c2 = st.columns([2, 3])
     with c2:
@@ -58,13 +58,12 @@ def box_section(exp, predictor, diag, class_idx: int, temps: dict, before: dict)
         ys = st.slider("Box, top to bottom", 0.0, 1.0, (0.3, 0.7), 0.01, key=scoped(exp, "diagnose_box_y"),
                        help=view.BOX_HELP)
     box = view.box_from_ranges(xs, ys)
-    c1.image(view.outlined(np.asarray(diag.pixels), box), caption="Your box (blue)", width=180)
+    c1.image(view.outlined(np.asarray(request.image), box), caption="Your box (blue)", width=180)
     if box is None:
         c2.info("The box is empty: widen it with the sliders.")
         return
     try:
-        row = box_what_if(predictor.models, diag.pixels, predictor.prep, class_idx, box, task=exp.labels.task,
-                          names=list(exp.labels.names), temperatures=temps, before=before)
+        row = box_what_if(scorer, request, box)
     except ValueError:  # the box covers the whole film: no background left to fill it with
         c2.info(view.BOX_TOO_BIG)
         return

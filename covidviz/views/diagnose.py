@@ -1,14 +1,13 @@
 """What the Diagnose page shows, without Streamlit: the test-image picker's choices, the window/level
 controls, the busy and error texts, heat maps on a chosen scale, overlays as PNG, the
-out-of-distribution sentence, the placement figure on the stored maps and the one-page case report (PIL).
-The calls (headline, screening table, what the operating point meant) are ``views.diagnose_calls``."""
+out-of-distribution sentence (the page's and the case report's) and the placement figure on the stored
+maps. The calls (headline, screening table, what the operating point meant) are ``views.diagnose_calls``;
+the one-page case report (PIL) is ``views.report``."""
 
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,11 +17,12 @@ from covidviz.cam import DEFAULT_COLORMAP, METHOD_NAMES, OVERLAY_ALPHA, CamResul
 from covidviz.data.labels import MULTICLASS, split_labels
 from covidviz.inference import K_SIMILAR, BackboneResult, Diagnosis
 from covidviz.models import FINAL_LAYER
+from covidviz.ood import OodVerdict
 from covidviz.runs.records import ManifestInfo
 from covidviz.views import diagnose_calls as dc
 from covidviz.views import glossary
 from covidviz.views.latent import METHOD_NAMES as MAP_NAMES
-from covidviz.views.style import NO_FINDING, NOTICE, NOTICE_TITLE, arch_label, class_colours
+from covidviz.views.style import NO_FINDING, arch_label, class_colours
 
 TOP_CLASS = "Top class of each model"     # the "Explain class" choice that keeps each model's own top class
 SCALE_MODES = ("Per image (min–max)", "Fixed (comparable between images)")
@@ -45,8 +45,6 @@ SCALE_HELP = ("Per image: the strongest spot is always red. Fixed: red means as 
 HEAT_NOTE = ("Red = strongest evidence for the explained class, blue = little. Heat maps show what drives the score, "
              "not where disease is: check that they point at the lungs, not at text markers or edges. "
              f"See {glossary.link('CAM')}.")
-REPORT_NOTE = ("Image, heat maps, probabilities and calls at the chosen operating point, model and experiment identity, "
-               "the research-use notice.")
 FILTER_HELP = "Show test images carrying any of these labels (empty: all)."
 WINDOW_HELP = "High-bit-depth image: choose which value range is mapped to black..white."
 PATIENT_HELP = "Hidden by default: patient name, ID, dates. Nothing is stored."
@@ -109,18 +107,13 @@ def overlay_png(gray: np.ndarray, heat: np.ndarray, alpha: float = OVERLAY_ALPHA
 
 
 def ood_message(diag: Diagnosis, labels=None, results: str = PAGE_RESULTS) -> str | None:
-    """The image's ONE out-of-distribution verdict as plain sentences when it is OOD, else None.
-    ``results`` names where the calls are (the page: below; the report: its section, by name)."""
-    v = diag.verdict
-    if v is None:
-        flagged = [(a, b) for a, b in diag.backbones.items() if b.ood]
-        if not flagged:
-            return None
-        parts = [f"{labels.get(a, a) if labels else a}: " + "; ".join(b.ood_reasons) for a, b in flagged]
-        return f"This image is unlike the training X-rays; {results} should not be trusted. " + " · ".join(parts) + "."
-    if not v.is_ood:
+    """The image's ONE out-of-distribution verdict (``OodVerdict.summary``) as plain sentences when it is
+    OOD, else None. ``results`` names where the calls are (the page: below; the report: its section, by
+    name). ``labels`` is not used (the verdict names what fired itself); kept for the callers."""
+    if not diag.ood:
         return None
-    return f"{v.summary} It may be a photo, a lateral view, a CT slice or another modality; {results} are withheld."
+    said = diag.verdict.summary if diag.verdict is not None else "This image is unlike the training X-rays."
+    return f"{said} It may be a photo, a lateral view, a CT slice or another modality; {results} are withheld."
 
 
 def verdict_caption(diag: Diagnosis) -> str | None:
@@ -143,202 +136,6 @@ REPORT_WITHHELD = ("Calls withheld: the image failed the out-of-distribution che
 REPORT_SHOWN_ANYWAY = ("Shown at the user's request although the image failed the out-of-distribution check: "
                        "these numbers are not reliable for it.")
 
-
-# ---------------------------------------------------------------------- the case report
-
-REPORT_TILE, REPORT_MARGIN, REPORT_GAP, REPORT_LINE = 360, 30, 20, 24
-REPORT_CLASS_WIDTH, REPORT_CALL_WIDTH = 260, 330   # the calls table's class column and each backbone's (px)
-
-
-def _font(size: int, bold: bool = False):
-    from PIL import ImageFont
-
-    for path in (f"/usr/share/fonts/truetype/dejavu/DejaVuSans{'-Bold' if bold else ''}.ttf",):
-        if Path(path).exists():
-            return ImageFont.truetype(path, size)
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # very old Pillow
-        return ImageFont.load_default()
-
-
-def wrap_px(text: str, font, width: float) -> list[str]:
-    """``text`` as lines no wider than ``width`` pixels in ``font``, broken between words; a single word
-    wider than a line (a long file name) is broken between characters. Nothing is dropped: the lines'
-    words are the text's words, in order."""
-    def fits(t: str) -> bool:
-        return font.getlength(t) <= width
-
-    lines, cur = [], ""
-    for word in text.split():
-        trial = f"{cur} {word}" if cur else word
-        if fits(trial):
-            cur = trial
-            continue
-        if cur:
-            lines.append(cur)
-        cur = word
-        while len(cur) > 1 and not fits(cur):
-            k = len(cur) - 1
-            while k > 1 and not fits(cur[:k]):
-                k -= 1
-            lines.append(cur[:k])
-            cur = cur[k:]
-    if cur:
-        lines.append(cur)
-    return lines
-
-
-REPORT_COLUMNS = {"Probability": 125, "Threshold": 115, "Call": 90}  # per backbone in the report's table (px)
-
-
-def _report_cells(c: dict, d: int) -> list[str]:
-    return [f"{c['prob']:.{d}f}", "—" if c["threshold"] is None else f"{c['threshold']:.{d}f}", dc.call_text(c["positive"])]
-
-
-def report_blocks(diag: Diagnosis, names: list[str], arch_labels: dict[str, str] | None = None, method: str = "cam",
-                  extra: dict | None = None, explained: dict[str, str] | None = None,
-                  calls: dict[str, list[dict]] | None = None, point: str = "youden",
-                  task: str = MULTICLASS, show_anyway: bool = False) -> list[tuple[str, object]]:
-    """What the case report says, in order, as ``(kind, payload)`` blocks: ``title``, ``text``, ``note``
-    (grey), ``heading`` (a section, named in ``REPORT_SECTIONS``), ``bold``, ``images`` (the tiles),
-    ``warning`` (red), ``table`` (``{"groups": backbone labels, "rows": [class, then REPORT_COLUMNS per
-    backbone]}``) and ``notice`` (the boxed research-use notice).
-    ``calls``: backbone -> ``Predictor.calls`` at ``point`` (default: the prediction's own, balanced).
-    An out-of-distribution image's calls are withheld unless ``show_anyway`` (then marked unreliable)."""
-    labels = arch_labels or {}
-    calls = calls or {a: b.calls for a, b in diag.backbones.items()}
-    when = time.strftime("%Y-%m-%d %H:%M %Z")
-    blocks: list[tuple[str, object]] = [
-        ("title", "covidviz case report"),
-        ("text", f"Image: {diag.name} · Experiment: {diag.experiment} · Generated: {when}")]
-    blocks += [("text", f"{labels.get(a, a)}: {v}.") for a, v in (extra or {}).items()]
-    target = "each model's top class" if not explained else "the class named above each map"
-    blocks += [("heading", REPORT_SECTIONS[0]),
-               ("note", f"The X-ray as given to the models, and each model's heat map: "
-                        f"{METHOD_NAMES.get(method, method)}, explaining {target}."),
-               ("images", None)]
-    message = ood_message(diag, labels, REPORT_RESULTS)
-    if message:
-        blocks += [("heading", REPORT_SECTIONS[1]), ("warning", message)]
-    elif diag.verdict is not None:
-        blocks += [("heading", REPORT_SECTIONS[1]), ("text", diag.verdict.summary)]
-    if diag.ood and not show_anyway:
-        blocks += [("heading", REPORT_SECTIONS[2]), ("warning", REPORT_WITHHELD), ("notice", f"{NOTICE_TITLE} {NOTICE}")]
-        return blocks
-    blocks.append(("heading", REPORT_SECTIONS[2]))
-    if diag.ood:
-        blocks.append(("warning", REPORT_SHOWN_ANYWAY))
-    blocks += [("note", f"{dc.SCREENING_TITLE}: {dc.point_label(point)}. A call is Positive when the calibrated "
-                                 "probability reaches the class's threshold, chosen on validation and put on the same "
-                                 "scale. Each class is screened on its own, one against the rest.")]
-    for arch, b in diag.backbones.items():
-        blocks.append(("bold", labels.get(arch, arch)))
-        blocks.append(("text", dc.headline(calls[arch], b.top, task).replace("**", "") + "."))
-        sentence = dc.screening_sentence(calls[arch], b.top, task, point)
-        if sentence:
-            blocks.append(("text", sentence))
-    digits = {a: dc.decimals(calls[a]) for a in diag.backbones}  # enough that no call contradicts its printed numbers
-    rows = [[cls] + [cell for a in diag.backbones for cell in _report_cells(calls[a][j], digits[a])]
-            for j, cls in enumerate(names)]
-    blocks += [("table", {"groups": [labels.get(a, a) for a in diag.backbones], "rows": rows}),
-               ("notice", f"{NOTICE_TITLE} {NOTICE}")]
-    return blocks
-
-
-def case_report_png(diag: Diagnosis, gray: np.ndarray, heats: dict[str, np.ndarray], names: list[str],
-                    arch_labels: dict[str, str] | None = None, method: str = "cam", extra: dict | None = None,
-                    alpha: float = OVERLAY_ALPHA, explained: dict[str, str] | None = None,
-                    calls: dict[str, list[dict]] | None = None, point: str = "youden", task: str = MULTICLASS,
-                    show_anyway: bool = False) -> bytes:
-    """A one-page PNG of ``report_blocks``: every sentence wrapped to the page (never cut), the page as
-    tall as its text needs, the film and each backbone's heat map side by side."""
-    from PIL import Image, ImageDraw
-
-    labels = arch_labels or {}
-    archs = list(diag.backbones)
-    cols = 1 + len(archs)
-    width = REPORT_MARGIN * 2 + cols * REPORT_TILE + (cols - 1) * REPORT_GAP
-    text_width = width - 2 * REPORT_MARGIN
-    fonts = {"title": _font(26, True), "text": _font(16), "note": _font(16), "warning": _font(16),
-             "heading": _font(20, True), "bold": _font(17, True), "notice": _font(16)}
-    colours = {"title": "#1F2A36", "text": "#222", "note": "#555", "warning": "#B00020", "heading": "#1F2A36",
-               "bold": "#1F2A36", "notice": "#B00020"}
-    blocks = report_blocks(diag, names, labels, method, extra, explained, calls, point, task, show_anyway)
-    film = display_image(gray)
-    tiles = [("X-ray (as given to the models)", film)]
-    tiles += [(f"{labels.get(a, a)}: map for {(explained or {}).get(a, names[diag.backbones[a].top])}"
-               + (" (no evidence: no heat drawn)" if heats.get(a) is None else ""),
-               np.repeat(film[..., None], 3, axis=2) if heats.get(a) is None else overlay(film, heats[a], alpha))
-              for a in archs]
-    tile_labels = [wrap_px(t, fonts["bold"], REPORT_TILE) for t, _ in tiles]
-    offsets = np.cumsum([0, *REPORT_COLUMNS.values()])[:-1]
-    group_x = [REPORT_MARGIN + REPORT_CLASS_WIDTH + i * REPORT_CALL_WIDTH for i in range(len(archs))]
-    col_x = [REPORT_MARGIN] + [x + int(o) for x in group_x for o in offsets]
-    col_w = [REPORT_CLASS_WIDTH - 10] + [w - 8 for w in REPORT_COLUMNS.values()] * len(archs)
-
-    def layout(img) -> int:
-        """Draw the blocks on ``img`` (None: only measure); returns the height used."""
-        d = None if img is None else ImageDraw.Draw(img)
-        y = 20
-
-        def text(x, yy, line, kind):
-            if d is not None:
-                d.text((x, yy), line, fill=colours[kind], font=fonts[kind])
-
-        for kind, payload in blocks:
-            if kind == "images":
-                top = y + max(len(t) for t in tile_labels) * REPORT_LINE + 6
-                for i, ((_, arr), lines) in enumerate(zip(tiles, tile_labels)):
-                    x = REPORT_MARGIN + i * (REPORT_TILE + REPORT_GAP)
-                    for k, line in enumerate(lines):
-                        text(x, y + k * REPORT_LINE, line, "bold")
-                    if img is not None:
-                        im = Image.fromarray(arr)
-                        f = REPORT_TILE / max(im.size)
-                        im = im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))), Image.BILINEAR)
-                        img.paste(im, (x + (REPORT_TILE - im.width) // 2, top + (REPORT_TILE - im.height) // 2))
-                y = top + REPORT_TILE + 14
-            elif kind == "table":
-                groups = [(x, wrap_px(g, fonts["bold"], REPORT_CALL_WIDTH - 10)) for x, g in zip(group_x, payload["groups"])]
-                header = [["Class"] + list(REPORT_COLUMNS) * len(archs)]
-                for x, lines in groups:
-                    for k, line in enumerate(lines):
-                        text(x, y + k * REPORT_LINE, line, "bold")
-                y += max(len(lines) for _, lines in groups) * REPORT_LINE
-                for r, row in enumerate(header + payload["rows"]):
-                    kind_r = "bold" if r == 0 else "text"
-                    cells = [wrap_px(cell, fonts[kind_r], w) for cell, w in zip(row, col_w)]
-                    for x, lines in zip(col_x, cells):
-                        for k, line in enumerate(lines):
-                            text(x, y + k * REPORT_LINE, line, kind_r)
-                    y += max(len(c) for c in cells) * REPORT_LINE + (6 if r == 0 else 2)
-                y += 14
-            elif kind == "notice":
-                lines = wrap_px(payload, fonts["notice"], text_width - 24)
-                box = len(lines) * REPORT_LINE + 20
-                if d is not None:
-                    d.rectangle((REPORT_MARGIN, y, width - REPORT_MARGIN, y + box), outline="#B00020", width=3,
-                                fill="#FFF4F4")
-                for k, line in enumerate(lines):
-                    text(REPORT_MARGIN + 12, y + 10 + k * REPORT_LINE, line, "notice")
-                y += box + 20
-            else:
-                if kind == "heading":
-                    y += 8
-                step = {"title": 38, "heading": 30}.get(kind, REPORT_LINE)
-                for line in wrap_px(str(payload), fonts[kind], text_width):
-                    text(REPORT_MARGIN, y, line, kind)
-                    y += step
-                y += 4
-        return y
-
-    height = layout(None)
-    img = Image.new("RGB", (width, height), "white")
-    layout(img)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 # ---------------------------------------------------------------------- input
 
@@ -420,7 +217,7 @@ def window_caption(window: tuple[float, float] | None, default_window: tuple[flo
 
 def prediction_key(exp, image_id: str, window) -> tuple:
     """What a prediction depends on: the experiment (and when it was completed), the image, the window."""
-    return (str(exp.path), ManifestInfo(exp.manifest).completed, image_id, window)
+    return (str(exp.path), ManifestInfo.from_json(exp.manifest).completed, image_id, window)
 
 
 # ---------------------------------------------------------------------- predictions
@@ -478,8 +275,10 @@ def similar_images(images: pd.DataFrame, b: BackboneResult, k: int = K_SIMILAR) 
     return [int(r) for r, _ in pairs], [f"{images.at[r, 'labels'] or NO_FINDING} · d={d:.1f}" for r, d in pairs]
 
 
-def similar_caption(b: BackboneResult) -> str:
-    """How the nearest-images and SOM out-of-distribution checks came out for this image."""
+def similar_caption(b: BackboneResult, verdict: OodVerdict | None = None) -> str:
+    """How far this image is from the training images (nearest image, SOM), and the rule the page's one
+    out-of-distribution ``verdict`` applied (``OodVerdict.rule``)."""
+    rule = (verdict.rule if verdict is not None else None) or "The verdict at the top of the page decides."
     parts = []
     if b.nn_pct is not None:
         parts.append(f"this image's nearest training image is at d = {b.nn_distance:.1f}, farther than "
@@ -489,7 +288,7 @@ def similar_caption(b: BackboneResult) -> str:
                      "training images'")
     return ("The training images closest in the model's feature space, nearest first (label · d = distance in "
             f"standardised {glossary.link('PCA-50 units')}). {glossary.link('Out-of-distribution')} check: " + "; ".join(parts)
-            + f". The page warns above 99 % ({glossary.link('QE', 'QE')}: the SOM's quantisation error).")
+            + f". {rule} ({glossary.link('QE', 'QE')}: the SOM's quantisation error.)")
 
 
 def map_method(b: BackboneResult) -> str | None:
@@ -532,14 +331,3 @@ def som_caption(node: int | None, grid: tuple[int, int] | None) -> str | None:
     return (f"SOM node {node} (row {r}, column {c} of {grid[0]}×{grid[1]}). "
             "The Latent space and SOM pages mark this image too.")
 
-
-# ---------------------------------------------------------------------- report identity
-
-def report_identity(exp, archs) -> dict[str, str]:
-    """Per backbone, the line the case report prints: initial weights, best epoch, image size."""
-    out = {}
-    for a in archs:
-        rec = exp.record(a)
-        out[a] = (f"initial weights {rec.init.get('source') or 'unknown'}, best epoch {rec.get('best_epoch', '?')}, "
-                  f"{exp.preprocessing.image_size} px")
-    return out

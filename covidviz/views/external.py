@@ -166,18 +166,14 @@ def internal_vs_external(analysis: Analysis, ext: ExternalSet, archs: list[str],
 
 # ---------------------------------------------------------------- the maps (no refitting)
 
-def placer_arrays(projections: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The ``placer_*`` arrays of a backbone's projections.npz (as ``inference.Predictor`` reads them)."""
-    return {k[len("placer_"):]: v for k, v in projections.items() if k.startswith("placer_")}
-
-
 def place_on_maps(projections: dict[str, np.ndarray], features: np.ndarray) -> dict[str, np.ndarray]:
     """method -> (M, 2) float32 map coordinates of ``features`` (M, D) on the stored maps: the stored
-    ``MapPlacer`` (kNN interpolation in the PCA-50 space; PCA exactly). ``{}`` without a stored placer."""
-    arrays = placer_arrays(projections)
-    if not arrays or len(features) == 0:
+    ``MapPlacer`` (``MapPlacer.from_stored``: kNN interpolation in the PCA-50 space; PCA exactly). ``{}``
+    without a stored placer."""
+    placer = MapPlacer.from_stored(projections)
+    if placer is None or len(features) == 0:
         return {}
-    placement = MapPlacer.from_arrays(arrays).place(np.asarray(features, np.float32))
+    placement = placer.place(np.asarray(features, np.float32))
     return {m: np.asarray(c, np.float32) for m, c in placement.coords.items()}
 
 

@@ -140,7 +140,7 @@ def example_rows(images: pd.DataFrame, labels: LabelSpace, split: str = "test",
 
 def identity_caption(exp) -> str:
     """"created … · completed … · covidviz … · folder `…`" (the parts the manifest has)."""
-    info = ManifestInfo(exp.manifest)
+    info = ManifestInfo.from_json(exp.manifest)
     dates = [f"created {info.created}" if info.created else "",
              f"completed {info.completed}" if info.completed else "",
              f"covidviz {info.version}" if info.version else ""]

@@ -1,0 +1,283 @@
+"""The Diagnose page's one-page case report, without Streamlit: what it says (``report_blocks``: the
+image's identity, the film and heat maps, the out-of-distribution verdict, the calls at the chosen
+operating point, the research-use notice) and the PNG it is drawn as (``case_report_png``, PIL), from
+one ``CaseReport``. The page's own texts and the out-of-distribution sentences it shares with the
+report are ``covidviz.views.diagnose``'s; the calls' sentences are ``views.diagnose_calls``'."""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from covidviz.cam import METHOD_NAMES, OVERLAY_ALPHA, overlay
+from covidviz.data.labels import MULTICLASS
+from covidviz.inference import Diagnosis
+from covidviz.views import diagnose_calls as dc
+from covidviz.views.diagnose import (
+    REPORT_RESULTS,
+    REPORT_SECTIONS,
+    REPORT_SHOWN_ANYWAY,
+    REPORT_WITHHELD,
+    display_image,
+    ood_message,
+)
+from covidviz.views.style import NOTICE, NOTICE_TITLE
+
+REPORT_NOTE = ("Image, heat maps, probabilities and calls at the chosen operating point, model and experiment identity, "
+               "the research-use notice.")
+REPORT_TILE, REPORT_MARGIN, REPORT_GAP, REPORT_LINE = 360, 30, 20, 24
+REPORT_CLASS_WIDTH, REPORT_CALL_WIDTH = 260, 330   # the calls table's class column and each backbone's (px)
+REPORT_COLUMNS = {"Probability": 125, "Threshold": 115, "Call": 90}  # per backbone in the report's table (px)
+FONTS = {"title": (26, True), "text": (16, False), "note": (16, False), "warning": (16, False),
+         "heading": (20, True), "bold": (17, True), "notice": (16, False)}   # block kind -> (size, bold)
+COLOURS = {"title": "#1F2A36", "text": "#222", "note": "#555", "warning": "#B00020", "heading": "#1F2A36",
+           "bold": "#1F2A36", "notice": "#B00020"}
+
+
+@dataclass(frozen=True)
+class CaseReport:
+    """What one case report states: the prediction (``diag``) with the experiment's class ``names`` and
+    ``task``; how the backbones are named (``arch_labels``) and described (``identity``: backbone -> a
+    line such as ``report_identity`` gives); the heat maps' ``method`` and the class each explains
+    (``explained``: backbone -> class name; None: each model's top class); the calls (``calls``:
+    backbone -> ``Predictor.calls`` at ``point``; None: the prediction's own, balanced); and whether an
+    out-of-distribution image's calls are reported anyway (``show_anyway``, then marked unreliable)."""
+
+    diag: Diagnosis
+    names: list[str]
+    task: str = MULTICLASS
+    arch_labels: dict[str, str] | None = None
+    identity: dict[str, str] | None = None
+    method: str = "cam"
+    explained: dict[str, str] | None = None
+    calls: dict[str, list[dict]] | None = None
+    point: str = "youden"
+    show_anyway: bool = False
+
+    def label(self, arch: str) -> str:
+        return (self.arch_labels or {}).get(arch, arch)
+
+
+# ---------------------------------------------------------------------- text
+
+def _font(size: int, bold: bool = False):
+    from PIL import ImageFont
+
+    for path in (f"/usr/share/fonts/truetype/dejavu/DejaVuSans{'-Bold' if bold else ''}.ttf",):
+        if Path(path).exists():
+            return ImageFont.truetype(path, size)
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # very old Pillow
+        return ImageFont.load_default()
+
+
+def wrap_px(text: str, font, width: float) -> list[str]:
+    """``text`` as lines no wider than ``width`` pixels in ``font``, broken between words; a single word
+    wider than a line (a long file name) is broken between characters. Nothing is dropped: the lines'
+    words are the text's words, in order."""
+    def fits(t: str) -> bool:
+        return font.getlength(t) <= width
+
+    lines, cur = [], ""
+    for word in text.split():
+        trial = f"{cur} {word}" if cur else word
+        if fits(trial):
+            cur = trial
+            continue
+        if cur:
+            lines.append(cur)
+        cur = word
+        while len(cur) > 1 and not fits(cur):
+            k = len(cur) - 1
+            while k > 1 and not fits(cur[:k]):
+                k -= 1
+            lines.append(cur[:k])
+            cur = cur[k:]
+    if cur:
+        lines.append(cur)
+    return lines
+
+
+def report_identity(exp, archs) -> dict[str, str]:
+    """Per backbone, the line the case report prints: initial weights, best epoch, image size."""
+    out = {}
+    for a in archs:
+        rec = exp.record(a)
+        out[a] = (f"initial weights {rec.init.get('source') or 'unknown'}, best epoch {rec.get('best_epoch', '?')}, "
+                  f"{exp.preprocessing.image_size} px")
+    return out
+
+
+# ---------------------------------------------------------------------- what the report says
+
+def _report_cells(c: dict, d: int) -> list[str]:
+    return [f"{c['prob']:.{d}f}", "—" if c["threshold"] is None else f"{c['threshold']:.{d}f}", dc.call_text(c["positive"])]
+
+
+def report_blocks(report: CaseReport) -> list[tuple[str, object]]:
+    """What the case report says, in order, as ``(kind, payload)`` blocks: ``title``, ``text``, ``note``
+    (grey), ``heading`` (a section, named in ``REPORT_SECTIONS``), ``bold``, ``images`` (the tiles),
+    ``warning`` (red), ``table`` (``{"groups": backbone labels, "rows": [class, then REPORT_COLUMNS per
+    backbone]}``) and ``notice`` (the boxed research-use notice).
+    An out-of-distribution image's calls are withheld unless ``report.show_anyway`` (then marked unreliable)."""
+    diag, method, point, task = report.diag, report.method, report.point, report.task
+    calls = report.calls or {a: b.calls for a, b in diag.backbones.items()}
+    when = time.strftime("%Y-%m-%d %H:%M %Z")
+    blocks: list[tuple[str, object]] = [
+        ("title", "covidviz case report"),
+        ("text", f"Image: {diag.name} · Experiment: {diag.experiment} · Generated: {when}")]
+    blocks += [("text", f"{report.label(a)}: {v}.") for a, v in (report.identity or {}).items()]
+    target = "each model's top class" if not report.explained else "the class named above each map"
+    blocks += [("heading", REPORT_SECTIONS[0]),
+               ("note", f"The X-ray as given to the models, and each model's heat map: "
+                        f"{METHOD_NAMES.get(method, method)}, explaining {target}."),
+               ("images", None)]
+    message = ood_message(diag, report.arch_labels or {}, REPORT_RESULTS)
+    if message:
+        blocks += [("heading", REPORT_SECTIONS[1]), ("warning", message)]
+    elif diag.verdict is not None:
+        blocks += [("heading", REPORT_SECTIONS[1]), ("text", diag.verdict.summary)]
+    if diag.ood and not report.show_anyway:
+        blocks += [("heading", REPORT_SECTIONS[2]), ("warning", REPORT_WITHHELD), ("notice", f"{NOTICE_TITLE} {NOTICE}")]
+        return blocks
+    blocks.append(("heading", REPORT_SECTIONS[2]))
+    if diag.ood:
+        blocks.append(("warning", REPORT_SHOWN_ANYWAY))
+    blocks += [("note", f"{dc.SCREENING_TITLE}: {dc.point_label(point)}. A call is Positive when the calibrated "
+                                 "probability reaches the class's threshold, chosen on validation and put on the same "
+                                 "scale. Each class is screened on its own, one against the rest.")]
+    for arch, b in diag.backbones.items():
+        blocks.append(("bold", report.label(arch)))
+        blocks.append(("text", dc.headline(calls[arch], b.top, task).replace("**", "") + "."))
+        sentence = dc.screening_sentence(calls[arch], b.top, task, point)
+        if sentence:
+            blocks.append(("text", sentence))
+    digits = {a: dc.decimals(calls[a]) for a in diag.backbones}  # enough that no call contradicts its printed numbers
+    rows = [[cls] + [cell for a in diag.backbones for cell in _report_cells(calls[a][j], digits[a])]
+            for j, cls in enumerate(report.names)]
+    blocks += [("table", {"groups": [report.label(a) for a in diag.backbones], "rows": rows}),
+               ("notice", f"{NOTICE_TITLE} {NOTICE}")]
+    return blocks
+
+
+# ---------------------------------------------------------------------- the page
+
+def _tiles(report: CaseReport, gray: np.ndarray, heats: dict, alpha: float) -> list[tuple[str, np.ndarray]]:
+    """(caption, RGB or gray array): the film, then each backbone's heat map over it (the plain film
+    when a backbone has no evidence for its class)."""
+    diag = report.diag
+    film = display_image(gray)
+    tiles = [("X-ray (as given to the models)", film)]
+    tiles += [(f"{report.label(a)}: map for {(report.explained or {}).get(a, report.names[diag.backbones[a].top])}"
+               + (" (no evidence: no heat drawn)" if heats.get(a) is None else ""),
+               np.repeat(film[..., None], 3, axis=2) if heats.get(a) is None else overlay(film, heats[a], alpha))
+              for a in diag.backbones]
+    return tiles
+
+
+class _Page:
+    """Lays the blocks out on a page as wide as the tiles (one per column): ``render(None)`` measures the
+    height they need, ``render(img)`` draws them."""
+
+    def __init__(self, blocks: list[tuple[str, object]], tiles: list[tuple[str, np.ndarray]]):
+        self.blocks, self.tiles = blocks, tiles
+        self.n_archs = len(tiles) - 1
+        self.width = REPORT_MARGIN * 2 + len(tiles) * REPORT_TILE + (len(tiles) - 1) * REPORT_GAP
+        self.text_width = self.width - 2 * REPORT_MARGIN
+        self.fonts = {kind: _font(size, bold) for kind, (size, bold) in FONTS.items()}
+        self.tile_labels = [wrap_px(t, self.fonts["bold"], REPORT_TILE) for t, _ in tiles]
+        offsets = np.cumsum([0, *REPORT_COLUMNS.values()])[:-1]
+        self.group_x = [REPORT_MARGIN + REPORT_CLASS_WIDTH + i * REPORT_CALL_WIDTH for i in range(self.n_archs)]
+        self.col_x = [REPORT_MARGIN] + [x + int(o) for x in self.group_x for o in offsets]
+        self.col_w = [REPORT_CLASS_WIDTH - 10] + [w - 8 for w in REPORT_COLUMNS.values()] * self.n_archs
+        self.img = self.draw = None
+
+    def _lines(self, x: int, y: int, lines: list[str], kind: str) -> None:
+        if self.draw is not None:
+            for k, line in enumerate(lines):
+                self.draw.text((x, y + k * REPORT_LINE), line, fill=COLOURS[kind], font=self.fonts[kind])
+
+    def _images(self, y: int) -> int:
+        from PIL import Image
+
+        top = y + max(len(t) for t in self.tile_labels) * REPORT_LINE + 6
+        for i, ((_, arr), lines) in enumerate(zip(self.tiles, self.tile_labels)):
+            x = REPORT_MARGIN + i * (REPORT_TILE + REPORT_GAP)
+            self._lines(x, y, lines, "bold")
+            if self.img is not None:
+                im = Image.fromarray(arr)
+                f = REPORT_TILE / max(im.size)
+                im = im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))), Image.BILINEAR)
+                self.img.paste(im, (x + (REPORT_TILE - im.width) // 2, top + (REPORT_TILE - im.height) // 2))
+        return top + REPORT_TILE + 14
+
+    def _table(self, y: int, payload: dict) -> int:
+        groups = [(x, wrap_px(g, self.fonts["bold"], REPORT_CALL_WIDTH - 10))
+                  for x, g in zip(self.group_x, payload["groups"])]
+        for x, lines in groups:
+            self._lines(x, y, lines, "bold")
+        y += max(len(lines) for _, lines in groups) * REPORT_LINE
+        header = [["Class"] + list(REPORT_COLUMNS) * self.n_archs]
+        for r, row in enumerate(header + payload["rows"]):
+            kind = "bold" if r == 0 else "text"
+            cells = [wrap_px(cell, self.fonts[kind], w) for cell, w in zip(row, self.col_w)]
+            for x, lines in zip(self.col_x, cells):
+                self._lines(x, y, lines, kind)
+            y += max(len(c) for c in cells) * REPORT_LINE + (6 if r == 0 else 2)
+        return y + 14
+
+    def _notice(self, y: int, text: str) -> int:
+        lines = wrap_px(text, self.fonts["notice"], self.text_width - 24)
+        box = len(lines) * REPORT_LINE + 20
+        if self.draw is not None:
+            self.draw.rectangle((REPORT_MARGIN, y, self.width - REPORT_MARGIN, y + box), outline="#B00020", width=3,
+                                fill="#FFF4F4")
+        self._lines(REPORT_MARGIN + 12, y + 10, lines, "notice")
+        return y + box + 20
+
+    def _paragraph(self, y: int, kind: str, text: str) -> int:
+        if kind == "heading":
+            y += 8
+        step = {"title": 38, "heading": 30}.get(kind, REPORT_LINE)
+        for line in wrap_px(text, self.fonts[kind], self.text_width):
+            if self.draw is not None:
+                self.draw.text((REPORT_MARGIN, y), line, fill=COLOURS[kind], font=self.fonts[kind])
+            y += step
+        return y + 4
+
+    def render(self, img=None) -> int:
+        """Draw the blocks on ``img`` (None: only measure); returns the height used."""
+        from PIL import ImageDraw
+
+        self.img, self.draw = img, (None if img is None else ImageDraw.Draw(img))
+        y = 20
+        for kind, payload in self.blocks:
+            if kind == "images":
+                y = self._images(y)
+            elif kind == "table":
+                y = self._table(y, payload)
+            elif kind == "notice":
+                y = self._notice(y, payload)
+            else:
+                y = self._paragraph(y, kind, str(payload))
+        return y
+
+
+def case_report_png(report: CaseReport, gray: np.ndarray, heats: dict[str, np.ndarray | None],
+                    alpha: float = OVERLAY_ALPHA) -> bytes:
+    """A one-page PNG of ``report_blocks(report)``: every sentence wrapped to the page (never cut), the
+    page as tall as its text needs, the film ``gray`` and each backbone's heat map (``heats``: backbone ->
+    a [0, 1] map, or None when it has no evidence) over it, side by side."""
+    from PIL import Image
+
+    page = _Page(report_blocks(report), _tiles(report, gray, heats, alpha))
+    img = Image.new("RGB", (page.width, page.render(None)), "white")
+    page.render(img)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
