@@ -130,3 +130,40 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     atomic_write_json(tmp_path / "a.json", {"x": np.float32(1.5), "n": np.int64(3), "nan": np.float64("nan")})
     assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1.5, "n": 3, "nan": None}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_analysis_records_read_tolerantly():
+    """The analysis' JSON files read into dataclass records (``from_json``): a part an older analysis did not
+    write reads as its default, never a ``KeyError``; a key no field reads is kept in ``extra``."""
+    for cls in (runs.Analysis, runs.Localisation, runs.ProjectionsInfo, runs.SomInfo, runs.Shortcuts, runs.OodInfo):
+        empty = cls.from_json({})
+        assert empty == cls({}) == cls() == cls.from_json(None) and empty.extra == {} and empty.raw == {}
+    a = runs.Analysis.from_json({"meta": {"names": ["A", "B"], "n": {"test": 9}}, "future": 1,
+                                 "backbones": {"r": {"test": {"macro": {"auc": 0.8}}, "calibration": {}}}})
+    assert a.names == ["A", "B"] and a.n_images() == 9 and a.n_images("val") is None and a.archs == ["r"]
+    assert a.extra == {"future": 1} and a.raw["future"] == 1 and a.has("r") and not a.has("x")
+    b = a.backbone("r")
+    assert b.macro.auc == 0.8 and b.macro.ci_low is None and b.metrics("A").auc is None and b.n_test is None
+    assert b.calibration is None and b.temperature is None and b.subgroup_rows == [] and b.thresholds() == {}
+    assert b.point("A").threshold is None and not b.point("A").defined and b.point("A").rate("ppv") == runs.records.Rate()
+    loc = runs.Localisation.from_json({"methods": {"random": {"pointing_rate": 0.2}}, "grid": [2, 2]})
+    assert (loc.default_method, loc.default_layer, loc.layers) == ("cam", "block4", ["block4"])
+    assert loc.random_rate == 0.2 and loc.grid() == (2, 2) and loc.grid("block3") is None
+    assert runs.ProjectionsInfo.from_json({"quality": {"k": 5}}).k == 5 and runs.ProjectionsInfo().k == 10
+    s = runs.Shortcuts.from_json({"fraction": 0.1, "seed": 3, "verdicts": ["v"]})
+    assert s.settings["fraction"] == 0.1 and s.settings["border"] is None and s.extra == {}
+    assert s.split == "test" and s.n_skipped == 0 and s.verdicts() == ["v"] and s.verdicts("r") == []
+
+
+def test_analysis_files_read_into_their_records(tiny_experiment):
+    """What the analysis step writes, the records read: no key of analysis.json or projections.json is left
+    unread (``extra`` empty), and ``from_json`` is the constructor on the file's object."""
+    exp = runs.read_experiment(tiny_experiment)
+    a = exp.analysis()
+    assert a == runs.Analysis(exp.load_json(runs.ANALYSIS)) and a.extra == {} and a.archs == exp.backbones
+    assert a.names == list(exp.labels.names) and a.n_images("test") == (exp.images()["split"] == "test").sum()
+    for arch in exp.backbones:
+        b = a.backbone(arch)
+        assert b.extra == {} and b.macro.auc is not None and set(b.thresholds()) == set(exp.labels.names)
+        info = exp.projections_info(arch)
+        assert {"pca", "tsne"} <= set(info.methods) and info.extra == {} and info.k > 0

@@ -18,8 +18,8 @@ One module per part, all re-exported here (callers write ``runs.read_experiment`
 - ``names``: the file names, the schema version, ``RunFormatError``;
 - ``manifest``: ``manifest.json`` as dataclasses (``ManifestInfo``, ``ManifestBackbone``, ...), written
   with ``to_json`` and read with ``from_json``, tolerant of older and newer versions;
-- ``records``: typed read-only views of the analysis' JSON files (``Experiment.analysis()``,
-  ``Experiment.localisation(arch)``), so no page walks their raw dicts;
+- ``records``: the analysis' JSON files as read-only dataclasses (``Experiment.analysis()``,
+  ``Experiment.localisation(arch)``), read with ``from_json`` like the manifest, so no page walks their dicts;
 - ``writer``: ``ExperimentWriter`` and the partial experiment's checkpoints;
 - ``reader``: ``Experiment``, ``read_experiment``, ``list_experiments``;
 - ``external``: external test sets stored inside an experiment.
@@ -32,45 +32,16 @@ ignores dot-folders. Readers raise ``RunFormatError`` naming the folder for anyt
 
 from __future__ import annotations
 
+from covidviz.runs import names
 from covidviz.runs.manifest import DatasetCard, ManifestBackbone, ManifestInfo, SplitCard
-from covidviz.runs.names import (
-    ANALYSIS,
-    BACKBONE_FILES,
-    BACKBONES,
-    CHECKPOINT,
-    FEATURES,
-    FORMAT_NAME,
-    HISTORY,
-    IMAGES,
-    LOCALISATION,
-    MANIFEST,
-    OOD,
-    OOD_INFO,
-    PARTIAL,
-    PREDICTIONS,
-    PROB_PREFIX,
-    PROJECTIONS,
-    PROJECTIONS_INFO,
-    SCHEMA_VERSION,
-    SHORTCUTS,
-    SOM,
-    SOM_INFO,
-    THUMBNAILS,
-    WEIGHTS,
-    RunFormatError,
-    prob_columns,
-    validate_name,
-)
+from covidviz.runs.names import *  # noqa: F403 (the file names, RunFormatError: names.__all__)
 from covidviz.runs.reader import Experiment, list_experiments, pretrained_state, read_experiment, scan_folders
-from covidviz.runs.records import Analysis, Localisation, ProjectionsInfo, Shortcuts, SomInfo
+from covidviz.runs.records import Analysis, Localisation, OodInfo, ProjectionsInfo, Shortcuts, SomInfo
 from covidviz.runs.writer import ExperimentWriter, partial_backbone_done, partial_checkpoint
 
 __all__ = [
-    "ANALYSIS", "BACKBONE_FILES", "BACKBONES", "CHECKPOINT", "FEATURES", "FORMAT_NAME", "HISTORY", "IMAGES",
-    "LOCALISATION", "MANIFEST", "OOD", "OOD_INFO", "PARTIAL", "PREDICTIONS", "PROB_PREFIX", "PROJECTIONS",
-    "PROJECTIONS_INFO", "SCHEMA_VERSION", "SHORTCUTS", "SOM", "SOM_INFO", "THUMBNAILS", "WEIGHTS",
+    *names.__all__,
     "Analysis", "DatasetCard", "Experiment", "ExperimentWriter", "Localisation", "ManifestBackbone", "ManifestInfo",
-    "ProjectionsInfo", "RunFormatError", "Shortcuts", "SomInfo", "SplitCard", "list_experiments",
-    "partial_backbone_done", "partial_checkpoint", "pretrained_state", "prob_columns", "read_experiment",
-    "scan_folders", "validate_name",
+    "OodInfo", "ProjectionsInfo", "Shortcuts", "SomInfo", "SplitCard", "list_experiments", "partial_backbone_done",
+    "partial_checkpoint", "pretrained_state", "read_experiment", "scan_folders",
 ]

@@ -6,6 +6,13 @@ Nothing outside ``covidviz.runs`` spells a file name of an experiment; they impo
 
 from __future__ import annotations
 
+__all__ = [
+    "ANALYSIS", "BACKBONE_FILES", "BACKBONES", "CHECKPOINT", "FEATURES", "FORMAT_NAME", "HISTORY", "IMAGES",
+    "LOCALISATION", "MANIFEST", "OOD", "OOD_INFO", "PARTIAL", "PREDICTIONS", "PROB_PREFIX", "PROJECTIONS",
+    "PROJECTIONS_INFO", "SCHEMA_VERSION", "SHORTCUTS", "SOM", "SOM_INFO", "THUMBNAILS", "WEIGHTS",
+    "RunFormatError", "prob_columns", "validate_name",
+]
+
 SCHEMA_VERSION = 1
 FORMAT_NAME = "covidviz-experiment"
 MANIFEST = "manifest.json"

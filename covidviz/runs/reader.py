@@ -84,32 +84,32 @@ class Experiment:
         if not self.has_artifact(ANALYSIS):
             return None
         if "analysis" not in self._cache:
-            self._cache["analysis"] = Analysis(self.load_json(ANALYSIS))
+            self._cache["analysis"] = Analysis.from_json(self.load_json(ANALYSIS))
         return self._cache["analysis"]
 
     def localisation(self, arch: str) -> Localisation | None:
         """``localisation.json`` of a backbone (typed), or None (no lesion masks or boxes, or not analysed)."""
         if not self.has_artifact(LOCALISATION, arch):
             return None
-        return Localisation(self.load_json(LOCALISATION, arch))
+        return Localisation.from_json(self.load_json(LOCALISATION, arch))
 
     def projections_info(self, arch: str) -> ProjectionsInfo | None:
         """``projections.json`` of a backbone (typed: maps fitted, their quality), or None (not analysed)."""
         if not self.has_artifact(PROJECTIONS_INFO, arch):
             return None
-        return ProjectionsInfo(self.load_json(PROJECTIONS_INFO, arch))
+        return ProjectionsInfo.from_json(self.load_json(PROJECTIONS_INFO, arch))
 
     def som_info(self, arch: str) -> SomInfo | None:
         """``som.json`` of a backbone (typed: grid, QE, TE), or None (not analysed)."""
         if not self.has_artifact(SOM_INFO, arch):
             return None
-        return SomInfo(self.load_json(SOM_INFO, arch))
+        return SomInfo.from_json(self.load_json(SOM_INFO, arch))
 
     def shortcuts(self) -> Shortcuts | None:
         """``shortcuts.json`` (typed): test AUCs with parts of the films hidden, or None (not audited)."""
         if not self.has_artifact(SHORTCUTS):
             return None
-        return Shortcuts(self.load_json(SHORTCUTS))
+        return Shortcuts.from_json(self.load_json(SHORTCUTS))
 
     def analysed_backbones(self, artifact: str = ANALYSIS) -> list[str]:
         """Backbones that have ``artifact`` (e.g. ``PROJECTIONS``, ``SOM``), in experiment order;

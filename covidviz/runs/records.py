@@ -1,12 +1,19 @@
-"""Typed, read-only views of the analysis' JSON files (``analysis.json``, ``localisation.json``,
+"""Typed, read-only records of the analysis' JSON files (``analysis.json``, ``localisation.json``,
 ``projections.json``, ``som.json``, ``ood.json``, ``shortcuts.json``): the only code that knows their key
 paths. The manifest's records (``ManifestInfo``, ``ManifestBackbone``) are dataclasses of their own in
 ``covidviz.runs.manifest``, re-exported here.
 
 Pages and views ask ``Analysis.point(arch, cls, "youden")`` or ``ManifestBackbone.aucs("test")`` instead
 of walking ``analysis["backbones"][arch]["thresholds"]["per_class"][cls]["points"]...``; when the
-analysis writes a new layout, only this module changes. Missing parts read as ``None`` (an experiment
-analysed by an older version, a class with a single outcome), never as a ``KeyError``.
+analysis writes a new layout, only this module changes.
+
+Each record is a frozen dataclass read with ``from_json(d)`` (or built from the JSON object itself,
+``Analysis(d)``): a field declared ``_at()`` is read from the key of its own name, one declared
+``_at("key", "nested key", conv=...)`` from that path through a converter. Reading is therefore tolerant
+of other versions of a file: a part an older analysis did not write reads as the field's default
+(``None``, an empty list or dict; never a ``KeyError``), a key no field reads (a newer writer's, or one
+only the analysis uses) is kept in ``extra``, and the whole object stays in ``raw``. Methods remain
+only where there is logic: a lookup by class, backbone or layer, a fallback, a nested record.
 
 Thresholds live once, in ``analysis.json``; the manifest keeps the training record (init, epochs,
 metrics at training time) and the calibration temperature is read from the analysis too.
@@ -14,41 +21,132 @@ metrics at training time) and the calibration temperature is read from the analy
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import cache
 
-from covidviz.runs.manifest import ManifestBackbone, ManifestInfo  # noqa: F401 (re-exported: views import them from here)
+# ManifestBackbone, ManifestInfo: re-exported (views import them from here).
+from covidviz.runs.manifest import ManifestBackbone, ManifestInfo, _d, _list, _pair  # noqa: F401
 
 POINTS = ("youden", "high_sensitivity", "high_specificity")  # analysis/thresholds.POINTS, by name
 
 
-def _d(value) -> dict:
-    return value if isinstance(value, dict) else {}
+def _strs(value) -> list[str]:
+    return [str(v) for v in _list(value)]
+
+
+def _keys(value) -> list[str]:
+    return list(_d(value))
+
+
+def _or_none(value):
+    return value or None
+
+
+def _or(default):
+    """A converter: the value as ``default``'s type, ``default`` when absent (or empty, zero)."""
+    return lambda value: type(default)(value) if value else default
+
+
+def _same(value):
+    return value
+
+
+def _at(*path: str, conv=_same, repr: bool = True):
+    """A record field read from the JSON object at ``path`` (keys into nested objects; none: the field's
+    own key) through ``conv``, which receives None for a missing part and gives the field's default."""
+    return field(init=False, repr=repr, metadata={"json": path, "conv": conv})
+
+
+def _group(*keys: str):
+    """A record field gathering several top-level keys of the object into one dict (None where absent)."""
+    return field(init=False, metadata={"json": (), "keys": keys, "conv": lambda raw: {k: _d(raw).get(k) for k in keys}})
+
+
+def _get(obj, path: tuple[str, ...]):
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
+
+
+@cache
+def _specs(cls) -> tuple[list[tuple[str, tuple, object]], frozenset[str]]:
+    """``cls``'s JSON fields (name, path, converter) and the top-level keys it knows (read or named by a field)."""
+    specs, known = [], {f.name for f in fields(cls) if f.init}
+    for f in fields(cls):
+        if "json" in f.metadata:
+            path = f.metadata["json"] or (() if "keys" in f.metadata else (f.name,))
+            specs.append((f.name, path, f.metadata["conv"]))
+            known.update(path[:1] or f.metadata["keys"])
+    return specs, frozenset(known)
+
+
+@dataclass(frozen=True)
+class _Record:
+    """A record read from one JSON object (``raw``, a field of each subclass): fills its ``_at`` fields and
+    ``extra`` (the top-level keys no field reads) once, when built."""
+
+    extra: dict = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        raw = _d(self.raw)
+        specs, known = _specs(type(self))
+        object.__setattr__(self, "raw", raw)
+        for name, path, conv in specs:
+            object.__setattr__(self, name, conv(_get(raw, path)))
+        object.__setattr__(self, "extra", {k: v for k, v in raw.items() if k not in known})
+
+    @classmethod
+    def from_json(cls, d, **init):
+        """The record of the JSON object ``d`` (``init``: the other constructor arguments, e.g. ``arch``)."""
+        return cls(raw=_d(d), **init)
 
 
 @dataclass(frozen=True)
 class Rate:
     """A proportion with its Wilson 95 % CI and denominator (sensitivity, PPV, ...)."""
 
-    value: float | None
+    value: float | None = None
     n: int | None = None
     ci_low: float | None = None
     ci_high: float | None = None
 
     @classmethod
     def of(cls, raw) -> Rate:
+        """From its JSON object (keys named like the fields; missing ones: None, others ignored)."""
         r = _d(raw)
-        return cls(r.get("value"), r.get("n"), r.get("ci_low"), r.get("ci_high"))
+        return cls(**{f.name: r[f.name] for f in fields(cls) if f.name in r})
 
 
 @dataclass(frozen=True)
-class OperatingPoint:
+class ClassMetrics(_Record):
+    """One class's (or the macro average's) discrimination on a test set: AUC with its 95 % CI, average
+    precision, images and positives, the downsampled ROC and PR curves (``{"fpr": [...], "tpr": [...]}``)."""
+
+    raw: dict = field(default_factory=dict, repr=False)
+    auc: float | None = _at()
+    ci_low: float | None = _at()
+    ci_high: float | None = _at()
+    roc: dict | None = _at(repr=False)
+    ap: float | None = _at()
+    pr: dict | None = _at(repr=False)
+    n: int | None = _at()
+    n_pos: int | None = _at()
+
+    @classmethod
+    def of(cls, raw) -> ClassMetrics:
+        return cls.from_json(raw)
+
+
+@dataclass(frozen=True)
+class OperatingPoint(_Record):
     """A threshold chosen on validation and what it achieved there and on test."""
 
     name: str
-    threshold: float | None
-    val_sensitivity: float | None
-    val_specificity: float | None
-    test: dict                      # confusion_at(): tp/fp/fn/tn and the four rates (raw, for tables)
+    raw: dict = field(default_factory=dict, repr=False)
+    threshold: float | None = _at()
+    val_sensitivity: float | None = _at("val", "sensitivity")
+    val_specificity: float | None = _at("val", "specificity")
+    test: dict = _at(conv=_d)  # confusion_at(): tp/fp/fn/tn and the four rates (raw, for tables)
 
     @property
     def defined(self) -> bool:
@@ -63,93 +161,46 @@ class OperatingPoint:
 
     @classmethod
     def of(cls, name: str, raw) -> OperatingPoint:
-        r = _d(raw)
-        val = _d(r.get("val"))
-        return cls(name, r.get("threshold"), val.get("sensitivity"), val.get("specificity"), _d(r.get("test")))
+        return cls.from_json(raw, name=name)
 
 
 @dataclass(frozen=True)
-class ClassMetrics:
-    """One class's (or the macro average's) discrimination on a test set."""
-
-    auc: float | None
-    ci_low: float | None
-    ci_high: float | None
-    ap: float | None
-    n: int | None
-    n_pos: int | None
-    roc: dict | None                # {"fpr": [...], "tpr": [...], ...} downsampled curve
-    pr: dict | None
-
-    @classmethod
-    def of(cls, raw) -> ClassMetrics:
-        r = _d(raw)
-        return cls(r.get("auc"), r.get("ci_low"), r.get("ci_high"), r.get("ap"), r.get("n"), r.get("n_pos"),
-                   r.get("roc"), r.get("pr"))
-
-
-@dataclass(frozen=True)
-class BackboneAnalysis:
+class BackboneAnalysis(_Record):
     """One backbone's part of ``analysis.json``."""
 
     arch: str
-    raw: dict = field(repr=False)
-
-    @property
-    def test(self) -> dict:
-        return _d(self.raw.get("test"))
+    raw: dict = field(default_factory=dict, repr=False)
+    test: dict = _at(conv=_d, repr=False)
+    macro: ClassMetrics = _at("test", "macro", conv=ClassMetrics.of)
+    n_test: int | None = _at("test", "n")
+    confusion: dict | None = _at("thresholds", "confusion")  # multi-class argmax confusion on test; None: multi-label
+    calibration: dict | None = _at(conv=_or_none, repr=False)
+    temperature: float | list | None = _at("calibration", "temperature")  # one, or one per class; None: not calibrated
+    subgroup_rows: list[dict] = _at("subgroups", "rows", conv=_list, repr=False)
+    _per_class: dict = _at("thresholds", "per_class", conv=_d, repr=False)
 
     def metrics(self, cls: str) -> ClassMetrics:
         return ClassMetrics.of(_d(self.test.get("per_class")).get(cls))
 
-    @property
-    def macro(self) -> ClassMetrics:
-        return ClassMetrics.of(self.test.get("macro"))
-
-    @property
-    def n_test(self) -> int | None:
-        return self.test.get("n")
-
     def point(self, cls: str, name: str = "youden") -> OperatingPoint:
-        per_class = _d(_d(self.raw.get("thresholds")).get("per_class"))
-        return OperatingPoint.of(name, _d(_d(per_class.get(cls)).get("points")).get(name))
+        return OperatingPoint.of(name, _get(self._per_class, (cls, "points", name)))
 
     def points(self, cls: str) -> dict[str, OperatingPoint]:
         return {p: self.point(cls, p) for p in POINTS}
 
     def thresholds(self) -> dict[str, dict[str, float | None]]:
         """class -> point name -> threshold (None where no threshold could be chosen)."""
-        per_class = _d(_d(self.raw.get("thresholds")).get("per_class"))
-        return {cls: {p: self.point(cls, p).threshold for p in POINTS} for cls in per_class}
+        return {cls: {p: self.point(cls, p).threshold for p in POINTS} for cls in self._per_class}
 
     def class_counts(self, cls: str) -> dict:
         """``{"val": {"n", "n_pos"}, "test": {"n", "n_pos"}}`` of the thresholds' class."""
-        c = _d(_d(_d(self.raw.get("thresholds")).get("per_class")).get(cls))
-        return {"val": _d(c.get("val")), "test": _d(c.get("test"))}
-
-    @property
-    def confusion(self) -> dict | None:
-        """The multi-class argmax confusion matrix on test, or None (multi-label)."""
-        return _d(self.raw.get("thresholds")).get("confusion")
-
-    @property
-    def calibration(self) -> dict | None:
-        return self.raw.get("calibration") or None
-
-    @property
-    def temperature(self):
-        """One float (multi-class) or one per class (multi-label); None when not calibrated."""
-        return _d(self.raw.get("calibration")).get("temperature")
-
-    @property
-    def subgroup_rows(self) -> list[dict]:
-        return list(_d(self.raw.get("subgroups")).get("rows") or [])
+        return {split: _d(_get(self._per_class, (cls, split))) for split in ("val", "test")}
 
     def calibration_scores(self, when: str, cls: str | None = None) -> dict[str, float | None]:
         """``{"ece", "brier"}`` on test ``before`` | ``after`` temperature scaling; of one class when
         ``cls`` is given (multi-label stores both per class; multi-class only the Brier score, so its
         ECE stays the overall one)."""
-        s = _d(_d(self.raw.get("calibration")).get(when))
+        s = _d(_d(self.calibration).get(when))
         if cls is None:
             return {"ece": s.get("ece"), "brier": s.get("brier")}
         ece = _d(s.get("ece_per_class")).get(cls) if "ece_per_class" in s else s.get("ece")
@@ -159,7 +210,7 @@ class BackboneAnalysis:
         """Reliability bins (``centre``, ``confidence``, ``accuracy``, ``count``) on test ``before`` |
         ``after`` temperature scaling: of ``cls`` where stored per class (multi-label), else the
         stored default (top class for multi-class, every (image, class) pair pooled for multi-label)."""
-        s = _d(_d(self.raw.get("calibration")).get(when))
+        s = _d(_d(self.calibration).get(when))
         per_class = _d(s.get("reliability_per_class"))
         if cls and cls in per_class:
             return list(per_class[cls] or [])
@@ -167,84 +218,56 @@ class BackboneAnalysis:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(_Record):
     """A paired comparison of two backbones on the same test images."""
 
     a: str
     b: str
-    raw: dict = field(repr=False)
+    raw: dict = field(default_factory=dict, repr=False)
+    macro: dict = _at(conv=_d)
+    _per_class: dict = _at("per_class", conv=_d, repr=False)
 
     def per_class(self, cls: str) -> dict:
-        return _d(_d(self.raw.get("per_class")).get(cls))
-
-    @property
-    def macro(self) -> dict:
-        return _d(self.raw.get("macro"))
+        return _d(self._per_class.get(cls))
 
 
 @dataclass(frozen=True)
-class Analysis:
+class Analysis(_Record):
     """``analysis.json``: test metrics, thresholds, calibration, subgroups, comparisons, baseline."""
 
-    raw: dict = field(repr=False)
-
-    @property
-    def meta(self) -> dict:
-        return _d(self.raw.get("meta"))
-
-    @property
-    def names(self) -> list[str]:
-        """The class names in the analysis' order (the order of per-class temperatures)."""
-        return list(self.meta.get("names") or [])
-
-    @property
-    def task(self) -> str | None:
-        return self.meta.get("task")
-
-    @property
-    def n_boot(self) -> int | None:
-        """Patient-bootstrap resamples behind every CI."""
-        return self.meta.get("n_boot")
+    raw: dict = field(default_factory=dict, repr=False)
+    meta: dict = _at(conv=_d, repr=False)
+    names: list[str] = _at("meta", "names", conv=_list)  # the class names in order (that of per-class temperatures)
+    task: str | None = _at("meta", "task")
+    n_boot: int | None = _at("meta", "n_boot")            # patient-bootstrap resamples behind every CI
+    n_patients_test: int | None = _at("meta", "n_patients_test")
+    archs: list[str] = _at("backbones", conv=_keys)
+    comparisons: list[dict] = _at(conv=_list, repr=False)
+    confounding: list[str] = _at(conv=_list)  # sentences: metadata groups that predict a class
+    confounding_details: list[dict] = _at(conv=_list, repr=False)
+    baseline: dict = _at(conv=_d, repr=False)  # the trivial thumbnail baseline ({}: not fitted)
+    # How well the baseline tells the image source (accuracy, majority, majority_accuracy); None: fewer
+    # than two sources, or no baseline.
+    baseline_source: dict | None = _at("baseline", "source", conv=_or_none)
+    _backbones: dict = _at("backbones", conv=_d, repr=False)
 
     def n_images(self, split: str = "test") -> int | None:
         return _d(self.meta.get("n")).get(split)
 
-    @property
-    def n_patients_test(self) -> int | None:
-        return self.meta.get("n_patients_test")
-
-    @property
-    def archs(self) -> list[str]:
-        return list(_d(self.raw.get("backbones")))
-
     def has(self, arch: str) -> bool:
-        return arch in _d(self.raw.get("backbones"))
+        return arch in self._backbones
 
     def backbone(self, arch: str) -> BackboneAnalysis:
-        return BackboneAnalysis(arch, _d(_d(self.raw.get("backbones")).get(arch)))
+        return BackboneAnalysis(arch, _d(self._backbones.get(arch)))
 
     def comparison(self, a: str, b: str) -> tuple[Comparison | None, bool]:
         """The comparison of ``a`` and ``b`` and whether it is stored the other way round (b vs a)."""
-        for c in self.raw.get("comparisons") or []:
+        for c in self.comparisons:
             if (c.get("a"), c.get("b")) == (a, b):
                 return Comparison(a, b, c), False
             if (c.get("a"), c.get("b")) == (b, a):
                 return Comparison(b, a, c), True
         return None, False
-
-    @property
-    def confounding(self) -> list[str]:
-        """Plain sentences: metadata groups (source, sex, ...) that predict a class (Cramér's V)."""
-        return list(self.raw.get("confounding") or [])
-
-    @property
-    def confounding_details(self) -> list[dict]:
-        return list(self.raw.get("confounding_details") or [])
-
-    @property
-    def baseline(self) -> dict:
-        """The trivial thumbnail baseline (``{}`` when it could not be fitted)."""
-        return _d(self.raw.get("baseline"))
 
     def baseline_auc(self, cls: str) -> float | None:
         """The baseline's test AUC of a class (``"macro"``: the macro average)."""
@@ -255,49 +278,24 @@ class Analysis:
             return _d(test.get("auc")).get(cls)
         return _d(_d(test.get("per_class")).get(cls)).get("auc")  # the layout analysis/report.py writes
 
-    @property
-    def baseline_source(self) -> dict | None:
-        """How well the baseline tells the image source (``accuracy``, ``majority``,
-        ``majority_accuracy``), or None (fewer than two sources, or no baseline)."""
-        return self.baseline.get("source") or None
-
 
 @dataclass(frozen=True)
-class Localisation:
+class Localisation(_Record):
     """``localisation.json`` of one backbone: pointing game and energy per CAM method vs a random map."""
 
-    raw: dict = field(repr=False)
-
-    @property
-    def methods(self) -> dict[str, dict]:
-        return _d(self.raw.get("methods"))
+    raw: dict = field(default_factory=dict, repr=False)
+    methods: dict[str, dict] = _at(conv=_d, repr=False)
+    random_rate: float | None = _at("methods", "random", "pointing_rate")  # a random map's pointing game: chance
+    truth: str | None = _at()  # what the lesions are: "phantom masks" or "expert boxes"
+    n_images: int | None = _at()
+    # The app's first map; analyses written before it was recorded: "cam" at "block4" (the last block).
+    default_method: str = _at("default", "method", conv=_or("cam"))
+    default_layer: str = _at("default", "layer", conv=_or("block4"))
+    _layers: dict = _at("layers", conv=_d, repr=False)
+    _grid: list | None = _at("grid", repr=False)
 
     def pointing_rate(self, method: str) -> float | None:
         return _d(self.methods.get(method)).get("pointing_rate")
-
-    @property
-    def random_rate(self) -> float | None:
-        """The pointing game of a random map of the same grid: the chance level."""
-        return self.pointing_rate("random")
-
-    @property
-    def truth(self) -> str | None:
-        """What the lesions are: "phantom masks" or "expert boxes"."""
-        return self.raw.get("truth")
-
-    @property
-    def n_images(self) -> int | None:
-        return self.raw.get("n_images")
-
-    @property
-    def default_method(self) -> str:
-        """The method of the app's first map ("cam" for analyses written before it was recorded)."""
-        return _d(self.raw.get("default")).get("method") or "cam"
-
-    @property
-    def default_layer(self) -> str:
-        """The layer of the app's first map ("block4", the last block, for older analyses)."""
-        return _d(self.raw.get("default")).get("layer") or "block4"
 
     @property
     def default_rate(self) -> float | None:
@@ -307,14 +305,13 @@ class Localisation:
     @property
     def layers(self) -> list[str]:
         """Layers scored (last block first); just the default one for older analyses."""
-        return list(_d(self.raw.get("layers"))) or [self.default_layer]
+        return list(self._layers) or [self.default_layer]
 
     def _layer_methods(self, layer: str | None) -> dict:
         if layer is None:
             return self.methods
-        per_layer = _d(self.raw.get("layers"))
-        if layer in per_layer:
-            return _d(_d(per_layer[layer]).get("methods"))
+        if layer in self._layers:
+            return _d(_get(self._layers, (layer, "methods")))
         return self.methods if layer == self.default_layer else {}
 
     def layer_methods(self, layer: str | None = None) -> list[str]:
@@ -331,48 +328,30 @@ class Localisation:
 
     def grid(self, layer: str | None = None) -> tuple[int, int] | None:
         """(h, w) cells of ``layer``'s maps (the default layer when None); None when not recorded."""
-        g = _d(_d(self.raw.get("layers")).get(layer)).get("grid") if layer is not None else None
-        g = g or (self.raw.get("grid") if layer in (None, self.default_layer) else None)
-        return (int(g[0]), int(g[1])) if isinstance(g, (list, tuple)) and len(g) == 2 else None
+        g = _get(self._layers, (layer, "grid")) if layer is not None else None
+        return _pair(g or (self._grid if layer in (None, self.default_layer) else None))
 
 
 @dataclass(frozen=True)
-class OodInfo:
+class OodInfo(_Record):
     """``ood.json``: the out-of-distribution detector's record (``covidviz.ood.detector``): which
     score is used, the false-alarm rate its cut-off was chosen for on validation, and per detector the
     cut-off and the false-alarm rates it gave on validation and test."""
 
-    raw: dict = field(repr=False)
-
-    @property
-    def version(self) -> int | None:
-        return self.raw.get("version")
-
-    @property
-    def detector(self) -> str | None:
-        """The detector the verdict uses (``mahalanobis`` | ``knn`` | ``energy``)."""
-        return self.raw.get("detector")
-
-    @property
-    def detectors(self) -> list[str]:
-        return [str(d) for d in self.raw.get("detectors") or []]
-
-    @property
-    def archs(self) -> list[str]:
-        """The backbones combined into the one score."""
-        return [str(a) for a in self.raw.get("archs") or []]
-
-    @property
-    def false_alarm_rate(self) -> float | None:
-        """The stated rate: the share of in-distribution images the cut-off is chosen to flag."""
-        return self.raw.get("false_alarm_rate")
-
-    @property
-    def n_val(self) -> int | None:
-        return self.raw.get("n_val")
+    raw: dict = field(default_factory=dict, repr=False)
+    version: int | None = _at()
+    detector: str | None = _at()  # the one the verdict uses (mahalanobis | knn | energy)
+    detectors: list[str] = _at(conv=_strs)
+    archs: list[str] = _at(conv=_strs)  # the backbones combined into the one score
+    # The stated rate: the share of in-distribution images the cut-off is chosen to flag.
+    false_alarm_rate: float | None = _at()
+    n_train: int | None = _at()
+    n_val: int | None = _at()
+    n_test: int | None = _at()
+    _details: dict = _at("detectors_detail", conv=_d, repr=False)
 
     def _detail(self, detector: str | None) -> dict:
-        return _d(_d(self.raw.get("detectors_detail")).get(detector or self.detector))
+        return _d(self._details.get(detector or self.detector))
 
     def cutoff(self, detector: str | None = None) -> float | None:
         return self._detail(detector).get("cutoff")
@@ -386,24 +365,22 @@ class OodInfo:
 
 
 @dataclass(frozen=True)
-class ProjectionsInfo:
+class ProjectionsInfo(_Record):
     """``projections.json`` of one backbone: the 2-D maps fitted (``methods``), their parameters and
     quality (trustworthiness and kNN label agreement per map, the features' own kNN agreement)."""
 
-    raw: dict = field(repr=False)
-
-    @property
-    def methods(self) -> list[str]:
-        return [str(m) for m in self.raw.get("methods") or []]
-
-    @property
-    def params(self) -> dict:
-        return _d(self.raw.get("params"))
-
-    @property
-    def quality(self) -> dict:
-        """The raw quality block (per method, plus ``features_knn_agreement``, ``sample_size``, ``k``)."""
-        return _d(self.raw.get("quality"))
+    raw: dict = field(default_factory=dict, repr=False)
+    methods: list[str] = _at(conv=_strs)
+    params: dict = _at(conv=_d)
+    # The raw quality block (per method, plus features_knn_agreement, sample_size, k).
+    quality: dict = _at(conv=_d, repr=False)
+    # The share of each image's k nearest neighbours that carry its label, in the backbone's features
+    # (what a map should keep).
+    features_knn_agreement: float | None = _at("quality", "features_knn_agreement")
+    # Images the quality was measured on (a sample on large experiments); None when not recorded.
+    sample_size: int | None = _at("quality", "sample_size", conv=lambda n: int(n) if n else None)
+    k: int = _at("quality", "k", conv=_or(10))
+    fit_seconds: dict = _at(conv=_d)
 
     def trustworthiness(self, method: str) -> float | None:
         return _d(self.quality.get(method)).get("trustworthiness")
@@ -412,62 +389,23 @@ class ProjectionsInfo:
         """The share of each image's k nearest neighbours on the ``method`` map that carry its label."""
         return _d(self.quality.get(method)).get("knn_agreement")
 
-    @property
-    def features_knn_agreement(self) -> float | None:
-        """The same share measured in the backbone's features (what a map should keep)."""
-        return self.quality.get("features_knn_agreement")
-
-    @property
-    def sample_size(self) -> int | None:
-        """Images the quality was measured on (a sample on large experiments); None when not recorded."""
-        n = self.quality.get("sample_size")
-        return int(n) if n else None
-
-    @property
-    def k(self) -> int:
-        return int(self.quality.get("k") or 10)
-
-    @property
-    def fit_seconds(self) -> dict:
-        return _d(self.raw.get("fit_seconds"))
-
 
 @dataclass(frozen=True)
-class SomInfo:
+class SomInfo(_Record):
     """``som.json`` of one backbone: grid, quantization and topographic error on the training images,
     the training images' QE percentiles and the fit's parameters."""
 
-    raw: dict = field(repr=False)
-
-    @property
-    def grid(self) -> tuple[int, int] | None:
-        """(columns, rows) of the hexagonal grid: node = column_index * rows + row_index."""
-        g = self.raw.get("grid")
-        return (int(g[0]), int(g[1])) if isinstance(g, (list, tuple)) and len(g) == 2 else None
-
-    @property
-    def quantization_error(self) -> float | None:
-        return self.raw.get("quantization_error")
-
-    @property
-    def topographic_error(self) -> float | None:
-        return self.raw.get("topographic_error")
-
-    @property
-    def qe_percentiles(self) -> dict[str, float]:
-        return dict(_d(self.raw.get("qe_percentiles")))
-
-    @property
-    def params(self) -> dict:
-        return _d(self.raw.get("params"))
-
-    @property
-    def fit_seconds(self) -> float | None:
-        return self.raw.get("fit_seconds")
+    raw: dict = field(default_factory=dict, repr=False)
+    grid: tuple[int, int] | None = _at(conv=_pair)  # (columns, rows): node = column_index * rows + row_index
+    quantization_error: float | None = _at()
+    topographic_error: float | None = _at()
+    qe_percentiles: dict[str, float] = _at(conv=lambda v: dict(_d(v)))
+    params: dict = _at(conv=_d)
+    fit_seconds: float | None = _at()
 
 
 @dataclass(frozen=True)
-class Shortcuts:
+class Shortcuts(_Record):
     """``shortcuts.json`` (``covidviz.analysis.shortcuts``): per backbone and class, the test AUC on the
     original films and with parts hidden (``conditions``: original, borders, centre, hot10, random10),
     each with a patient-bootstrap 95 % CI and its paired difference to the original, plus plain verdicts.
@@ -475,58 +413,31 @@ class Shortcuts:
     ``cell(arch, cls, cond)`` -> ``{"auc", "ci_low", "ci_high", "diff", "diff_ci_low", "diff_ci_high"}``
     (all None when undefined); ``cls="macro"`` gives the macro average."""
 
-    raw: dict = field(repr=False)
-
-    @property
-    def version(self) -> int | None:
-        return self.raw.get("version")
-
-    @property
-    def conditions(self) -> list[str]:
-        return [str(c) for c in self.raw.get("conditions") or []]
-
-    def condition_label(self, cond: str) -> str:
-        """Human name of a condition ("centre hidden"), the condition itself when not recorded."""
-        return str(_d(self.raw.get("condition_labels")).get(cond) or cond)
-
-    @property
-    def names(self) -> list[str]:
-        return [str(n) for n in self.raw.get("names") or []]
-
-    @property
-    def archs(self) -> list[str]:
-        return list(_d(self.raw.get("backbones")))
-
-    @property
-    def split(self) -> str:
-        return str(self.raw.get("split") or "test")
-
-    @property
-    def n_images(self) -> int | None:
-        return self.raw.get("n_images")
-
-    @property
-    def n_patients(self) -> int | None:
-        return self.raw.get("n_patients")
-
-    @property
-    def n_boot(self) -> int | None:
-        return self.raw.get("n_boot")
-
-    @property
-    def n_skipped(self) -> int:
-        return int(self.raw.get("n_skipped") or 0)
-
-    @property
-    def settings(self) -> dict:
-        """What was hidden: ``fraction`` (hot/random area), ``border`` (strip width), ``centre`` (box side),
-        ``heatmap`` ({"method", "target"}), ``max_images``, ``seed``."""
-        return {k: self.raw.get(k) for k in ("fraction", "border", "centre", "heatmap", "max_images", "seed")}
+    raw: dict = field(default_factory=dict, repr=False)
+    version: int | None = _at()
+    conditions: list[str] = _at(conv=_strs)
+    names: list[str] = _at(conv=_strs)
+    archs: list[str] = _at("backbones", conv=_keys)
+    split: str = _at(conv=_or("test"))
+    n_images: int | None = _at()
+    n_patients: int | None = _at()
+    n_boot: int | None = _at()
+    n_skipped: int = _at(conv=_or(0))
+    # What was hidden: hot/random area (fraction), border strip width, centre box side, the heatmap
+    # ({"method", "target"}), the images audited at most, the seed.
+    settings: dict = _group("fraction", "border", "centre", "heatmap", "max_images", "seed")
+    _labels: dict = _at("condition_labels", conv=_d, repr=False)
+    _backbones: dict = _at("backbones", conv=_d, repr=False)
+    _verdicts: list[str] = _at("verdicts", conv=_strs, repr=False)
 
     _EMPTY = {"auc": None, "ci_low": None, "ci_high": None, "diff": None, "diff_ci_low": None, "diff_ci_high": None}
 
+    def condition_label(self, cond: str) -> str:
+        """Human name of a condition ("centre hidden"), the condition itself when not recorded."""
+        return str(self._labels.get(cond) or cond)
+
     def cell(self, arch: str, cls: str, cond: str) -> dict:
-        b = _d(_d(self.raw.get("backbones")).get(arch))
+        b = _d(self._backbones.get(arch))
         row = _d(b.get("macro")) if cls == "macro" else _d(_d(b.get("per_class")).get(cls))
         return {**self._EMPTY, **_d(row.get(cond))}
 
@@ -534,7 +445,7 @@ class Shortcuts:
         return self.cell(arch, cls, cond)["auc"]
 
     def n_pos(self, arch: str, cls: str) -> int | None:
-        return _d(_d(_d(_d(self.raw.get("backbones")).get(arch)).get("per_class")).get(cls)).get("n_pos")
+        return _get(self._backbones, (arch, "per_class", cls, "n_pos"))
 
     def rows(self, arch: str) -> list[dict]:
         """One dict per (class incl. "macro", condition): ``class, condition, label`` + the cell (a table)."""
@@ -543,6 +454,4 @@ class Shortcuts:
 
     def verdicts(self, arch: str | None = None) -> list[str]:
         """Plain sentences (all backbones', or one backbone's)."""
-        if arch is None:
-            return [str(s) for s in self.raw.get("verdicts") or []]
-        return [str(s) for s in _d(_d(self.raw.get("backbones")).get(arch)).get("verdicts") or []]
+        return list(self._verdicts) if arch is None else _strs(_get(self._backbones, (arch, "verdicts")))
