@@ -62,3 +62,9 @@ bench: venv
 
 clean-demo:
 	rm -rf runs/demo
+
+## Reproduce covidviz/anatomy/lungs_unet.pt and its provenance lungs_unet.json (V7 Labs masks from the
+## torchxrayvision wheel + ../shared/data/covid3 films + phantoms; 10-20 min on 2 cores; docs/lungs.md).
+.PHONY: lungs-model
+lungs-model: venv
+	$(BIN)/python tools/train_lungs.py
