@@ -1,10 +1,10 @@
 """Batch page: upload many chest X-rays (or ZIP archives of them) and score them all with every backbone.
 
 Sections: the uploader and its limits; a progress bar while the models run; a sortable table (one row per
-file: each backbone's probabilities, most likely class and positive calls at the validation operating point,
-the out-of-distribution verdict and why) with a CSV download; the files that could not be used; a heat-map
-contact sheet of the rows picked. Uploads stay in memory. Widget keys are scoped to the experiment. Widgets
-and layout only: ``covidviz.batch`` scores, ``covidviz.views.batch`` shapes.
+file: each backbone's probabilities, most likely class, positive calls at the validation operating point and
+share of its heat map on the lungs, the out-of-distribution verdict and why) with a CSV download; the files
+that could not be used; a heat-map contact sheet of the rows picked. Uploads stay in memory. Widget keys are
+scoped to the experiment. Widgets and layout only: ``covidviz.batch`` scores, ``covidviz.views.batch`` shapes.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def results_table(exp, run: view.BatchRun) -> None:
     table = view.display_table(run)
     config = {c: st.column_config.NumberColumn(c, format="%.3f", help="Calibrated probability")
               for c in view.probability_columns(run)}
+    config.update({c: st.column_config.NumberColumn(c, format=view.PERCENT_FORMAT, help=view.LUNG_HELP)
+                   for c in view.lung_columns(run)})
     config[view.FILE_COLUMN] = st.column_config.TextColumn(view.FILE_COLUMN, pinned=True, help=view.FILE_HELP)
     config[view.REASON_COLUMN] = st.column_config.TextColumn(view.REASON_COLUMN, width="large")
     st.dataframe(table, hide_index=True, width="stretch", height=table_height(table, 15), column_config=config,

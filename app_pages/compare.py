@@ -3,8 +3,8 @@
 One class selector (a class or the macro average) drives every section: ROC and PR curves (AUC with its 95% CI),
 the per-class table with paired DeLong tests (CSV), the operating point (validation presets or a free threshold,
 marked on the ROC; confusion matrices, rates, PPV/NPV at another prevalence), calibration, the disagreement gallery,
-subgroup AUCs with confounding warnings, the shortcut audit, training curves. A "Test set" selector (external sets,
-``train.py evaluate``) moves the curves, table and counts to another site and adds its internal-vs-external table.
+subgroup AUCs with confounding warnings, the evidence on the lungs, the shortcut audit, training curves. A "Test set"
+selector (``train.py evaluate``) moves curves, table, counts and lung shares to another site (+ internal vs external).
 Widgets and layout only (numbers, tables, texts: ``views.compare*``, ``views.external``, ``views.shortcuts``). Runs alone.
 """
 
@@ -243,7 +243,7 @@ def render(exp) -> None:
     calibration(exp, analysis, archs, cls, colours)
     gallery(exp, archs, pair, cls, points)
     subgroups(exp, analysis, archs, cls, colours)
-    ui.shortcut_section(exp, archs)
+    ui.shortcut_section(exp, archs, ext)
     ui.training_curves(exp, archs, key=ui.scoped(exp, "cmp_training"))
 
 

@@ -3,7 +3,8 @@
 Sections: a busy state under the title while the models run; input; what the models see; per backbone the
 headline and the calls at the chosen operating point (thresholds on the calibrated scale) with what that point
 meant on test at a prevalence the user sets; heat maps; similar training images; where the image falls on the
-maps and the SOM; a case report. Uploads stay in memory. Widget keys are scoped to the experiment. Widgets and
+maps and the SOM; a case report. The heat maps (and the film beside them) carry the lung outline and each map its
+share of weight on the lungs. Uploads stay in memory. Widget keys are scoped to the experiment. Widgets and
 layout only: ``covidviz.inference`` predicts, ``covidviz.views.diagnose``, ``diagnose_calls`` and ``report`` shape.
 """
 
@@ -13,16 +14,8 @@ import numpy as np
 import streamlit as st
 
 from covidviz import ui
-from covidviz.cam import (
-    DEFAULT_COLORMAP,
-    LAYER_NAMES,
-    METHOD_HELP,
-    METHOD_NAMES,
-    METHODS,
-    OVERLAY_ALPHA,
-    layer_names,
-    offered_methods,
-)
+from covidviz.cam import METHODS
+from covidviz.ui.diagnose_heatmaps import ShownMaps, heatmaps_section
 from covidviz.ui.diagnose_input import pick_input, preprocessing
 from covidviz.ui.diagnose_whatif import what_if_section
 from covidviz.ui.state import scoped
@@ -99,43 +92,6 @@ def probabilities(exp, predictor, diag, shown: bool) -> tuple[dict, str]:
     return calls, point
 
 
-def heatmaps(exp, predictor, diag, film) -> tuple[dict, dict, str, float, dict, str]:
-    """The heat-map controls and one overlay per backbone; returns (heats, explained class, method, opacity,
-    the maps shown, layer). A map with no evidence for its class is said so, not drawn."""
-    st.subheader("Where the models look")
-    names = list(exp.labels.names)
-    c0, c1, c2 = st.columns(3)  # the three choices on one row, display settings under them: no truncated values
-    c3, c4 = st.columns([1, 2])
-    layers = layer_names(predictor.archs[0])
-    layer = c0.selectbox("Layer", layers, format_func=LAYER_NAMES.get, key=scoped(exp, "diagnose_layer"), help=view.LAYER_HELP)
-    offered = offered_methods(layer)
-    method = c1.selectbox("Method", offered, format_func=METHOD_NAMES.get, key=scoped(exp, f"diagnose_method::{layer}"),
-                          help="\n\n".join(f"**{METHOD_NAMES[m]}**: {METHOD_HELP[m]}" for m in offered))
-    target = c2.selectbox("Explain class", [view.TOP_CLASS] + names, key=scoped(exp, "diagnose_target"))
-    alpha = c3.slider("Opacity", 0.0, 1.0, OVERLAY_ALPHA, 0.05, key=scoped(exp, "diagnose_alpha"))
-    scale_mode = c4.radio("Colour scale", view.SCALE_MODES, key=scoped(exp, "diagnose_scale"), help=view.SCALE_HELP)
-    heat_cache = ui.heat_cache()
-    heats, explained, cams = {}, {}, {}
-    for col, arch in zip(st.columns(len(diag.backbones)), diag.backbones):
-        cams[arch] = cam = view.explained_map(predictor, diag, arch, method, view.target_class(target, names), heat_cache, layer)
-        explained[arch] = names[int(cam.class_idx[0])]
-        col.markdown(f"#### {arch_label(arch)}")
-        caption = view.heat_caption(method, explained[arch], cam.grid, predictor.prep.image_size)
-        if cam.no_evidence(0):
-            heats[arch] = None
-            col.image(view.display_image(film), caption=caption, width="stretch")
-            col.info(view.no_evidence_text(explained[arch]), icon=":material/block:")
-            continue
-        scale = predictor.fixed_scale(arch, method, layer) if scale_mode == view.SCALE_MODES[1] else None
-        heats[arch] = view.heat_for_display(cam, scale)
-        png = view.overlay_png(film, heats[arch], alpha, DEFAULT_COLORMAP)
-        col.image(png, caption=caption, width="stretch")
-        col.download_button("Download overlay (PNG)", png, file_name=f"{arch}-{method}-{explained[arch]}.png",
-                            mime="image/png", key=scoped(exp, f"diagnose_dl_{arch}"), icon=":material/download:")
-    st.caption(view.HEAT_NOTE)
-    return heats, explained, method, alpha, cams, layer
-
-
 def similar_images(exp, diag) -> None:
     st.subheader("Similar training images")
     images, thumbs = ui.images_table(exp), ui.thumbnails(exp)
@@ -165,9 +121,9 @@ def where_it_falls(exp, predictor, diag) -> None:
             col.caption(som)
 
 
-def report(exp, case: report_view.CaseReport, film, heats, alpha: float) -> None:
+def report(exp, case: report_view.CaseReport, shown: ShownMaps) -> None:
     st.subheader("Case report")
-    png = report_view.case_report_png(case, film, heats, alpha)
+    png = report_view.case_report_png(case, shown.film, shown.heats, shown.alpha, shown.lungs)
     st.download_button("Download case report (PNG)", png, file_name=f"covidviz-report-{exp.name}.png",
                        mime="image/png", key=scoped(exp, "diagnose_report"), icon=":material/description:")
     st.caption(report_view.REPORT_NOTE)
@@ -194,17 +150,18 @@ def render(exp) -> None:
     except Exception as exc:  # noqa: BLE001 - show a message, keep the app usable
         st.error(view.process_error(exc), icon=":material/error:")
         return
-    shown = ood_verdict(exp, diag)
-    calls, point = probabilities(exp, predictor, diag, shown)
-    heats, explained, method, alpha, cams, layer = heatmaps(exp, predictor, diag, film)
-    what_if_section(exp, predictor, diag, cams, method, layer, view.prediction_key(exp, digest or name, window))
+    show_anyway = ood_verdict(exp, diag)
+    calls, point = probabilities(exp, predictor, diag, show_anyway)
+    shown = heatmaps_section(exp, predictor, diag, film)
+    what_if_section(exp, predictor, diag, shown.cams, shown.method, shown.layer,
+                    view.prediction_key(exp, digest or name, window))
     similar_images(exp, diag)
     where_it_falls(exp, predictor, diag)
     case = report_view.CaseReport(diag, list(exp.labels.names), exp.labels.task,
                                   {a: arch_label(a) for a in diag.backbones},
-                                  report_view.report_identity(exp, diag.backbones), method, explained, calls, point,
-                                  show_anyway=shown)
-    report(exp, case, film, heats, alpha)
+                                  report_view.report_identity(exp, diag.backbones), shown.method, shown.explained,
+                                  calls, point, show_anyway=show_anyway, lung_weights=shown.lung_weights)
+    report(exp, case, shown)
 
 
 ui.run_page("Diagnose", render)

@@ -9,7 +9,10 @@ with what that threshold achieved on test, the pooled features, CAM heat maps (`
 forward pass per backbone, the pooled features captured from that same pass), the k nearest TRAINING
 images in feature space and the upload's place on the stored maps and SOM (``covidviz.ood.reference``),
 and the image's one out-of-distribution verdict (``covidviz.ood.load_detector``: the same for every
-backbone, and the same the batch scorer gives). Drawing the results (overlays, the case report) is
+backbone, and the same the batch scorer gives). The lung fields are found once per image (the input
+gate's when it found them, else ``covidviz.anatomy.segment_lungs``: ``lung_fields``), mapped onto the
+model input through the preprocessing (``cam.lungshare.model_mask``), and each backbone's map of its top
+class is weighed against them (``cam.lungshare.lung_weight``). Drawing the results (overlays, the case report) is
 ``covidviz.views.diagnose``'s job.
 
 Thread safety: every use of a model holds ``cam.model_lock(model)`` (CAM needs that anyway), so
@@ -46,7 +49,9 @@ import numpy as np
 import torch
 
 from covidviz import runs
+from covidviz.anatomy import LungFields, segment_lungs
 from covidviz.cam import METHODS, CamResult, compute_cams, model_lock
+from covidviz.cam.lungshare import LungWeight, lung_weight, model_mask
 from covidviz.models import FINAL_LAYER, probabilities
 from covidviz.ood import OodVerdict, load_detector, load_references
 from covidviz.runs.records import OperatingPoint, Rate
@@ -77,6 +82,7 @@ class BackboneResult:
     som_qe: float | None = None
     som_qe_pct: float | None = None
     ood: bool = False              # the image's one verdict (Diagnosis.verdict), the same for every backbone
+    lung_weight: LungWeight | None = None  # its first method's top-class map against the lungs (None: no usable fields)
     seconds: float = 0.0
 
 
@@ -87,6 +93,13 @@ class Diagnosis:
     pixels: np.ndarray             # (S, S) uint8: exactly what the models saw
     backbones: dict[str, BackboneResult]
     verdict: OodVerdict | None = None  # the image's one out-of-distribution verdict (Predictor.verdict)
+    lungs: LungFields | None = None    # the lung fields at the film's size (None: the film could not be segmented)
+    lung_mask: np.ndarray | None = None  # (S, S) bool: those fields on the model input; None unless lungs.ok
+
+    def lung_weight(self, heat: np.ndarray) -> LungWeight | None:
+        """A map of this image (model-input geometry, e.g. ``CamResult.raw[0]``) against its lung fields;
+        None when the fields could not be found reliably (``lungs.ok`` False) or are off the model input."""
+        return None if self.lung_mask is None else lung_weight(heat, self.lung_mask)
 
     @property
     def ood(self) -> bool:
@@ -104,6 +117,28 @@ class Diagnosis:
                    "ood": bool(self.ood)}
             for arch, b in self.backbones.items()},
             "verdict": None if self.verdict is None else self.verdict.to_json()}
+
+
+def lung_fields(gray: np.ndarray, verdict: OodVerdict | None = None) -> LungFields | None:
+    """The lung fields of a film (its own size): those the input gate found for ``verdict`` when it
+    did, else ``anatomy.segment_lungs(gray)``; None for a film too small to segment."""
+    lungs = getattr(getattr(verdict, "gate", None), "lungs", None)
+    if isinstance(lungs, LungFields) and lungs.mask.shape == np.shape(gray):
+        return lungs
+    try:
+        return segment_lungs(gray)
+    except ValueError as exc:
+        log.debug("no lung fields: %s", exc)
+        return None
+
+
+def lung_mask_for(lungs: LungFields | None, prep) -> np.ndarray | None:
+    """Usable lung fields on the model input (``cam.lungshare.model_mask``), or None (none found, not
+    reliable, or cropped away)."""
+    if lungs is None or not lungs.ok:
+        return None
+    mask = model_mask(lungs.mask, prep)
+    return mask if mask.any() else None
 
 
 def calibrated_threshold(raw_probs, j: int, threshold: float | None, temperature, task: str) -> float | None:
@@ -266,9 +301,13 @@ class Predictor:
             res.seconds = time.perf_counter() - t0
             out[arch] = res
         verdict = self.verdict(gray if image is None else image, {a: r.features for a, r in out.items()})
+        diag = Diagnosis(name=name, experiment=self.exp.name, pixels=pixels, backbones=out, verdict=verdict)
+        diag.lungs = lung_fields(gray, verdict)
+        diag.lung_mask = lung_mask_for(diag.lungs, self.prep)
         for res in out.values():  # one verdict for every backbone: pages never show them disagreeing
             res.ood = verdict.is_ood
-        return Diagnosis(name=name, experiment=self.exp.name, pixels=pixels, backbones=out, verdict=verdict)
+            res.lung_weight = diag.lung_weight(next(iter(res.cams.values())).raw[0])
+        return diag
 
     def _place(self, arch: str, feats: np.ndarray, res: BackboneResult) -> None:
         """The image among the training images (``ood.reference``): maps, neighbours, SOM."""

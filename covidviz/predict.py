@@ -6,7 +6,10 @@
 Folders are searched recursively for PNG/JPEG/TIFF/BMP/WebP/DICOM files; ZIP archives are read in
 memory (limits: ``covidviz.batch.MAX_ZIP_MEMBERS`` files, ``MAX_ZIP_BYTES`` uncompressed). Columns:
 ``file``, per backbone ``<arch>::top``, ``<arch>::p::<class>`` (calibrated probabilities) and
-``<arch>::call::<class>`` (at the validation-chosen operating point), ``ood`` and ``ood_reason``. Files
+``<arch>::call::<class>`` (at the validation-chosen operating point), ``<arch>::lung_share`` (the share of
+the top class's CAM weight inside the lung fields) and ``<arch>::lung_outside`` (where most of it lies when
+most is outside the lungs), ``lung_area`` (the lungs' share of the film: chance), ``lung_quality``, ``ood``
+and ``ood_reason`` (``covidviz.batch.BatchPredictor.columns``). Files
 that cannot be read get one line each on stderr and no row. ``--heatmaps DIR`` writes contact sheets
 (``contact-0001.png``, ... ``SHEET_SIZE`` images each: the film and every backbone's CAM overlay).
 The CSV is written to a temporary name and renamed when complete.

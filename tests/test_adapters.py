@@ -138,6 +138,34 @@ def test_folder_radiography_layout(tmp_path, caplog):
     assert "6 images" in ds.description and "1 skipped" in ds.description
 
 
+def test_folder_records_lung_masks_named_like_their_image(tmp_path):
+    """``COVID/images/x.png`` + ``COVID/masks/x.png`` (the Radiography Database's lung masks), also beside
+    a class folder without an images/ level; a mask without its image is counted, not loaded."""
+    root = make_radiography_db(tmp_path / "COVID-19_Radiography_Dataset")
+    write_img(root / "Normal" / "masks" / "Normal-1.png", value=7)          # beside Normal/Normal-1.png
+    write_img(root / "COVID" / "masks" / "COVID-99.png", value=8)           # no such image
+    write_img(root / "COVID" / "masks" / "extra" / "COVID-2.png", value=9)  # deeper: not a mask of COVID-2
+    ds = load_dataset(f"folder:{root}")
+    t = ds.table.set_index("image_id")
+    base = "folder:COVID-19_Radiography_Dataset/"
+    assert t.loc[base + "COVID/images/COVID-1.png", "lung_mask"] == str(root / "COVID" / "masks" / "COVID-1.png")
+    assert t.loc[base + "Normal/Normal-1.png", "lung_mask"] == str(root / "Normal" / "masks" / "Normal-1.png")
+    assert (t["lung_mask"] != "").sum() == 2 and t.loc[base + "COVID/images/COVID-2.PNG", "lung_mask"] == ""
+    assert not t["path"].str.contains("/masks/").any() and (t["mask"] == "").all()  # lesion masks: none
+    assert any("annotator lung masks for 2 images" in n for n in ds.notes)
+    assert any("2 mask images without an image" in n for n in ds.notes)
+
+
+def test_csv_lung_mask_column(tmp_path):
+    write_img(tmp_path / "a.png")
+    write_img(tmp_path / "b.png", value=2)
+    write_img(tmp_path / "lungs" / "a.png", value=3)
+    (tmp_path / "metadata.csv").write_text("path,label,lung_mask\na.png,COVID-19,lungs/a.png\nb.png,Normal,\n")
+    t = load_dataset(f"csv:{tmp_path}").table.set_index("path")
+    assert t.loc[str(tmp_path / "a.png"), "lung_mask"] == str(tmp_path / "lungs" / "a.png")
+    assert t.loc[str(tmp_path / "b.png"), "lung_mask"] == ""
+
+
 def test_folder_wrapper_folder_gives_same_classes(tmp_path):
     make_radiography_db(tmp_path / "download" / "COVID-19_Radiography_Dataset")
     ds = load_dataset(f"folder:{tmp_path / 'download'}", check_images=False)

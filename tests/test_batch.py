@@ -98,6 +98,13 @@ def test_batch_scores_equal_predictor(predictor, films):
             assert got.top == b.top == got.cam_class
             assert got.calls == [c["positive"] for c in b.calls]
             assert got.thresholds == [c.get("raw_threshold", c["threshold"]) for c in b.calls]  # chosen on raw probs
+            if b.lung_weight is None:  # the same lung share as on the Diagnose page
+                assert got.lung_weight is None
+            else:
+                assert got.lung_weight.share_inside == pytest.approx(b.lung_weight.share_inside, abs=1e-4)
+                assert got.lung_weight.where_outside == b.lung_weight.where_outside
+        assert row.lung_quality == pytest.approx(one.lungs.quality)
+        assert row.lung_area == (None if one.lung_mask is None else pytest.approx(one.lung_mask.mean()))
         # the default OOD rule is the Predictor's one verdict
         assert row.ood is one.verdict.flag and row.ood_reason == one.verdict.reason
         assert row.verdict.status == one.verdict.status and row.verdict.checked
@@ -107,6 +114,12 @@ def test_batch_scores_equal_predictor(predictor, films):
     table = scorer.table(result.rows)
     assert list(table.columns) == scorer.columns() and len(table) == len(films)
     assert table["ood"].tolist() == flags
+    lung = [f"{a}::lung_share" for a in scorer.archs]
+    assert table.loc[:3, lung + ["lung_area"]].notna().all().all()  # the training phantoms' lungs are found
+    assert table[lung].stack().dropna().between(0, 1).all() and table.loc[:3, "lung_quality"].ge(0.5).all()
+    off = table["densenet121::lung_share"] < 0.5  # where most weight is outside, the place is named
+    assert table.loc[off, "densenet121::lung_outside"].notna().all()
+    assert table.loc[~off, "densenet121::lung_outside"].isna().all()
     assert (table[[f"densenet121::p::{c}" for c in scorer.names]].sum(axis=1) - 1).abs().max() < 1e-5
 
 
@@ -324,6 +337,10 @@ def test_cli_rows_stderr_and_heatmaps(tiny_experiment, folder, tmp_path, films, 
     assert all(r["densenet121::top"] in names and r["tinycnn::top"] in names for r in rows)
     assert all(abs(sum(float(r[f"tinycnn::p::{c}"]) for c in names) - 1) < 1e-4 for r in rows)
     assert {r["ood"] for r in rows} <= {"True", "False"}
+    for r in rows:  # the lung columns: a share in [0, 1] per backbone and the lungs' share of the film, or empty
+        for col in ("densenet121::lung_share", "tinycnn::lung_share", "lung_area"):
+            assert r[col] == "" or 0.0 <= float(r[col]) <= 1.0
+    assert sum(r["densenet121::lung_share"] != "" for r in rows) >= 4 and all(r["lung_quality"] != "" for r in rows)
     sheets = sorted(heat.glob("contact-*.png"))
     assert len(sheets) == 1 and Image.open(sheets[0]).width > 0
     assert not list(out.parent.glob(".*partial"))

@@ -78,8 +78,10 @@ def test_display_table_has_one_row_per_file_and_every_backbone():
     dn, tiny = "DenseNet121", "Tiny CNN (test model)"
     assert list(t.columns) == [view.FILE_COLUMN,
                                f"{dn}: most likely", *(f"{dn}: P({c})" for c in NAMES), f"{dn}: positive calls",
+                               f"{dn}: on the lungs",
                                f"{tiny}: most likely", *(f"{tiny}: P({c})" for c in NAMES), f"{tiny}: positive calls",
-                               view.OOD_COLUMN, view.REASON_COLUMN]
+                               f"{tiny}: on the lungs", view.LUNG_AREA_COLUMN, view.OOD_COLUMN, view.REASON_COLUMN]
+    assert view.lung_columns(run) == [f"{dn}: on the lungs", f"{tiny}: on the lungs", view.LUNG_AREA_COLUMN]
     assert view.probability_columns(run) == [c for c in t.columns if ": P(" in c]
     assert list(t[f"{dn}: most likely"]) == ["COVID-19", "Normal", "Pneumonia"]
     assert list(t[f"{tiny}: most likely"]) == ["Normal", "Pneumonia", "COVID-19"]
@@ -100,6 +102,24 @@ def test_csv_has_the_command_line_columns():
     assert float(rows[0]["densenet121::p::COVID-19"]) == pytest.approx(0.7)
     assert [r["ood"] for r in rows] == ["False", "True", ""]
     assert rows[0]["densenet121::call::COVID-19"] == "True" and rows[0]["densenet121::call::Normal"] == "False"
+
+
+def test_lung_columns_in_the_table_the_csv_and_the_summary():
+    from covidviz.cam.lungshare import BELOW, LungWeight
+
+    run = fake_run()
+    run.rows[1].lung_area, run.rows[1].lung_quality = 0.4, 0.9
+    run.rows[1].backbones["densenet121"].lung_weight = LungWeight(0.2, 0.4, BELOW, {BELOW: 0.5})
+    run.rows[1].backbones["tinycnn"].lung_weight = LungWeight(0.7, 0.4, BELOW, {BELOW: 0.1})
+    t = view.display_table(run)
+    assert t.loc[1, "DenseNet121: on the lungs"] == pytest.approx(20.0) and t.loc[1, view.LUNG_AREA_COLUMN] == 40.0
+    assert t[view.LUNG_AREA_COLUMN].isna().tolist() == [True, False, True]  # no reliable lungs: empty, not 0
+    rows = list(csv.DictReader(io.StringIO(view.csv_bytes(run).decode("utf-8"))))
+    assert rows[1]["densenet121::lung_share"] == "0.2" and rows[1]["densenet121::lung_outside"] == BELOW
+    assert rows[1]["tinycnn::lung_share"] == "0.7" and rows[1]["tinycnn::lung_outside"] == ""  # mostly inside
+    assert rows[1]["lung_area"] == "0.4" and rows[1]["lung_quality"] == "0.9" and rows[0]["lung_area"] == ""
+    assert "**1** with a heat map lying mostly outside the lungs" in view.summary(run)
+    assert "outside the lungs" not in view.summary(fake_run())
 
 
 def test_bad_files_summary_and_sheet_choice():
@@ -189,6 +209,7 @@ def test_page_scores_files_and_zips_lists_bad_files_and_draws_the_sheet(page, ex
         assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
         assert set(table[view.top_column(arch)]) <= set(exp.labels.names)
     assert set(table[view.OOD_COLUMN]) <= set(view.OOD_LABELS.values())
+    assert table[[view.lung_column(a) for a in exp.backbones]].stack().dropna().between(0, 100).all()
     assert list(bad[view.FILE_COLUMN]) == ["broken.png"] and "broken.png" in bad["Problem"][0]
     assert any("**4** file(s) scored" in m.value and "**1** could not be used" in m.value for m in at.markdown)
     labels = [b.proto.label for b in at.get("download_button")]

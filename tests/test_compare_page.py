@@ -236,6 +236,31 @@ def test_one_backbone_says_comparison_needs_two(runs_root):
     assert "cmp_roc" in charts(at) and "cmp_training" in charts(at)
 
 
+def test_old_audit_without_lung_conditions_and_no_lung_analysis(runs_root):
+    """An audit written before the lung conditions (version 1) renders as it was; an experiment analysed
+    before the lung weights says how to get them."""
+    from covidviz.analysis.shortcuts import CONDITION_LABELS, LUNG_CONDITIONS
+    from covidviz.views import shortcuts as shortcut_view
+
+    folder = make_analysed(runs_root, "oldaudit", ["COVID-19", "Normal"], MULTICLASS, ["densenet121", "resnet50"], n=80)
+    conds = [c for c in CONDITION_LABELS if c not in LUNG_CONDITIONS]
+    cell = {"auc": 0.9, "ci_low": 0.8, "ci_high": 0.95, "diff": -0.1, "diff_ci_low": -0.2, "diff_ci_high": -0.01}
+    per_class = {cls: {"n_pos": 10, **{c: cell for c in conds}} for cls in ("COVID-19", "Normal")}
+    audit = {"version": 1, "split": "test", "n_images": 24, "n_patients": 12, "n_boot": 100, "fraction": 0.1,
+             "border": 0.15, "centre": 0.65, "names": ["COVID-19", "Normal"], "conditions": conds,
+             "condition_labels": {c: CONDITION_LABELS[c] for c in conds},
+             "backbones": {a: {"per_class": per_class, "macro": per_class["Normal"], "verdicts": ["old sentence."]}
+                           for a in ("densenet121", "resnet50")}, "verdicts": ["old sentence."]}
+    (folder / runs.SHORTCUTS).write_text(json.dumps(audit))
+    at = run_page()
+    subheads = [h.value for h in at.subheader]
+    assert shortcut_view.LUNGS_TITLE in subheads and shortcut_view.TITLE in subheads
+    assert any("No lung-weight analysis" in c.value for c in at.caption)
+    table = frame_with(at, "Borders hidden", "Centre hidden")
+    assert "Lungs hidden" not in table.columns and len(table) == 3
+    assert any(m.value == "- old sentence." for m in at.markdown)
+
+
 def test_no_experiment_shows_help(runs_root):
     at = run_page()
     assert any(h.value == "No experiment yet" for h in at.header)
@@ -360,6 +385,31 @@ def test_operating_point_presets_slider_and_prevalence(tiny, tiny_experiment):
 
     widget(at, "selectbox", "cmp_class").set_value(compare.MACRO).run()
     assert any("Thresholds are per class" in i.value for i in ok(at).info)
+
+
+def test_evidence_on_the_lungs(tiny, tiny_experiment):
+    """The analysis stored lungs.json per backbone; the page shows one row per backbone x class, with the
+    stored numbers, the reading and the glossary link."""
+    from covidviz.runs.lungs import read_lungs
+    from covidviz.views import shortcuts as shortcut_view
+    from covidviz.views.style import arch_label
+
+    exp, _ = tiny
+    stored = {a: read_lungs(exp, a) for a in exp.backbones}
+    assert all(rec is not None and rec.n_images > 0 for rec in stored.values())
+    at = run_page()
+    assert shortcut_view.LUNGS_TITLE in [h.value for h in at.subheader]
+    table = frame_with(at, "Weight on the lungs", "Chance", "Peak on the lungs")
+    assert len(table) == len(exp.backbones) * len(exp.labels.names)
+    arch, cls = exp.backbones[-1], exp.labels.names[0]
+    cell = stored[arch].cell(cls)
+    row = table.loc[(arch_label(arch), cls)]
+    assert row["Chance"] == f"{100 * cell.chance:.0f} %"
+    assert row["Weight on the lungs"] == "—" if cell.share is None else row["Weight on the lungs"].startswith(
+        f"{100 * cell.share:.0f} %")
+    caption = next(c.value for c in at.caption if c.value.startswith("Share of each class's heat map"))
+    assert "covidviz segmenter" in caption and "glossary#evidence-on-the-lungs" in caption
+    assert any(m.value == shortcut_view.lungs_reading(stored, list(exp.labels.names)) for m in at.markdown)
 
 
 def test_calibration_and_training_curves(tiny):
@@ -653,3 +703,9 @@ def test_external_test_set_switches_curves_table_and_counts(tiny_experiment, tmp
     stored = ext.point(arch, names[0], "youden").counts()
     assert (tp, fn, fp, tn) == (stored["tp"], stored["fn"], stored["fp"], stored["tn"])
     assert tp + fn + fp + tn == ext.n_images
+    # Evidence on the lungs follows the chosen site (train.py evaluate measured it there).
+    from covidviz.runs.lungs import external_lungs
+
+    site_lungs = external_lungs(ext, arch)
+    assert site_lungs is not None and site_lungs.split == "external" and site_lungs.n_candidates == ext.n_images
+    assert any(c.value.startswith("Share of each class's heat map") and f"films of {SITE}" in c.value for c in at.caption)

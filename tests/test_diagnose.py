@@ -227,6 +227,31 @@ def test_case_report_png(exp, predictor):
     assert ((arr[..., 0] > 150) & (arr[..., 1] < 40) & (arr[..., 2] < 60)).sum() > 500  # the red notice box
 
 
+def test_prediction_carries_the_lung_fields_and_each_maps_share(exp, predictor, monkeypatch):
+    import dataclasses
+
+    from covidviz.anatomy import LungFields
+    from covidviz.cam import lungshare
+
+    film = read_image(exp.images()["path"].iloc[_rows(exp, "test")[0]])
+    d = predictor.predict(film, "lungs.png", methods=("cam", "eigencam"))
+    assert isinstance(d.lungs, LungFields) and d.lungs.mask.shape == film.shape and d.lungs.ok
+    assert d.lung_mask.shape == d.pixels.shape and d.lung_mask.any()
+    assert np.array_equal(d.lung_mask, lungshare.model_mask(d.lungs.mask, exp.preprocessing))
+    for b in d.backbones.values():  # the first method's top-class map, against the lungs on the model input
+        want = lungshare.lung_weight(b.cams["cam"].raw[0], d.lung_mask)
+        assert b.lung_weight.share_inside == pytest.approx(want.share_inside) and 0 <= want.share_inside <= 1
+        assert b.lung_weight.lung_area_share == pytest.approx(d.lung_mask.mean())
+    # the input gate's fields are used when it found them; unreliable ones give no share
+    weak = LungFields(d.lungs.mask, d.lungs.left, d.lungs.right, 0.1, ("only one lung field found",))
+    real = predictor.verdict
+    monkeypatch.setattr(predictor, "verdict", lambda *a, **k: dataclasses.replace(
+        real(*a, **k), gate=SimpleNamespace(lungs=weak, passed=True, summary="", to_json=dict)))
+    d2 = predictor.predict(film, "lungs.png")
+    assert d2.lungs is weak and d2.lung_mask is None
+    assert all(b.lung_weight is None for b in d2.backbones.values())
+
+
 def test_decode_upload_keeps_high_bit_depth_for_window_level():
     ramp = np.tile(np.linspace(0, 4000, 64), (48, 1))
     dcm = make_dicom(ramp, photometric="MONOCHROME1", bits=12, window=(1000, 1000))
@@ -293,6 +318,30 @@ def test_page_png_upload_shows_everything(page, exp):
     assert not at.exception and not at.error
     captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
     assert sum(c.startswith("Grad-CAM for Pneumonia · ") for c in captions) == 2, captions
+
+
+def test_page_lung_outline_toggle_and_evidence_lines(page, exp, monkeypatch):
+    from covidviz.cam import lungshare
+
+    drawn = []
+    real = lungshare.draw_outline
+    monkeypatch.setattr(lungshare, "draw_outline", lambda *a, **k: drawn.append(1) or real(*a, **k))
+    at = _upload(page, "chest.png", _png(np.asarray(exp.thumbnails()[_rows(exp, "test")[1]])))
+    lines = [m.value for m in at.markdown if m.value.startswith(diagnose_view.LUNG_PREFIX)]
+    no_map = sum("No evidence for" in i.value for i in at.info)
+    assert len(lines) + no_map == len(exp.backbones) and lines, lines
+    assert all("of this map's weight lies inside the lung fields (the lungs are " in line for line in lines)
+    toggle = at.toggle(key=key("diagnose_lungs"))
+    assert toggle.label == diagnose_view.LUNG_TOGGLE and toggle.value is True
+    captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
+    assert any(c.startswith("Film with the lung fields found on it outlined") for c in captions), captions
+    assert len(drawn) >= 1 + len(exp.backbones)  # the film and every map
+    drawn.clear()
+    toggle.set_value(False).run()
+    assert not at.exception and not at.error and not drawn  # off: no outline anywhere (page or report)
+    captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
+    assert any(c.startswith("Film (lung outline off)") for c in captions), captions
+    assert [m.value for m in at.markdown if m.value.startswith(diagnose_view.LUNG_PREFIX)] == lines  # shares stay
 
 
 def _calls_read_right(at, n_backbones: int) -> None:

@@ -489,6 +489,38 @@ def test_case_report_png_grows_to_fit_its_text():
     assert (arr[-15:] == 255).all()  # white bottom margin: the notice box ends inside the page
 
 
+def test_case_report_says_the_evidence_on_the_lungs_and_outlines_them():
+    from covidviz.anatomy import LungFields
+    from covidviz.cam import lungshare
+
+    mask = np.zeros((64, 64), bool)
+    mask[12:50, 10:28] = mask[12:54, 36:54] = True
+    diag = _report_diag(False)
+    diag.lungs = LungFields(mask, mask, mask, 0.9)
+    heat = np.zeros((64, 64), np.float32)
+    heat[57:61, 12:52] = 1.0  # all of it under the lungs
+    weight = lungshare.lung_weight(heat, mask)
+    blocks = rv.report_blocks(rv.CaseReport(diag, NAMES, lung_weights={"densenet121": weight}))
+    lines = [p for k, p in blocks if k == "text" and "Evidence on the lungs" in str(p)]
+    assert lines == ["densenet121: " + dv.lung_text(weight, diag.lungs).replace("**", "")]
+    assert "0 % of this map's weight lies inside the lung fields" in lines[0]
+    assert "Most of it lies outside the lungs, the largest part below the diaphragm (the abdomen: 100 %" in lines[0]
+    # no map drawn for a backbone: no line; unreliable fields: the reason instead of a share
+    assert not [p for k, p in rv.report_blocks(rv.CaseReport(diag, NAMES, lung_weights={})) if "lungs:" in str(p)]
+    diag.lungs = LungFields(mask, mask, mask, 0.1, ("the network is unsure where the lungs are",))
+    text = " ".join(str(p) for _, p in rv.report_blocks(rv.CaseReport(diag, NAMES, lung_weights={"densenet121": None})))
+    assert "could not be found reliably (the network is unsure where the lungs are" in text
+    # the tiles carry the outline when a mask is given, and not otherwise
+    gray = np.full((64, 64), 80, np.uint8)
+    heats = {"densenet121": heat}
+    with_outline = rv._tiles(rv.CaseReport(diag, NAMES), gray, heats, 0.5, mask)
+    without = rv._tiles(rv.CaseReport(diag, NAMES), gray, heats, 0.5)
+    line = lungshare.lung_outline(mask, (64, 64))
+    for (_, a), (_, b) in zip(with_outline, without):
+        a3 = a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2)
+        assert (a3[line] == lungshare.OUTLINE_COLOUR).all() and not (np.asarray(b)[line] == 255).all()
+
+
 # ------------------------------------------------------------------------------ diagnose: heat maps
 
 def test_explained_map_reuses_the_top_class_map_and_caches_the_others():

@@ -400,6 +400,82 @@ def test_audit_shows_covid_surviving_without_the_lungs(audit):
     assert all(isinstance(s, str) and s.endswith(".") for s in audit["verdicts"])
 
 
+def test_audit_lung_conditions(confounded, audit):
+    """Lungs hidden / only the lungs kept, from each film's segmented fields: the pneumonia lesion lies in
+    the lungs, the COVID-19 marker outside them (in the border strip)."""
+    assert audit["conditions"] == list(shortcuts.CONDITIONS) and audit["version"] == shortcuts.AUDIT_VERSION
+    lungs = audit["lungs"]
+    assert lungs["source"] == "covidviz segmenter" and lungs["n_images"] + lungs["n_skipped"] == audit["n_images"]
+    assert lungs["n_skipped"] == lungs["n_low_quality"] + lungs["n_no_mask"] and lungs["quality_ok"] == 0.5
+    per_class = audit["backbones"]["tinycnn"]["per_class"]
+    cov, pn = per_class["COVID-19"], per_class["Pneumonia"]
+    for cls in per_class.values():
+        for cond in shortcuts.LUNG_CONDITIONS:
+            c = cls[cond]
+            assert c["ci_low"] <= c["auc"] <= c["ci_high"] and c["diff"] == pytest.approx(c["auc"] - c["base"])
+            if lungs["n_skipped"] == 0:
+                assert c["base"] == pytest.approx(cls["original"]["auc"])
+    assert pn["lungs_hidden"]["auc"] < pn["lungs_hidden"]["base"] - 0.1, pn          # the lesion is hidden with the lungs
+    assert cov["lungs_hidden"]["auc"] > pn["lungs_hidden"]["auc"], per_class          # the marker is not
+    assert audit["backbones"]["tinycnn"]["macro"]["lungs_only"]["auc"] is not None
+
+
+def test_audit_without_usable_lungs_and_with_some_films_left_out(confounded, monkeypatch):
+    """No usable field: the lung conditions are left out (and said so). Some films left out: those two
+    conditions are scored on the others, against the original AUC on the same films."""
+    from covidviz.analysis import lungs as L
+
+    exp, _ = confounded
+    table = exp.images()
+    rows = table.index[table["split"] == "test"][:30]
+    monkeypatch.setattr(L, "segment_lungs", lambda gray: type("F", (), {"quality": 0.1, "mask": None})())
+    res = shortcuts.shortcut_audit(exp, images=table.loc[rows], n_boot=20)
+    assert "lungs_hidden" not in res["conditions"] and res["lungs"]["n_images"] == 0
+    assert res["lungs"]["n_skipped"] == res["n_images"] and "lung conditions left out" in shortcuts.format_audit(res, exp.labels)
+    monkeypatch.undo()
+    real = L.film_lungs
+    calls = []
+
+    def every_third_unusable(gray, prep, lung_mask=""):
+        calls.append(1)
+        return L.FilmLungs(None, L.SEGMENTER, 0.2, L.LOW_QUALITY) if len(calls) % 3 == 0 else real(gray, prep, lung_mask)
+
+    monkeypatch.setattr(L, "film_lungs", every_third_unusable)
+    res = shortcuts.shortcut_audit(exp, images=table.loc[rows], n_boot=20)
+    assert res["lungs"]["n_skipped"] == res["n_images"] // 3 and res["lungs"]["n_low_quality"] == res["n_images"] // 3
+    for row in res["backbones"]["tinycnn"]["per_class"].values():
+        c = row["lungs_hidden"]
+        if c["auc"] is not None:
+            assert c["diff"] == pytest.approx(c["auc"] - c["base"])
+
+
+def test_verdicts_rest_on_the_lung_conditions():
+    def cell(auc, base, hi):
+        return {"auc": auc, "ci_low": auc - 0.05, "ci_high": min(1.0, auc + 0.05), "diff": auc - base,
+                "diff_ci_low": auc - base - 0.05, "diff_ci_high": hi, "base": base}
+
+    per_class = {
+        # no need for the lungs (a shortcut outside them), and lost with only the lungs kept
+        "COVID-19": {"original": cell(0.99, 0.99, 0.0), "centre": cell(0.97, 0.99, 0.01),
+                     "lungs_hidden": cell(0.99, 0.99, 0.01), "lungs_only": cell(0.70, 0.99, -0.2)},
+        # rests on the lung fields
+        "Pneumonia": {"original": cell(0.90, 0.90, 0.0), "centre": cell(0.89, 0.90, 0.01),
+                      "lungs_hidden": cell(0.60, 0.88, -0.2), "lungs_only": cell(0.87, 0.88, 0.02)},
+    }
+    says = shortcuts.verdicts("densenet121", per_class, ["COVID-19", "Pneumonia"])
+    covid = [s for s in says if "COVID-19" in s]
+    assert any("stays 0.99" in s and "with the lungs hidden" in s and "does not need the lung fields" in s for s in covid)
+    assert any("only the lungs kept the test AUC falls from 0.99 to 0.70" in s and "outside the lungs" in s for s in covid)
+    assert not any("centre" in s for s in says)  # the mask conditions replace the box's sentence
+    pn = [s for s in says if "Pneumonia" in s]
+    assert pn == ["densenet121, Pneumonia: the test AUC falls to 0.60 [0.55-0.65] with the lungs hidden and stays 0.87 "
+                  "with only the lungs kept: the score needs the lung fields."]
+    # an audit without the lung conditions keeps the centre-box sentence
+    old = {cls: {k: v for k, v in row.items() if k not in shortcuts.LUNG_CONDITIONS} for cls, row in per_class.items()}
+    old_says = shortcuts.verdicts("densenet121", old, ["COVID-19", "Pneumonia"])
+    assert any("with the centre of every film hidden" in s for s in old_says)
+
+
 def test_verdicts():
     def cell(auc, diff, hi):
         return {"auc": auc, "ci_low": auc - 0.05, "ci_high": min(1.0, auc + 0.05), "diff": diff,
@@ -439,10 +515,12 @@ def test_audit_json_round_trip_reader_and_table(confounded, audit):
             assert sc.cell("tinycnn", cls, cond) == stored
     assert sc.auc("tinycnn", "COVID-19", "borders") == audit["backbones"]["tinycnn"]["per_class"]["COVID-19"]["borders"]["auc"]
     assert sc.cell("nope", "COVID-19", "centre")["auc"] is None  # missing parts read as None
-    assert sc.condition_label("centre") == "centre hidden" and len(sc.rows("tinycnn")) == 4 * 5
+    assert sc.condition_label("centre") == "centre hidden" and len(sc.rows("tinycnn")) == 4 * len(shortcuts.CONDITIONS)
+    assert sc.condition_label("lungs_only") == "only the lungs kept" and sc.version == shortcuts.AUDIT_VERSION
     assert sc.verdicts() == audit["verdicts"] and sc.verdicts("tinycnn") == audit["verdicts"]
     text = shortcuts.format_audit(audit, exp.labels)
-    assert "[tinycnn]" in text and "centre hidden" in text and "borders hidden" in text
+    assert "[tinycnn]" in text and "centre hidden" in text and "borders hidden" in text and "lungs hidden" in text
+    assert "lung fields from the covidviz segmenter" in text
     line = next(ln for ln in text.splitlines() if ln.startswith("COVID-19"))
     assert f"{audit['backbones']['tinycnn']['per_class']['COVID-19']['original']['auc']:.3f}" in line
     assert "Shortcut verdicts:" in text

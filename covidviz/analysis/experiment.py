@@ -10,7 +10,8 @@ localisation) and writes, through the run format:
   warnings, and a trivial thumbnail baseline (is the signal disease or shortcut?);
 - per backbone ``projections.npz/.json`` (PCA, t-SNE, UMAP maps, their quality, and the arrays of a
   ``MapPlacer`` for uploads plus the training images' nearest-neighbour distances for the
-  out-of-distribution check), ``som.npz/.json`` and ``localisation.json``;
+  out-of-distribution check), ``som.npz/.json``, ``localisation.json`` and ``lungs.json`` (how much of
+  each class's heat-map weight lies on the lung fields: ``covidviz.analysis.lungs``);
 - ``ood.npz`` + ``ood.json``: the out-of-distribution detector of ``covidviz.ood.detector``, fitted on
   the training features of every backbone, its cut-off chosen on validation for the stated false-alarm
   rate (``covidviz.ood.FALSE_ALARM_RATE``; one verdict per upload for the inference service);
@@ -96,9 +97,11 @@ def _som(exp: runs.Experiment, arch: str, onehot, probs, train_mask, seed) -> di
 def analyse_experiment(path: str | Path, *, seed: int = 0, n_boot: int = 1000, projections=PROJECTION_METHODS,
                        localisation: bool = True, max_localisation_images: int = 120,
                        shortcuts: bool = False, max_shortcut_images: int = 200,
+                       lungs: bool | None = None, max_lung_images: int = 200,
                        say: Callable[[str], None] | None = None) -> dict:
     """Compute and store the analysis of the experiment at ``path``; returns the metrics report.
 
+    ``lungs`` (default: as ``localisation``): the lung-weight shares of every backbone's maps.
     The summary tables go to ``say`` (the CLI passes ``print``); by default they are logged."""
     say = say or log.info
     t0 = time.time()
@@ -140,6 +143,14 @@ def analyse_experiment(path: str | Path, *, seed: int = 0, n_boot: int = 1000, p
                 exp.save_json(runs.LOCALISATION, to_json_ready(loc), arch)
                 rec["localisation"] = {m: v["pointing_rate"] for m, v in loc["methods"].items()}
         per_backbone[arch] = rec
+    lung_result = None
+    if localisation if lungs is None else lungs:
+        from covidviz.analysis.lungs import run_lungs
+
+        lung_result = run_lungs(exp, seed=seed, n_boot=n_boot, max_images=max_lung_images)
+        for arch, res in lung_result.items():
+            per_backbone[arch]["lungs"] = {"source": res["source"], "n_images": res["n_images"],
+                                           "share": {cls: c["all"]["share"] for cls, c in res["per_class"].items()}}
 
     # Thresholds and calibration live in analysis.json only (read through runs.records).
     exp.update_manifest(analysis={
@@ -153,6 +164,10 @@ def analyse_experiment(path: str | Path, *, seed: int = 0, n_boot: int = 1000, p
 
         audit = run_audit(exp, seed=seed, n_boot=n_boot, max_images=max_shortcut_images)
     say(format_summary(report, labels))
+    if lung_result is not None:
+        from covidviz.analysis.lungs import format_lungs
+
+        say(format_lungs(lung_result, labels))
     if audit is not None:
         say(format_audit(audit, labels))
     for arch, rec in per_backbone.items():

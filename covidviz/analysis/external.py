@@ -12,7 +12,9 @@ features, one batched pass), and computes what the internal test set has:
 - calibration on the new site with the stored temperature (ECE, Brier, reliability before/after);
 - subgroup AUCs (source, sex, age group, view);
 - the AUC drop from the internal test set to this site with a 95 % CI: the two sets share no
-  patients, so the CI resamples each set's patients independently and takes the difference.
+  patients, so the CI resamples each set's patients independently and takes the difference;
+- the evidence on the lungs (``covidviz.analysis.lungs``: each class's heat-map weight inside the lung
+  fields, the site's own lung masks when it ships them), under ``backbones.<arch>.lungs``.
 
 Everything is stored through ``covidviz.runs.external`` (atomic per site). Library code: it logs;
 ``train.py evaluate`` prints ``format_external``.
@@ -112,14 +114,23 @@ def feature_verdicts(exp, table, pixels, feats_by_arch) -> np.ndarray | None:
     return np.array([v.is_ood for v in verdicts], bool)
 
 
+def _lungs(exp, table: pd.DataFrame, n_boot: int, seed: int, max_images: int) -> dict:
+    """arch -> the site's lung-weight analysis ({} when no film has usable lung fields)."""
+    from covidviz.analysis.lungs import lung_analysis
+
+    return lung_analysis(exp, images=table, split="external", n_boot=n_boot, seed=seed, max_images=max_images)
+
+
 def evaluate_external(exp_path: str | Path, specs: list[str], site: str, *, cache_dir: str | Path | None = None,
                       n_boot: int = 1000, seed: int = 0, batch_size: int = 32, workers: int | None = 0,
-                      ood_fn: Callable | None = None, progress: bool = False) -> dict:
+                      ood_fn: Callable | None = None, progress: bool = False, lungs: bool = True,
+                      max_lung_images: int = 200) -> dict:
     """Score ``specs`` with every backbone of the experiment and store the set as ``external/<site>``.
 
     ``ood_fn(exp, table, cache_pixels, features_by_arch) -> bool array or None`` gives each image's
     out-of-distribution verdict; its rate is stored. Default ``feature_verdicts``: the experiment's fitted
-    detector (the Diagnose page's verdict, feature part). Returns the stored metrics.
+    detector (the Diagnose page's verdict, feature part). ``lungs``: also measure the evidence on the
+    lungs (at most ``max_lung_images`` films; it re-reads the originals). Returns the stored metrics.
     """
     import torch
 
@@ -180,6 +191,9 @@ def evaluate_external(exp_path: str | Path, specs: list[str], site: str, *, cach
                 "drop": _auc_drop((internal_y, exp.probabilities(arch)[test], internal_g), (onehot, probs, pids),
                                   names, n_boot, seed),
             }
+        if lungs:
+            for arch, rec in _lungs(exp, table, n_boot, seed, max_lung_images).items():
+                per_backbone[arch]["lungs"] = rec
         verdicts = (ood_fn or feature_verdicts)(exp, table, np.asarray(cache.pixels)[rows], feats_by_arch)
         ood_rate = float(np.mean(np.asarray(verdicts, bool))) if verdicts is not None and len(verdicts) else None
         metrics = to_json_ready({
@@ -228,4 +242,9 @@ def format_external(metrics: dict) -> str:
     if metrics["left_out"]:
         reasons = pd.Series([x["reason"].split(":")[0] for x in metrics["left_out"]]).value_counts()
         lines.append("Left out: " + ", ".join(f"{n} {r}" for r, n in reasons.items()))
+    lungs = {a: b["lungs"] for a, b in metrics["backbones"].items() if b.get("lungs")}
+    if lungs:
+        from covidviz.analysis.lungs import format_lungs
+
+        lines.append(format_lungs(lungs, names))
     return "\n".join(lines)

@@ -13,6 +13,12 @@ Out-of-distribution: each image gets ``Predictor.verdict`` (``covidviz.ood``: th
 decoded film with its decoder statistics, colour and DICOM modality included, and the experiment's
 detector over every backbone's features), so a file gets the same verdict in a batch as on the Diagnose
 page. ``ood_fn(gray, {arch: features}, info) -> (ood, reason)`` replaces it (tests, experiments).
+
+Lungs: each film's lung fields are found once (``inference.lung_fields``: the input gate's, else
+``anatomy.segment_lungs``) and mapped onto the model input as ``Predictor`` does; each backbone's top-class
+CAM is weighed against them (``BackboneScore.lung_weight``: the share of its weight on the lungs and where
+the rest lies), beside the lungs' share of the film (chance). Films whose fields cannot be found reliably
+get no share, and the row says how sure the segmentation was (``ScoredImage.lung_quality``).
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from covidviz.batch.inputs import BadFile, Inputs, Source
+from covidviz.cam.lungshare import LungWeight, lung_weight
 from covidviz.data.imageio import ImageDecodeError, decode_upload
-from covidviz.inference import forward_with_features
+from covidviz.inference import forward_with_features, lung_fields, lung_mask_for
 from covidviz.ood import OodVerdict
 from covidviz.runs.records import POINTS
 
@@ -50,6 +57,7 @@ class BackboneScore:
     cam_class: int                        # the class the CAM explains: the top logit (= top unless temperatures reorder)
     cam: np.ndarray                       # (h, w) float32 signed classic CAM at the CAM layer (CamResult.low_res)
     features: np.ndarray | None = None    # (D,) pooled features, when the BatchPredictor keeps them
+    lung_weight: LungWeight | None = None  # the CAM against the lung fields (None: no reliable fields)
 
 
 @dataclass
@@ -61,6 +69,8 @@ class ScoredImage:
     ood_reason: str = ""                  # OodVerdict.reason
     info: dict = field(default_factory=dict)  # DecodedImage.info's ROW_INFO (format, size)
     verdict: OodVerdict | None = None     # the whole verdict (None when a custom ood_fn judged)
+    lung_quality: float | None = None     # LungFields.quality of the film (None: too small to segment)
+    lung_area: float | None = None        # the lungs' share of the model input (None: no reliable fields)
 
 
 @dataclass
@@ -148,8 +158,24 @@ class BatchPredictor:
             info = dict(infos[i]) if infos else {}
             row = ScoredImage(name, pixels[i].copy(), backbones, info={k: info[k] for k in ROW_INFO if k in info})
             self._judge(row, gray, {a: per_arch[a][2][i] for a in per_arch}, info)
+            self._weigh(row, gray, {a: per_arch[a][3].raw[i] for a in per_arch})
             rows.append(row)
         return rows
+
+    def _weigh(self, row: ScoredImage, gray: np.ndarray, heats: dict) -> None:
+        """The row's lung fields and each backbone's CAM weight on them (a failure loses no score)."""
+        try:
+            lungs = lung_fields(gray, row.verdict)
+            mask = lung_mask_for(lungs, self.predictor.prep)
+        except Exception as exc:  # noqa: BLE001 - say nothing on the lungs, keep the batch going
+            log.warning("lung fields failed on %s: %s", row.name, exc)
+            return
+        row.lung_quality = None if lungs is None else float(lungs.quality)
+        if mask is None:
+            return
+        row.lung_area = float(mask.mean())
+        for arch, heat in heats.items():
+            row.backbones[arch].lung_weight = lung_weight(heat, mask)
 
     # ---------------------------------------------------------------- many
 
@@ -204,12 +230,17 @@ class BatchPredictor:
     # ---------------------------------------------------------------- tables
 
     def columns(self) -> list[str]:
-        """The table's columns: ``file``, then per backbone ``<arch>::top``, ``<arch>::p::<class>`` (calibrated)
-        and ``<arch>::call::<class>`` (at ``point``; empty without a threshold), then ``ood``, ``ood_reason``."""
+        """The table's columns: ``file``, then per backbone ``<arch>::top``, ``<arch>::p::<class>`` (calibrated),
+        ``<arch>::call::<class>`` (at ``point``; empty without a threshold), ``<arch>::lung_share`` (the share of
+        its top-class CAM's weight inside the lung fields) and ``<arch>::lung_outside`` (where most of the rest
+        lies, when most of the weight is outside the lungs); then ``lung_area`` (the lungs' share of the film:
+        chance for a lung share) and ``lung_quality`` (how sure the lung segmentation is; below
+        ``anatomy.QUALITY_OK`` no share is given), ``ood``, ``ood_reason``."""
         cols = ["file"]
         for arch in self.archs:
-            cols += [f"{arch}::top", *(f"{arch}::p::{c}" for c in self.names), *(f"{arch}::call::{c}" for c in self.names)]
-        return cols + ["ood", "ood_reason"]
+            cols += [f"{arch}::top", *(f"{arch}::p::{c}" for c in self.names), *(f"{arch}::call::{c}" for c in self.names),
+                     f"{arch}::lung_share", f"{arch}::lung_outside"]
+        return cols + ["lung_area", "lung_quality", "ood", "ood_reason"]
 
     def record(self, row: ScoredImage) -> dict:
         """One ``ScoredImage`` as a flat dict of ``columns()`` (plain Python values; None for empty)."""
@@ -219,6 +250,11 @@ class BatchPredictor:
             out[f"{arch}::top"] = self.names[b.top]
             out.update({f"{arch}::p::{c}": round(float(b.probs[j]), 6) for j, c in enumerate(self.names)})
             out.update({f"{arch}::call::{c}": b.calls[j] for j, c in enumerate(self.names)})
+            lw = b.lung_weight
+            out[f"{arch}::lung_share"] = round(lw.share_inside, 4) if lw is not None and lw.measured else None
+            out[f"{arch}::lung_outside"] = lw.where_outside if lw is not None and lw.mostly_outside else None
+        out["lung_area"] = None if row.lung_area is None else round(row.lung_area, 4)
+        out["lung_quality"] = None if row.lung_quality is None else round(row.lung_quality, 4)
         out["ood"], out["ood_reason"] = row.ood, row.ood_reason
         return out
 

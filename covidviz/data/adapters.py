@@ -4,7 +4,7 @@ A dataset is named on the command line (``train.py --data``) by a *spec* ``KIND:
 
 ``folder:PATH``
     Class-per-folder. COVID-19 Radiography Database (``COVID/ Normal/ Viral Pneumonia/
-    Lung_Opacity/``, each with or without an ``images/`` level; ``masks/`` folders are ignored) and
+    Lung_Opacity/``, each with or without an ``images/`` level) and
     Kermany (``chest_xray/{train,test,val}/{NORMAL,PNEUMONIA}``). Folder names are canonicalised
     (``Viral Pneumonia`` -> ``Pneumonia``, ``NORMAL`` -> ``Normal``, ``COVID`` -> ``COVID-19``).
     The class is the folder right below a ``train``/``val``/``test`` folder when there is one, else
@@ -15,12 +15,17 @@ A dataset is named on the command line (``train.py --data``) by a *spec* ``KIND:
     (``person123_bacteria_456.jpeg`` -> ``person123``; ``IM-0115-0001.jpeg`` and
     ``NORMAL2-IM-1427-0001.jpeg`` -> ``IM-0115``/``IM-1427``), otherwise the file stem (one image
     per patient). Files with the same class, split and name found twice (the Kaggle Kermany zip
-    ships a nested copy of itself) are loaded once and the copy is reported as skipped.
+    ships a nested copy of itself) are loaded once and the copy is reported as skipped. ``masks/``
+    (or ``mask/``) folders hold no X-rays: a mask there named like an image (same stem, any image
+    suffix) beside that image's ``images/`` level, or beside the image itself (``COVID/images/x.png``
+    + ``COVID/masks/x.png``, the Radiography Database's lung masks), is recorded as the image's
+    ``lung_mask``; masks without an image are counted and ignored.
 ``csv:PATH``
     Generic manifest: a CSV file, or a folder holding ``metadata.csv``. Columns (names matched
     case-insensitively, with common variants): ``path`` (relative to the CSV's folder or absolute),
     ``label`` (one class) or ``labels`` (``|``-separated findings), optional ``patient_id``,
-    ``split``, ``source``, ``view``, ``sex``, ``age``, ``mask``, ``bbox``. The task is multi-label
+    ``split``, ``source``, ``view``, ``sex``, ``age``, ``mask`` (a lesion mask), ``lung_mask`` (the
+    lung fields, drawn by an annotator), ``bbox``. The task is multi-label
     when the column is ``labels`` or any cell holds ``|``; otherwise multi-class.
 ``nih:PATH``
     NIH ChestX-ray14 release folder: ``Data_Entry_2017*.csv``, images in ``images/``,
@@ -265,18 +270,38 @@ def kermany_patient(stem: str) -> str:
     return stem
 
 
+_MASK_DIRS = ("masks", "mask")
+
+
+def _folder_mask(path: Path, masks: dict[tuple[Path, str], Path]) -> Path | None:
+    """The mask named like the image ``path`` in a ``masks/`` folder beside its ``images/`` level (or
+    beside the image itself), or None."""
+    parent = path.parent
+    stem = path.stem.lower()
+    if parent.name.lower() == "images" and (parent.parent, stem) in masks:
+        return masks[(parent.parent, stem)]
+    return masks.get((parent, stem))
+
+
 def load_folder(root: str | Path, check_images: bool = True) -> Dataset:
     root = _require_dir(Path(root), "folder")
     name = root.name
     skipped: list[tuple[str, str]] = []
     found = []  # (path, dir parts)
-    n_masks = 0
+    masks: dict[tuple[Path, str], Path] = {}  # (folder the masks/ folder sits in, lower-case stem) -> mask
+    n_stray = 0  # images deeper inside a masks/ folder
     for dirpath, dirnames, filenames in os.walk(root):
         # Hidden folders and macOS zip debris (__MACOSX) are not data.
         dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__MACOSX")))
         parts = Path(dirpath).relative_to(root).parts
-        if any(p.lower() in ("masks", "mask") for p in parts):
-            n_masks += sum(Path(f).suffix.lower() in IMAGE_SUFFIXES for f in filenames)
+        if any(p.lower() in _MASK_DIRS for p in parts):
+            for fn in sorted(filenames):
+                if fn.startswith(".") or Path(fn).suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                if parts[-1].lower() in _MASK_DIRS:
+                    masks.setdefault((Path(dirpath).parent, Path(fn).stem.lower()), Path(dirpath) / fn)
+                else:
+                    n_stray += 1
             continue
         for fn in sorted(filenames):
             if fn.startswith(".") or Path(fn).suffix.lower() not in IMAGE_SUFFIXES:
@@ -328,8 +353,11 @@ def load_folder(root: str | Path, check_images: bool = True) -> Dataset:
             unique = [(p, lab, "train" if g == "val" else g) for p, lab, g in unique]
             notes.append(f"given val folder ({n_val} images) folded into train: too small to select models on")
 
-    rows = []
+    rows, used = [], set()
     for path, label, given in unique:
+        lung_mask = _folder_mask(path, masks)
+        if lung_mask is not None:
+            used.add(lung_mask)
         pid = kermany_patient(path.stem)
         # Kermany numbers patients within each release partition and draws its test set from other
         # children: 'person1' in train and in test are different patients, so ids are scoped by
@@ -338,10 +366,13 @@ def load_folder(root: str | Path, check_images: bool = True) -> Dataset:
         rows.append({
             "image_id": f"folder:{name}/{_rel(path, root)}", "path": str(path), "labels": label,
             "patient_id": f"folder:{name}/{scope}{pid}", "source": name, "given_split": given,
+            "lung_mask": "" if lung_mask is None else str(lung_mask),
         })
     rows = _check_images(rows, skipped, check_images)
-    if n_masks:
-        notes.append(f"{n_masks} mask images ignored")
+    if n_with := sum(bool(r["lung_mask"]) for r in rows):
+        notes.append(f"annotator lung masks for {n_with} images")
+    if len(masks) - len(used) + n_stray:
+        notes.append(f"{len(masks) - len(used) + n_stray} mask images without an image of the same name ignored")
     return _finish("folder", root, name, MULTICLASS, rows, skipped, f"{name} (class folders)", notes)
 
 
@@ -359,6 +390,7 @@ _COLUMN_ALIASES = {
     "sex": ["sex", "gender", "patient_gender", "patient_sex"],
     "age": ["age", "patient_age", "age_years"],
     "mask": ["mask", "mask_path", "lesion_mask"],
+    "lung_mask": ["lung_mask", "lungs_mask", "lung_mask_path", "lung_masks"],
     "bbox": ["bbox", "boxes"],
 }
 _SPLIT_VALUES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -450,13 +482,17 @@ def load_csv(path: str | Path, check_images: bool = True, *, kind: str = "csv", 
         if mask:
             mp = Path(mask).expanduser()
             mask = os.path.normpath(mp if mp.is_absolute() else base / mp)
+        lung_mask = str(rec.get(cols["lung_mask"], "")).strip() if "lung_mask" in cols else ""
+        if lung_mask:
+            lp = Path(lung_mask).expanduser()
+            lung_mask = os.path.normpath(lp if lp.is_absolute() else base / lp)
         rows.append({
             "image_id": f"{kind}:{name}/{rel}", "path": str(p), "labels": join_labels(labs), "patient_id": pid,
             "source": (str(rec.get(cols["source"], "")).strip() if "source" in cols else "") or name,
             "view": str(rec.get(cols["view"], "")).strip() if "view" in cols else "",
             "sex": str(rec.get(cols["sex"], "")).strip() if "sex" in cols else "",
             "age": _parse_age(rec.get(cols["age"])) if "age" in cols else math.nan,
-            "given_split": split, "mask": mask,
+            "given_split": split, "mask": mask, "lung_mask": lung_mask,
             "bbox": str(rec.get(cols["bbox"], "")).strip() if "bbox" in cols else "",
         })
     rows = _check_images(rows, skipped, check_images)

@@ -11,6 +11,8 @@ Columns (``COLUMNS``):
 - ``given_split``: 'train' / 'val' / 'test' when the dataset prescribes one, else ''
 - ``bbox``: JSON list of ``{"label", "x", "y", "w", "h"}`` in *fractions* of the image size, or ''
 - ``mask``: path of a lesion mask image (synthetic phantoms), or ''
+- ``lung_mask``: path of the lung fields drawn by an annotator (the Radiography Database's ``masks/``),
+  or '' (the lung analysis then segments the film itself); experiments written before it lack it
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pandas as pd
 
 COLUMNS = [
     "image_id", "path", "labels", "patient_id", "dataset", "source", "view", "sex", "age",
-    "given_split", "bbox", "mask",
+    "given_split", "bbox", "mask", "lung_mask",
 ]
 SPLITS = ("train", "val", "test")
 

@@ -7,6 +7,7 @@ import streamlit as st
 from covidviz import runs
 from covidviz.cam import DEFAULT_COLORMAP, OVERLAY_ALPHA, compute_cam, overlay
 from covidviz.data.imageio import ImageDecodeError, read_image
+from covidviz.runs.lungs import LUNGS, LungShares, read_lungs
 from covidviz.ui.cache import _experiment, _model, _stamp
 from covidviz.ui.state import scoped  # noqa: F401  (re-exported as ``ui.scoped`` for the Compare page's widget keys)
 
@@ -30,6 +31,29 @@ def compare_analysis(exp: runs.Experiment) -> runs.Analysis | None:
     """The experiment's analysis, typed (None when not analysed yet); raises ``runs.RunFormatError``
     when analysis.json cannot be read."""
     return _compare_analysis(str(exp.path), _stamp(exp.path), _analysis_stamp(exp))
+
+
+def _lungs_stamp(exp: runs.Experiment) -> tuple:
+    """Each backbone's lungs.json modification time (0: absent): a new analysis is picked up."""
+    out = []
+    for arch in exp.backbones:
+        try:
+            out.append(exp.artifact_path(LUNGS, arch).stat().st_mtime_ns)
+        except OSError:
+            out.append(0)
+    return tuple(out)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _compare_lungs(path: str, stamp: int, lungs_stamp: tuple = ()) -> dict[str, LungShares]:
+    exp = runs.read_experiment(path)
+    return {arch: rec for arch in exp.backbones if (rec := read_lungs(exp, arch)) is not None}
+
+
+def compare_lungs(exp: runs.Experiment) -> dict[str, LungShares]:
+    """arch -> its lung-weight analysis (``runs.lungs.LungShares``), for the backbones that have one;
+    raises ``runs.RunFormatError`` when a stored file cannot be read."""
+    return _compare_lungs(str(exp.path), _stamp(exp.path), _lungs_stamp(exp))
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

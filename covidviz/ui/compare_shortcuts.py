@@ -1,15 +1,43 @@
-"""The Compare page's shortcut-audit section (widgets only; tables and texts: ``views.shortcuts``)."""
+"""The Compare page's shortcut sections: "Evidence on the lungs" and the shortcut audit (widgets only;
+tables and texts: ``views.shortcuts``)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from covidviz.runs import RunFormatError
+from covidviz.runs.lungs import external_lungs
+from covidviz.ui.compare_cache import compare_lungs
 from covidviz.views import shortcuts as view
 from covidviz.views.style import arch_label
 
 
-def shortcut_section(exp, archs) -> None:
+def lungs_section(exp, archs, ext=None) -> None:
+    """Per backbone and class: the share of the map's weight on the lungs, chance, the pointing game; on
+    the external set ``ext`` when one is chosen and was evaluated with it, else on the test set."""
+    st.subheader(view.LUNGS_TITLE)
+    shares = {a: s for a in archs if ext is not None and (s := external_lungs(ext, a)) is not None}
+    site = ext.name if shares else None
+    if not shares:
+        try:
+            shares = {a: s for a, s in compare_lungs(exp).items() if a in archs}
+        except RunFormatError as exc:
+            st.warning(f"The stored lung-weight analysis cannot be read ({exc}); run the analysis again.",
+                       icon=":material/warning:")
+            return
+        if ext is not None and shares:
+            st.caption(f"Not measured on {ext.name} (evaluated without it): the internal test set's numbers.")
+    if not shares:
+        st.caption(view.LUNGS_NOT_ANALYSED.format(path=exp.path))
+        return
+    names = list(exp.labels.names)
+    st.caption(view.lungs_caption(shares, site))
+    st.table(view.lungs_table(shares, names).set_index(["Backbone", "Class"]))
+    st.markdown(view.lungs_reading(shares, names))
+
+
+def shortcut_section(exp, archs, ext=None) -> None:
+    lungs_section(exp, archs, ext)
     st.subheader(view.TITLE)
     try:
         audit = exp.shortcuts()

@@ -34,12 +34,18 @@ UPLOAD_HELP = ("Select many files at once, or ZIP archives (read in memory, neve
 UPLOAD_PROMPT = "Upload X-rays or ZIP archives to score them all with every backbone of this experiment."
 INTRO = ("Score many chest X-rays at once with every backbone of the experiment: one row per file with each "
          "backbone's calibrated probabilities, its most likely class, its positive calls at the operating point "
-         "chosen on validation (Youden's J) and whether the image is unlike the training X-rays (the same check "
-         "as the Diagnose page). Files that cannot be read are listed below the table; they do not stop the batch.")
+         "chosen on validation (Youden's J), how much of its heat map lies on the lungs, and whether the image is "
+         "unlike the training X-rays (the same check as the Diagnose page). Files that cannot be read are listed "
+         "below the table; they do not stop the batch.")
 FILE_HELP = "The uploaded file; an image inside a ZIP archive is named ARCHIVE:PATH."
+LUNG_HELP = ("Share of the heat map's weight inside the lung fields found on the film (per backbone), or the lungs' own "
+             "share of the film (chance). Empty: the lungs could not be found reliably on this film.")
 TABLE_NOTE = ("Click a column header to sort; scroll sideways for every backbone (the file name stays). "
               "Probabilities are temperature-calibrated; a call is positive when the model's raw score reaches "
-              "the threshold chosen on the validation split (Youden's J). Rows "
+              "the threshold chosen on the validation split (Youden's J). *On the lungs*: the share of the backbone's "
+              "heat map (CAM, most likely class) inside the lung fields found on the film, beside the lungs' own "
+              "share of the film (what an evenly spread map would score); empty when the lungs could not be found "
+              "reliably. Rows "
               "flagged as out of distribution keep their numbers, but the models were never trained on such "
               "images: do not trust them. The CSV holds the same columns as the command line (`{cli}`).")
 SHEET_HELP = ("Each tile: the film as the models saw it, then each backbone's class activation map for its most "
@@ -118,13 +124,21 @@ def progress_text(done: int, total: int, archs: Sequence[str]) -> str:
     return f"Scoring {done} / {total} file(s) with {', '.join(arch_label(a) for a in archs)}…"
 
 
+def mostly_outside(row: batch.ScoredImage) -> bool:
+    """Does a backbone's heat map of this row lie mostly outside the lung fields?"""
+    return any(b.lung_weight is not None and b.lung_weight.mostly_outside for b in row.backbones.values())
+
+
 def summary(run: BatchRun) -> str:
     n_ood = sum(1 for r in run.rows if r.ood)
+    n_off = sum(1 for r in run.rows if mostly_outside(r))
     parts = [f"**{len(run.rows)}** file(s) scored with {' and '.join(arch_label(a) for a in run.archs)}"]
     if run.bad:
         parts.append(f"**{len(run.bad)}** could not be used (listed below the table)")
     if n_ood:
         parts.append(f"**{n_ood}** unlike the training X-rays")
+    if n_off:
+        parts.append(f"**{n_off}** with a heat map lying mostly outside the lungs")
     if run.ignored:
         parts.append(f"{run.ignored} non-image file(s) in the archives skipped")
     return "; ".join(parts) + "."
@@ -142,13 +156,20 @@ def calls_column(arch: str) -> str:
     return f"{arch_label(arch)}: positive calls"
 
 
+def lung_column(arch: str) -> str:
+    return f"{arch_label(arch)}: on the lungs"
+
+
 FILE_COLUMN, OOD_COLUMN, REASON_COLUMN = "File", "Out of distribution", "Why"
+LUNG_AREA_COLUMN = "Lungs: share of the film"
+PERCENT_FORMAT = "%.0f %%"            # how the page prints the lung columns (they hold percentages)
 
 
 def display_table(run: BatchRun) -> pd.DataFrame:
     """One row per scored file, in upload order: the file, per backbone its most likely class, each class's
-    calibrated probability and the classes called positive (``none``; ``—`` when no threshold is stored),
-    then the OOD verdict (Yes / No / Not checked) and its reason."""
+    calibrated probability, the classes called positive (``none``; ``—`` when no threshold is stored) and
+    the share of its heat map on the lungs (%; None without reliable lung fields), then the lungs' share of
+    the film (%), the OOD verdict (Yes / No / Not checked) and its reason."""
     out = []
     for row in run.rows:
         rec = {FILE_COLUMN: row.name}
@@ -160,17 +181,25 @@ def display_table(run: BatchRun) -> pd.DataFrame:
                 rec[calls_column(arch)] = "—"
             else:
                 rec[calls_column(arch)] = ", ".join(c for c, call in zip(run.names, b.calls) if call) or CALL_NONE
+            lw = b.lung_weight
+            rec[lung_column(arch)] = 100 * lw.share_inside if lw is not None and lw.measured else None
+        rec[LUNG_AREA_COLUMN] = None if row.lung_area is None else 100 * row.lung_area
         rec[OOD_COLUMN] = OOD_LABELS[row.ood]
         rec[REASON_COLUMN] = row.ood_reason
         out.append(rec)
     columns = [FILE_COLUMN]
     for arch in run.archs:
-        columns += [top_column(arch), *(prob_column(arch, c) for c in run.names), calls_column(arch)]
-    return pd.DataFrame(out, columns=columns + [OOD_COLUMN, REASON_COLUMN])
+        columns += [top_column(arch), *(prob_column(arch, c) for c in run.names), calls_column(arch), lung_column(arch)]
+    return pd.DataFrame(out, columns=columns + [LUNG_AREA_COLUMN, OOD_COLUMN, REASON_COLUMN])
 
 
 def probability_columns(run: BatchRun) -> list[str]:
     return [prob_column(a, c) for a in run.archs for c in run.names]
+
+
+def lung_columns(run: BatchRun) -> list[str]:
+    """The table's percentage columns: each backbone's share on the lungs, the lungs' share of the film."""
+    return [lung_column(a) for a in run.archs] + [LUNG_AREA_COLUMN]
 
 
 def csv_bytes(run: BatchRun) -> bytes:

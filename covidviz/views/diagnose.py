@@ -1,8 +1,9 @@
 """What the Diagnose page shows, without Streamlit: the test-image picker's choices, the window/level
 controls, the busy and error texts, heat maps on a chosen scale, overlays as PNG, the
-out-of-distribution sentence (the page's and the case report's) and the placement figure on the stored
-maps. The calls (headline, screening table, what the operating point meant) are ``views.diagnose_calls``;
-the one-page case report (PIL) is ``views.report``."""
+out-of-distribution sentence (the page's and the case report's), the lung outline and the "evidence on
+the lungs" sentence (the page's and the case report's), and the placement figure on the stored maps.
+The calls (headline, screening table, what the operating point meant) are ``views.diagnose_calls``; the
+one-page case report (PIL) is ``views.report``."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from covidviz.cam import DEFAULT_COLORMAP, METHOD_NAMES, OVERLAY_ALPHA, CamResult, describe_grid, overlay
+from covidviz.anatomy import LungFields
+from covidviz.cam import DEFAULT_COLORMAP, METHOD_NAMES, OVERLAY_ALPHA, CamResult, describe_grid, lungshare, overlay
+from covidviz.cam.lungshare import LungWeight
 from covidviz.data.labels import MULTICLASS, split_labels
+from covidviz.data.preprocess import center_square
 from covidviz.inference import K_SIMILAR, BackboneResult, Diagnosis
 from covidviz.models import FINAL_LAYER
 from covidviz.ood import OodVerdict
@@ -89,21 +93,105 @@ def heat_for_display(cam: CamResult, scale: float | None = None) -> np.ndarray:
     return np.clip(cam.raw[0] / max(scale, 1e-12), 0.0, 1.0)
 
 
+def as_model_sees(image: np.ndarray, prep) -> np.ndarray:
+    """The part of a film (or of a mask at the film's size) the model sees: the preprocessing's centre
+    square when it crops, else all of it. Heat maps and the lung outline are drawn over this."""
+    return center_square(image) if getattr(prep, "crop", "none") == "center" else np.asarray(image)
+
+
 def overlay_image(gray: np.ndarray, heat: np.ndarray, alpha: float = OVERLAY_ALPHA,
-                  colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+                  colormap: str = DEFAULT_COLORMAP, lungs: np.ndarray | None = None) -> np.ndarray:
     """RGB uint8 heat map over the film at display size (the film's own aspect: the model saw the
-    whole image, squashed to a square, so the square map is stretched back)."""
-    return overlay(display_image(gray), heat, alpha, colormap)
+    whole image, squashed to a square, so the square map is stretched back). ``lungs``: a lung mask of
+    the film (any size), outlined over the result (``cam.lungshare.draw_outline``)."""
+    rgb = overlay(display_image(gray), heat, alpha, colormap)
+    return rgb if lungs is None else lungshare.draw_outline(rgb, lungs)
 
 
-def overlay_png(gray: np.ndarray, heat: np.ndarray, alpha: float = OVERLAY_ALPHA,
-                colormap: str = DEFAULT_COLORMAP) -> bytes:
-    """PNG bytes of ``overlay_image`` (fast zlib level: 5x quicker than the default, still lossless)."""
+def film_image(gray: np.ndarray, lungs: np.ndarray | None = None) -> np.ndarray:
+    """The film at display size, with the outline of the lung mask ``lungs`` when given (RGB then)."""
+    film = display_image(gray)
+    return film if lungs is None else lungshare.draw_outline(film, lungs)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG bytes of a gray or RGB uint8 array (fast zlib level: 5x quicker than the default, still lossless)."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(overlay_image(gray, heat, alpha, colormap)).save(buf, format="PNG", compress_level=1)
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def overlay_png(gray: np.ndarray, heat: np.ndarray, alpha: float = OVERLAY_ALPHA,
+                colormap: str = DEFAULT_COLORMAP, lungs: np.ndarray | None = None) -> bytes:
+    """PNG bytes of ``overlay_image``."""
+    return png_bytes(overlay_image(gray, heat, alpha, colormap, lungs))
+
+
+# ---------------------------------------------------------------------- the lungs
+
+LUNG_TOGGLE = "Lung outline"
+LUNG_TOGGLE_HELP = ("Draw the lung fields found on the film (a small segmentation network, see the Glossary) on the "
+                    "film and on every heat map.")
+LUNG_PREFIX = "Evidence on the lungs: "
+# where the weight outside the lungs lies (cam.lungshare.OUTSIDE_REGIONS), as a place and what sits there
+LUNG_PLACES = {lungshare.EDGE: ("at the film's edge", "where markers, labels and collimation edges sit"),
+               lungshare.BELOW: ("below the diaphragm", "the abdomen"),
+               lungshare.ABOVE: ("above the lungs", "the neck and shoulders"),
+               lungshare.BETWEEN: ("between the lungs", "the heart and mediastinum"),
+               lungshare.BESIDE: ("beside the lungs", "the chest wall and arms")}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f} %"
+
+
+def lungs_problem(lungs: LungFields | None) -> str | None:
+    """Why no lung share is given for this film (None: its lung fields are usable)."""
+    if lungs is None:
+        return "the lung fields could not be looked for on this film (too small, or not segmented)"
+    if not lungs.ok:
+        why = "; ".join(lungs.issues) or "the segmentation is unsure"
+        return f"the lung fields could not be found reliably ({why}; quality {lungs.quality:.2f})"
+    return None
+
+
+def lung_text(weight: LungWeight | None, lungs: LungFields | None) -> str:
+    """The "evidence on the lungs" sentence of one heat map (markdown; the case report prints it plain):
+    the share of the map's weight inside the lung fields beside the lungs' share of the film (chance);
+    when most of it lies outside, that it does and where; when the fields could not be found, why."""
+    problem = lungs_problem(lungs)
+    if problem:
+        return f"{LUNG_PREFIX}not measured: {problem}."
+    if weight is None:
+        return f"{LUNG_PREFIX}not measured: the lung fields lie outside the part of the film the model sees."
+    if not weight.measured:
+        return f"{LUNG_PREFIX}not measured: this map has no positive weight."
+    text = (f"{LUNG_PREFIX}**{_pct(weight.share_inside)}** of this map's weight lies inside the lung fields "
+            f"(the lungs are {_pct(weight.lung_area_share)} of the film).")
+    if weight.mostly_outside and weight.where_outside:
+        place, what = LUNG_PLACES[weight.where_outside]
+        text += (f" **Most of it lies outside the lungs**, the largest part **{place}** ({what}: "
+                 f"{_pct(weight.outside[weight.where_outside])} of the map); the score may rest on something other "
+                 "than the lungs.")
+    elif weight.below_chance:
+        text += " That is less than a map spread evenly over the film would put there."
+    return text
+
+
+def lungs_caption(lungs: LungFields | None, lung_mask: np.ndarray | None, outlined: bool = True) -> str:
+    """Under the film: what the outline is (``outlined`` False: the outline is switched off), or why there is none."""
+    problem = lungs_problem(lungs)
+    if problem:
+        return f"Film. No lung outline: {problem}."
+    area = f"; they are {_pct(float(lung_mask.mean()))} of what the model sees" if lung_mask is not None else ""
+    return (("Film with the lung fields found on it outlined" if outlined else "Film (lung outline off)")
+            + f" (segmentation quality {lungs.quality:.2f}{area}).")
+
+
+LUNG_NOTE = (f"The {glossary.link('Lung-weight share', 'lung-weight share')} says how much of each map lies on the lungs; "
+             "a map spread evenly over the film would score the lungs' own share.")
 
 
 def ood_message(diag: Diagnosis, labels=None, results: str = PAGE_RESULTS) -> str | None:

@@ -131,16 +131,29 @@ _ENTRIES = [
     Entry("Energy inside", "Heatmaps",
           "The share of a heatmap's total heat that lies inside the lesion.",
           "Unlike the pointing game, it notices a second, wrong hot spot."),
+    Entry("Lung-weight share", "Heatmaps",
+          "The share of a heat map's total weight that lies inside the lung fields, which a small segmentation "
+          "network finds on the film; chance is the lungs' own share of the film (what an evenly spread map scores).",
+          "Well above the lungs' share: the model looks at the lungs. Mostly outside (the film's edge, below the "
+          "diaphragm, text markers): its score may rest on a shortcut, not on the lungs."),
     Entry("Occlusion what-if", "Heatmaps",
           "Part of the image is hidden (filled with the film's own blurred background) and the model scores the "
           "altered copy: the change says what the score depends on, which a heat map cannot.",
           "A drop with the hottest region hidden, larger than with the same area hidden at random, means the map "
           "points at what the model uses; no drop means it does not."),
     Entry("Shortcut audit", "Shortcuts",
-          "Test AUC recomputed with the film's borders, its centre, the heat map's hottest 10 % or a random 10 % "
-          "hidden, with confidence intervals.",
-          "If the AUC barely moves with the centre (the lungs) hidden, the model does not need the lungs: it has "
-          "learnt a shortcut such as a hospital's markers or processing."),
+          "Test AUC recomputed with the film's borders, its centre, its lung fields (or everything but them), the "
+          "heat map's hottest 10 % or a random 10 % hidden, with confidence intervals.",
+          "If the AUC barely moves with the lungs hidden, the model does not need the lungs: it has learnt a shortcut "
+          "such as a hospital's markers or processing; if it falls with only the lungs kept, it relies on what lies "
+          "outside them."),
+    Entry("Evidence on the lungs", "Shortcuts",
+          "Over the test films, the mean share of each class's heat-map weight inside the lung fields (from the "
+          "dataset's own lung masks when it has them, else from a small segmentation network), with a confidence "
+          "interval, and how often the map's peak lies on the lungs.",
+          "Compare it with chance, the lungs' own share of the image: a share well above it means the evidence for "
+          "the class comes from the lungs; near or below it, from elsewhere on the film, which the shortcut audit "
+          "then tests."),
     Entry("Deletion AUC", "Heatmaps",
           "The area under the class probability as the hottest pixels are blurred away first.",
           "Lower is better: a faithful map finds what the score depends on, so deleting it drops the score fast."),

@@ -1,5 +1,6 @@
 """The Diagnose page's one-page case report, without Streamlit: what it says (``report_blocks``: the
-image's identity, the film and heat maps, the out-of-distribution verdict, the calls at the chosen
+image's identity, the film and heat maps (with the lung outline) and each map's evidence on the lungs, the
+out-of-distribution verdict, the calls at the chosen
 operating point, the research-use notice) and the PNG it is drawn as (``case_report_png``, PIL), from
 one ``CaseReport``. The page's own texts and the out-of-distribution sentences it shares with the
 report are ``covidviz.views.diagnose``'s; the calls' sentences are ``views.diagnose_calls``'."""
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from covidviz.cam import METHOD_NAMES, OVERLAY_ALPHA, overlay
+from covidviz.cam import METHOD_NAMES, OVERLAY_ALPHA, lungshare, overlay
+from covidviz.cam.lungshare import LungWeight
 from covidviz.data.labels import MULTICLASS
 from covidviz.inference import Diagnosis
 from covidviz.views import diagnose_calls as dc
@@ -23,6 +25,7 @@ from covidviz.views.diagnose import (
     REPORT_SHOWN_ANYWAY,
     REPORT_WITHHELD,
     display_image,
+    lung_text,
     ood_message,
 )
 from covidviz.views.style import NOTICE, NOTICE_TITLE
@@ -44,8 +47,10 @@ class CaseReport:
     ``task``; how the backbones are named (``arch_labels``) and described (``identity``: backbone -> a
     line such as ``report_identity`` gives); the heat maps' ``method`` and the class each explains
     (``explained``: backbone -> class name; None: each model's top class); the calls (``calls``:
-    backbone -> ``Predictor.calls`` at ``point``; None: the prediction's own, balanced); and whether an
-    out-of-distribution image's calls are reported anyway (``show_anyway``, then marked unreliable)."""
+    backbone -> ``Predictor.calls`` at ``point``; None: the prediction's own, balanced); whether an
+    out-of-distribution image's calls are reported anyway (``show_anyway``, then marked unreliable); and
+    each drawn map's weight on the lungs (``lung_weights``: backbone -> ``LungWeight``, None when the lung
+    fields were not usable; a backbone left out has no map drawn; None: the prediction's own, top class)."""
 
     diag: Diagnosis
     names: list[str]
@@ -57,6 +62,7 @@ class CaseReport:
     calls: dict[str, list[dict]] | None = None
     point: str = "youden"
     show_anyway: bool = False
+    lung_weights: dict[str, LungWeight | None] | None = None
 
     def label(self, arch: str) -> str:
         return (self.arch_labels or {}).get(arch, arch)
@@ -137,6 +143,10 @@ def report_blocks(report: CaseReport) -> list[tuple[str, object]]:
                ("note", f"The X-ray as given to the models, and each model's heat map: "
                         f"{METHOD_NAMES.get(method, method)}, explaining {target}."),
                ("images", None)]
+    weights = report.lung_weights if report.lung_weights is not None else {
+        a: b.lung_weight for a, b in diag.backbones.items()}
+    blocks += [("text", f"{report.label(a)}: {lung_text(weights[a], diag.lungs).replace('**', '')}")
+               for a in diag.backbones if a in weights]
     message = ood_message(diag, report.arch_labels or {}, REPORT_RESULTS)
     if message:
         blocks += [("heading", REPORT_SECTIONS[1]), ("warning", message)]
@@ -167,15 +177,20 @@ def report_blocks(report: CaseReport) -> list[tuple[str, object]]:
 
 # ---------------------------------------------------------------------- the page
 
-def _tiles(report: CaseReport, gray: np.ndarray, heats: dict, alpha: float) -> list[tuple[str, np.ndarray]]:
+def _tiles(report: CaseReport, gray: np.ndarray, heats: dict, alpha: float,
+           lungs: np.ndarray | None = None) -> list[tuple[str, np.ndarray]]:
     """(caption, RGB or gray array): the film, then each backbone's heat map over it (the plain film
-    when a backbone has no evidence for its class)."""
+    when a backbone has no evidence for its class); the outline of the lung mask ``lungs`` on each."""
     diag = report.diag
     film = display_image(gray)
-    tiles = [("X-ray (as given to the models)", film)]
+
+    def outlined(img: np.ndarray) -> np.ndarray:
+        return img if lungs is None else lungshare.draw_outline(img, lungs)
+
+    tiles = [("X-ray (as given to the models)" + (", lung fields outlined" if lungs is not None else ""), outlined(film))]
     tiles += [(f"{report.label(a)}: map for {(report.explained or {}).get(a, report.names[diag.backbones[a].top])}"
                + (" (no evidence: no heat drawn)" if heats.get(a) is None else ""),
-               np.repeat(film[..., None], 3, axis=2) if heats.get(a) is None else overlay(film, heats[a], alpha))
+               outlined(np.repeat(film[..., None], 3, axis=2) if heats.get(a) is None else overlay(film, heats[a], alpha)))
               for a in diag.backbones]
     return tiles
 
@@ -269,13 +284,14 @@ class _Page:
 
 
 def case_report_png(report: CaseReport, gray: np.ndarray, heats: dict[str, np.ndarray | None],
-                    alpha: float = OVERLAY_ALPHA) -> bytes:
+                    alpha: float = OVERLAY_ALPHA, lungs: np.ndarray | None = None) -> bytes:
     """A one-page PNG of ``report_blocks(report)``: every sentence wrapped to the page (never cut), the
     page as tall as its text needs, the film ``gray`` and each backbone's heat map (``heats``: backbone ->
-    a [0, 1] map, or None when it has no evidence) over it, side by side."""
+    a [0, 1] map, or None when it has no evidence) over it, side by side, with the outline of the lung
+    mask ``lungs`` (at ``gray``'s size or any other; None: no outline) on each."""
     from PIL import Image
 
-    page = _Page(report_blocks(report), _tiles(report, gray, heats, alpha))
+    page = _Page(report_blocks(report), _tiles(report, gray, heats, alpha, lungs))
     img = Image.new("RGB", (page.width, page.render(None)), "white")
     page.render(img)
     buf = io.BytesIO()
