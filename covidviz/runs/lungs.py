@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from covidviz.runs.records import Record, json_field
+
 LUNGS = "lungs.json"
 ANNOTATOR = "annotator masks"
 SEGMENTER = "covidviz segmenter"
@@ -52,27 +54,31 @@ def _float(value) -> float | None:
         return None
 
 
+def _count():
+    """A count field (0 when absent or unreadable)."""
+    return json_field(conv=_int)
+
+
+def _share():
+    """A share or CI bound field (None when absent)."""
+    return json_field(conv=_float)
+
+
 @dataclass(frozen=True)
-class LungCell:
+class LungCell(Record):
     """One class's map on one set of films (all, or the class's positives)."""
 
-    n: int = 0
-    n_flat: int = 0
-    share: float | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    chance: float | None = None
-    pointing: float | None = None
-    pointing_ci_low: float | None = None
-    pointing_ci_high: float | None = None
-    pointing_chance: float | None = None
-
-    @classmethod
-    def from_json(cls, d) -> LungCell:
-        d = _d(d)
-        return cls(n=_int(d.get("n")), n_flat=_int(d.get("n_flat")),
-                   **{k: _float(d.get(k)) for k in ("share", "ci_low", "ci_high", "chance", "pointing",
-                                                    "pointing_ci_low", "pointing_ci_high", "pointing_chance")})
+    raw: dict = field(default_factory=dict, repr=False)
+    n: int = _count()
+    n_flat: int = _count()
+    share: float | None = _share()
+    ci_low: float | None = _share()
+    ci_high: float | None = _share()
+    chance: float | None = _share()
+    pointing: float | None = _share()
+    pointing_ci_low: float | None = _share()
+    pointing_ci_high: float | None = _share()
+    pointing_chance: float | None = _share()
 
     @property
     def measured(self) -> bool:
@@ -80,42 +86,31 @@ class LungCell:
 
 
 @dataclass(frozen=True)
-class LungShares:
+class LungShares(Record):
     """A backbone's lung-weight analysis (see the module docstring); missing parts read as defaults."""
 
-    raw: dict = field(repr=False)
-    version: int | None = None
-    split: str = "test"
-    source: str = ""
-    sources: dict = field(default_factory=dict)
-    n_candidates: int = 0
-    n_images: int = 0
-    n_patients: int = 0
-    n_boot: int | None = None
-    n_low_quality: int = 0
-    n_unreadable: int = 0
-    n_no_mask: int = 0
-    quality_ok: float | None = None
-    heatmap: dict = field(default_factory=dict)
-    films: str = "all test films"
-    names: list = field(default_factory=list)
-
-    @classmethod
-    def from_json(cls, d) -> LungShares:
-        d = _d(d)
-        return cls(raw=d, version=_int(d.get("version"), None), split=str(d.get("split") or "test"),
-                   source=str(d.get("source") or ""),
-                   sources={str(k): _int(v) for k, v in _d(d.get("sources")).items()},
-                   n_candidates=_int(d.get("n_candidates")), n_images=_int(d.get("n_images")),
-                   n_patients=_int(d.get("n_patients")), n_boot=_int(d.get("n_boot"), None),
-                   n_low_quality=_int(d.get("n_low_quality")), n_unreadable=_int(d.get("n_unreadable")),
-                   n_no_mask=_int(d.get("n_no_mask")), quality_ok=_float(d.get("quality_ok")),
-                   heatmap=dict(_d(d.get("heatmap"))), films=str(d.get("films") or "all test films"),
-                   names=[str(n) for n in d.get("names") or []])
+    raw: dict = field(default_factory=dict, repr=False)
+    version: int | None = json_field(conv=lambda v: _int(v, None))
+    split: str = json_field(conv=lambda v: str(v or "test"))
+    source: str = json_field(conv=lambda v: str(v or ""))
+    sources: dict = json_field(conv=lambda v: {str(k): _int(n) for k, n in _d(v).items()})
+    n_candidates: int = _count()
+    n_images: int = _count()
+    n_patients: int = _count()
+    n_boot: int | None = json_field(conv=lambda v: _int(v, None))
+    n_low_quality: int = _count()
+    n_unreadable: int = _count()
+    n_no_mask: int = _count()
+    quality_ok: float | None = _share()
+    heatmap: dict = json_field(conv=lambda v: dict(_d(v)))
+    films: str = json_field(conv=lambda v: str(v or "all test films"))
+    names: list = json_field(conv=lambda v: [str(n) for n in v or []])
+    per_class: dict = json_field(conv=_d, repr=False)
+    image_ids: list = json_field(conv=lambda v: list(v or []), repr=False)
 
     def cell(self, cls: str, films: str = "all") -> LungCell:
         """``cls``'s map on ``films`` ("all" or "positives"); an empty cell when not stored."""
-        return LungCell.from_json(_d(_d(_d(self.raw.get("per_class")).get(cls)).get(films)))
+        return LungCell.from_json(_d(_d(self.per_class.get(cls)).get(films)))
 
 
 def read_lungs(exp, arch: str) -> LungShares | None:

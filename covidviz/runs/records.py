@@ -8,8 +8,8 @@ of walking ``analysis["backbones"][arch]["thresholds"]["per_class"][cls]["points
 analysis writes a new layout, only this module changes.
 
 Each record is a frozen dataclass read with ``from_json(d)`` (or built from the JSON object itself,
-``Analysis(d)``): a field declared ``_at()`` is read from the key of its own name, one declared
-``_at("key", "nested key", conv=...)`` from that path through a converter. Reading is therefore tolerant
+``Analysis(d)``): a field declared ``json_field()`` is read from the key of its own name, one declared
+``json_field("key", "nested key", conv=...)`` from that path through a converter. Reading is therefore tolerant
 of other versions of a file: a part an older analysis did not write reads as the field's default
 (``None``, an empty list or dict; never a ``KeyError``), a key no field reads (a newer writer's, or one
 only the analysis uses) is kept in ``extra``, and the whole object stays in ``raw``. Methods remain
@@ -51,7 +51,7 @@ def _same(value):
     return value
 
 
-def _at(*path: str, conv=_same, repr: bool = True):
+def json_field(*path: str, conv=_same, repr: bool = True):
     """A record field read from the JSON object at ``path`` (keys into nested objects; none: the field's
     own key) through ``conv``, which receives None for a missing part and gives the field's default."""
     return field(init=False, repr=repr, metadata={"json": path, "conv": conv})
@@ -81,7 +81,7 @@ def _specs(cls) -> tuple[list[tuple[str, tuple, object]], frozenset[str]]:
 
 
 @dataclass(frozen=True)
-class _Record:
+class Record:
     """A record read from one JSON object (``raw``, a field of each subclass): fills its ``_at`` fields and
     ``extra`` (the top-level keys no field reads) once, when built."""
 
@@ -118,19 +118,19 @@ class Rate:
 
 
 @dataclass(frozen=True)
-class ClassMetrics(_Record):
+class ClassMetrics(Record):
     """One class's (or the macro average's) discrimination on a test set: AUC with its 95 % CI, average
     precision, images and positives, the downsampled ROC and PR curves (``{"fpr": [...], "tpr": [...]}``)."""
 
     raw: dict = field(default_factory=dict, repr=False)
-    auc: float | None = _at()
-    ci_low: float | None = _at()
-    ci_high: float | None = _at()
-    roc: dict | None = _at(repr=False)
-    ap: float | None = _at()
-    pr: dict | None = _at(repr=False)
-    n: int | None = _at()
-    n_pos: int | None = _at()
+    auc: float | None = json_field()
+    ci_low: float | None = json_field()
+    ci_high: float | None = json_field()
+    roc: dict | None = json_field(repr=False)
+    ap: float | None = json_field()
+    pr: dict | None = json_field(repr=False)
+    n: int | None = json_field()
+    n_pos: int | None = json_field()
 
     @classmethod
     def of(cls, raw) -> ClassMetrics:
@@ -138,15 +138,15 @@ class ClassMetrics(_Record):
 
 
 @dataclass(frozen=True)
-class OperatingPoint(_Record):
+class OperatingPoint(Record):
     """A threshold chosen on validation and what it achieved there and on test."""
 
     name: str
     raw: dict = field(default_factory=dict, repr=False)
-    threshold: float | None = _at()
-    val_sensitivity: float | None = _at("val", "sensitivity")
-    val_specificity: float | None = _at("val", "specificity")
-    test: dict = _at(conv=_d)  # confusion_at(): tp/fp/fn/tn and the four rates (raw, for tables)
+    threshold: float | None = json_field()
+    val_sensitivity: float | None = json_field("val", "sensitivity")
+    val_specificity: float | None = json_field("val", "specificity")
+    test: dict = json_field(conv=_d)  # confusion_at(): tp/fp/fn/tn and the four rates (raw, for tables)
 
     @property
     def defined(self) -> bool:
@@ -165,19 +165,19 @@ class OperatingPoint(_Record):
 
 
 @dataclass(frozen=True)
-class BackboneAnalysis(_Record):
+class BackboneAnalysis(Record):
     """One backbone's part of ``analysis.json``."""
 
     arch: str
     raw: dict = field(default_factory=dict, repr=False)
-    test: dict = _at(conv=_d, repr=False)
-    macro: ClassMetrics = _at("test", "macro", conv=ClassMetrics.of)
-    n_test: int | None = _at("test", "n")
-    confusion: dict | None = _at("thresholds", "confusion")  # multi-class argmax confusion on test; None: multi-label
-    calibration: dict | None = _at(conv=_or_none, repr=False)
-    temperature: float | list | None = _at("calibration", "temperature")  # one, or one per class; None: not calibrated
-    subgroup_rows: list[dict] = _at("subgroups", "rows", conv=_list, repr=False)
-    _per_class: dict = _at("thresholds", "per_class", conv=_d, repr=False)
+    test: dict = json_field(conv=_d, repr=False)
+    macro: ClassMetrics = json_field("test", "macro", conv=ClassMetrics.of)
+    n_test: int | None = json_field("test", "n")
+    confusion: dict | None = json_field("thresholds", "confusion")  # multi-class argmax confusion on test; None: multi-label
+    calibration: dict | None = json_field(conv=_or_none, repr=False)
+    temperature: float | list | None = json_field("calibration", "temperature")  # one, or one per class; None: not calibrated
+    subgroup_rows: list[dict] = json_field("subgroups", "rows", conv=_list, repr=False)
+    _per_class: dict = json_field("thresholds", "per_class", conv=_d, repr=False)
 
     def metrics(self, cls: str) -> ClassMetrics:
         return ClassMetrics.of(_d(self.test.get("per_class")).get(cls))
@@ -218,38 +218,38 @@ class BackboneAnalysis(_Record):
 
 
 @dataclass(frozen=True)
-class Comparison(_Record):
+class Comparison(Record):
     """A paired comparison of two backbones on the same test images."""
 
     a: str
     b: str
     raw: dict = field(default_factory=dict, repr=False)
-    macro: dict = _at(conv=_d)
-    _per_class: dict = _at("per_class", conv=_d, repr=False)
+    macro: dict = json_field(conv=_d)
+    _per_class: dict = json_field("per_class", conv=_d, repr=False)
 
     def per_class(self, cls: str) -> dict:
         return _d(self._per_class.get(cls))
 
 
 @dataclass(frozen=True)
-class Analysis(_Record):
+class Analysis(Record):
     """``analysis.json``: test metrics, thresholds, calibration, subgroups, comparisons, baseline."""
 
     raw: dict = field(default_factory=dict, repr=False)
-    meta: dict = _at(conv=_d, repr=False)
-    names: list[str] = _at("meta", "names", conv=_list)  # the class names in order (that of per-class temperatures)
-    task: str | None = _at("meta", "task")
-    n_boot: int | None = _at("meta", "n_boot")            # patient-bootstrap resamples behind every CI
-    n_patients_test: int | None = _at("meta", "n_patients_test")
-    archs: list[str] = _at("backbones", conv=_keys)
-    comparisons: list[dict] = _at(conv=_list, repr=False)
-    confounding: list[str] = _at(conv=_list)  # sentences: metadata groups that predict a class
-    confounding_details: list[dict] = _at(conv=_list, repr=False)
-    baseline: dict = _at(conv=_d, repr=False)  # the trivial thumbnail baseline ({}: not fitted)
+    meta: dict = json_field(conv=_d, repr=False)
+    names: list[str] = json_field("meta", "names", conv=_list)  # the class names in order (that of per-class temperatures)
+    task: str | None = json_field("meta", "task")
+    n_boot: int | None = json_field("meta", "n_boot")            # patient-bootstrap resamples behind every CI
+    n_patients_test: int | None = json_field("meta", "n_patients_test")
+    archs: list[str] = json_field("backbones", conv=_keys)
+    comparisons: list[dict] = json_field(conv=_list, repr=False)
+    confounding: list[str] = json_field(conv=_list)  # sentences: metadata groups that predict a class
+    confounding_details: list[dict] = json_field(conv=_list, repr=False)
+    baseline: dict = json_field(conv=_d, repr=False)  # the trivial thumbnail baseline ({}: not fitted)
     # How well the baseline tells the image source (accuracy, majority, majority_accuracy); None: fewer
     # than two sources, or no baseline.
-    baseline_source: dict | None = _at("baseline", "source", conv=_or_none)
-    _backbones: dict = _at("backbones", conv=_d, repr=False)
+    baseline_source: dict | None = json_field("baseline", "source", conv=_or_none)
+    _backbones: dict = json_field("backbones", conv=_d, repr=False)
 
     def n_images(self, split: str = "test") -> int | None:
         return _d(self.meta.get("n")).get(split)
@@ -280,19 +280,19 @@ class Analysis(_Record):
 
 
 @dataclass(frozen=True)
-class Localisation(_Record):
+class Localisation(Record):
     """``localisation.json`` of one backbone: pointing game and energy per CAM method vs a random map."""
 
     raw: dict = field(default_factory=dict, repr=False)
-    methods: dict[str, dict] = _at(conv=_d, repr=False)
-    random_rate: float | None = _at("methods", "random", "pointing_rate")  # a random map's pointing game: chance
-    truth: str | None = _at()  # what the lesions are: "phantom masks" or "expert boxes"
-    n_images: int | None = _at()
+    methods: dict[str, dict] = json_field(conv=_d, repr=False)
+    random_rate: float | None = json_field("methods", "random", "pointing_rate")  # a random map's pointing game: chance
+    truth: str | None = json_field()  # what the lesions are: "phantom masks" or "expert boxes"
+    n_images: int | None = json_field()
     # The app's first map; analyses written before it was recorded: "cam" at "block4" (the last block).
-    default_method: str = _at("default", "method", conv=_or("cam"))
-    default_layer: str = _at("default", "layer", conv=_or("block4"))
-    _layers: dict = _at("layers", conv=_d, repr=False)
-    _grid: list | None = _at("grid", repr=False)
+    default_method: str = json_field("default", "method", conv=_or("cam"))
+    default_layer: str = json_field("default", "layer", conv=_or("block4"))
+    _layers: dict = json_field("layers", conv=_d, repr=False)
+    _grid: list | None = json_field("grid", repr=False)
 
     def pointing_rate(self, method: str) -> float | None:
         return _d(self.methods.get(method)).get("pointing_rate")
@@ -333,22 +333,22 @@ class Localisation(_Record):
 
 
 @dataclass(frozen=True)
-class OodInfo(_Record):
+class OodInfo(Record):
     """``ood.json``: the out-of-distribution detector's record (``covidviz.ood.detector``): which
     score is used, the false-alarm rate its cut-off was chosen for on validation, and per detector the
     cut-off and the false-alarm rates it gave on validation and test."""
 
     raw: dict = field(default_factory=dict, repr=False)
-    version: int | None = _at()
-    detector: str | None = _at()  # the one the verdict uses (mahalanobis | knn | energy)
-    detectors: list[str] = _at(conv=_strs)
-    archs: list[str] = _at(conv=_strs)  # the backbones combined into the one score
+    version: int | None = json_field()
+    detector: str | None = json_field()  # the one the verdict uses (mahalanobis | knn | energy)
+    detectors: list[str] = json_field(conv=_strs)
+    archs: list[str] = json_field(conv=_strs)  # the backbones combined into the one score
     # The stated rate: the share of in-distribution images the cut-off is chosen to flag.
-    false_alarm_rate: float | None = _at()
-    n_train: int | None = _at()
-    n_val: int | None = _at()
-    n_test: int | None = _at()
-    _details: dict = _at("detectors_detail", conv=_d, repr=False)
+    false_alarm_rate: float | None = json_field()
+    n_train: int | None = json_field()
+    n_val: int | None = json_field()
+    n_test: int | None = json_field()
+    _details: dict = json_field("detectors_detail", conv=_d, repr=False)
 
     def _detail(self, detector: str | None) -> dict:
         return _d(self._details.get(detector or self.detector))
@@ -365,22 +365,22 @@ class OodInfo(_Record):
 
 
 @dataclass(frozen=True)
-class ProjectionsInfo(_Record):
+class ProjectionsInfo(Record):
     """``projections.json`` of one backbone: the 2-D maps fitted (``methods``), their parameters and
     quality (trustworthiness and kNN label agreement per map, the features' own kNN agreement)."""
 
     raw: dict = field(default_factory=dict, repr=False)
-    methods: list[str] = _at(conv=_strs)
-    params: dict = _at(conv=_d)
+    methods: list[str] = json_field(conv=_strs)
+    params: dict = json_field(conv=_d)
     # The raw quality block (per method, plus features_knn_agreement, sample_size, k).
-    quality: dict = _at(conv=_d, repr=False)
+    quality: dict = json_field(conv=_d, repr=False)
     # The share of each image's k nearest neighbours that carry its label, in the backbone's features
     # (what a map should keep).
-    features_knn_agreement: float | None = _at("quality", "features_knn_agreement")
+    features_knn_agreement: float | None = json_field("quality", "features_knn_agreement")
     # Images the quality was measured on (a sample on large experiments); None when not recorded.
-    sample_size: int | None = _at("quality", "sample_size", conv=lambda n: int(n) if n else None)
-    k: int = _at("quality", "k", conv=_or(10))
-    fit_seconds: dict = _at(conv=_d)
+    sample_size: int | None = json_field("quality", "sample_size", conv=lambda n: int(n) if n else None)
+    k: int = json_field("quality", "k", conv=_or(10))
+    fit_seconds: dict = json_field(conv=_d)
 
     def trustworthiness(self, method: str) -> float | None:
         return _d(self.quality.get(method)).get("trustworthiness")
@@ -391,21 +391,21 @@ class ProjectionsInfo(_Record):
 
 
 @dataclass(frozen=True)
-class SomInfo(_Record):
+class SomInfo(Record):
     """``som.json`` of one backbone: grid, quantization and topographic error on the training images,
     the training images' QE percentiles and the fit's parameters."""
 
     raw: dict = field(default_factory=dict, repr=False)
-    grid: tuple[int, int] | None = _at(conv=_pair)  # (columns, rows): node = column_index * rows + row_index
-    quantization_error: float | None = _at()
-    topographic_error: float | None = _at()
-    qe_percentiles: dict[str, float] = _at(conv=lambda v: dict(_d(v)))
-    params: dict = _at(conv=_d)
-    fit_seconds: float | None = _at()
+    grid: tuple[int, int] | None = json_field(conv=_pair)  # (columns, rows): node = column_index * rows + row_index
+    quantization_error: float | None = json_field()
+    topographic_error: float | None = json_field()
+    qe_percentiles: dict[str, float] = json_field(conv=lambda v: dict(_d(v)))
+    params: dict = json_field(conv=_d)
+    fit_seconds: float | None = json_field()
 
 
 @dataclass(frozen=True)
-class Shortcuts(_Record):
+class Shortcuts(Record):
     """``shortcuts.json`` (``covidviz.analysis.shortcuts``): per backbone and class, the test AUC on the
     original films and with parts hidden (``conditions``: original, borders, centre, hot10, random10),
     each with a patient-bootstrap 95 % CI and its paired difference to the original, plus plain verdicts.
@@ -414,21 +414,21 @@ class Shortcuts(_Record):
     (all None when undefined); ``cls="macro"`` gives the macro average."""
 
     raw: dict = field(default_factory=dict, repr=False)
-    version: int | None = _at()
-    conditions: list[str] = _at(conv=_strs)
-    names: list[str] = _at(conv=_strs)
-    archs: list[str] = _at("backbones", conv=_keys)
-    split: str = _at(conv=_or("test"))
-    n_images: int | None = _at()
-    n_patients: int | None = _at()
-    n_boot: int | None = _at()
-    n_skipped: int = _at(conv=_or(0))
+    version: int | None = json_field()
+    conditions: list[str] = json_field(conv=_strs)
+    names: list[str] = json_field(conv=_strs)
+    archs: list[str] = json_field("backbones", conv=_keys)
+    split: str = json_field(conv=_or("test"))
+    n_images: int | None = json_field()
+    n_patients: int | None = json_field()
+    n_boot: int | None = json_field()
+    n_skipped: int = json_field(conv=_or(0))
     # What was hidden: hot/random area (fraction), border strip width, centre box side, the heatmap
     # ({"method", "target"}), the images audited at most, the seed.
     settings: dict = _group("fraction", "border", "centre", "heatmap", "max_images", "seed")
-    _labels: dict = _at("condition_labels", conv=_d, repr=False)
-    _backbones: dict = _at("backbones", conv=_d, repr=False)
-    _verdicts: list[str] = _at("verdicts", conv=_strs, repr=False)
+    _labels: dict = json_field("condition_labels", conv=_d, repr=False)
+    _backbones: dict = json_field("backbones", conv=_d, repr=False)
+    _verdicts: list[str] = json_field("verdicts", conv=_strs, repr=False)
 
     _EMPTY = {"auc": None, "ci_low": None, "ci_high": None, "diff": None, "diff_ci_low": None, "diff_ci_high": None}
 
