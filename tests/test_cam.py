@@ -183,6 +183,7 @@ def test_paper_backbones_all_methods_and_hook_path(arch):
         compute_cam(model, x, 0, "cam", layer=inner)
 
 
+@pytest.mark.slow  # builds both real backbones at every stride (~1 min)
 @pytest.mark.parametrize("arch", ["densenet121", "resnet50"])
 def test_finer_output_stride_changes_the_grid_and_keeps_cam_exact(arch):
     """Stride 32 -> 16 -> 8 at 64 px: a 2x2 -> 4x4 -> 8x8 CAM grid from the same weights, and CAM from one

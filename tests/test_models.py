@@ -84,6 +84,7 @@ def test_weights_from_plain_torchvision_state_dict(tmp_path):
     assert torch.equal(model.features[7][2].conv3.weight, tv.layer4[2].conv3.weight)
 
 
+@pytest.mark.slow  # builds both real backbones at every stride (~40 s)
 @pytest.mark.parametrize("arch", ["densenet121", "resnet50"])
 def test_output_stride_grids_and_one_state_dict_for_every_stride(arch, tmp_path):
     """Strides and dilations only: the same keys and shapes at every stride, so any state dict (ours, a
