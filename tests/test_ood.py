@@ -79,6 +79,27 @@ def test_gate_accepts_phantoms_and_dicom_films():
     assert any("modality is CT" in r for r in check_image(decode_upload(buf.getvalue(), "slice.dcm")).reasons)
 
 
+def test_gate_ends_with_the_view_check_and_says_the_kind():
+    from covidviz.ood.gate import GateResult
+
+    assert GateResult(True).view is None and GateResult(True).lungs is None  # older callers still build it
+    film = render_phantom(3, (), size=256)[0]
+    ok = check_image(film)
+    assert ok.passed and ok.view == "frontal" and ok.lungs is not None and ok.to_json()["view"] == "frontal"
+    ct = check_image(decode_upload(samples.upload_bytes("ct", 4), "slice.png"))
+    assert not ct.passed and ct.view == "ct" and ct.reasons == [ct.summary]
+    assert ct.summary.startswith("It looks like a CT slice (") and "mid-grey" in ct.summary
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(film.astype(np.float64) * 16, bits=12)))
+    ds.ViewPosition = "LL"
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    lat = check_image(decode_upload(buf.getvalue(), "lateral.dcm"))
+    assert lat.view == "lateral" and lat.summary.startswith("It looks like a lateral view (the DICOM file says")
+    # a colour photo fails the cheap checks: not a chest radiograph, without segmenting
+    photo = check_image(decode_upload(samples.upload_bytes("photo", 2), "cat.jpg"))
+    assert photo.view == "not a chest radiograph" and photo.lungs is None and photo.lung_quality is None
+
+
 @pytest.mark.needs_data
 def test_gate_accepts_real_xrays(shared_data):
     paths = []
@@ -167,6 +188,11 @@ def test_verdict_on_uploads(tiny_experiment):
     v = det.verdict(film, {a: f[1] for a, f in feats.items()})
     assert v.gate.passed and v.checked and v.score is not None and 0 <= v.percentile <= 100
     assert v.is_ood == (v.score > v.cutoff) and set(v.per_backbone) == set(exp.backbones)
+    # A CT-like slice: the gate's view check names the kind, first among the verdict's reasons.
+    slice_ = decode_upload(samples.upload_bytes("ct", 6), "slice.png")
+    v = det.verdict(slice_, {a: f[1] for a, f in feats.items()})
+    assert v.is_ood and v.view == "ct" and v.reasons[0].startswith("It looks like a CT slice (")
+    assert v.reasons[0] in v.summary and v.to_json()["gate"]["view"] == "ct"
     # Features far from anything seen in training are flagged by the features alone (no image).
     far = {a: np.full(f.shape[1], 50.0, np.float32) for a, f in feats.items()}
     v = det.verdict(None, far)

@@ -1,9 +1,9 @@
-"""The input gate: is this upload a grayscale radiograph at all? (before any model looks at it)
+"""The input gate: is this upload a grayscale frontal chest radiograph? (before any model looks at it)
 
-A model trained on chest X-rays scores anything it is given; a colour photo, a screenshot or a scanned
-report gets probabilities as confident as a film's. The gate looks at the decoded image itself (no
-model, a few milliseconds) and fails it, with a plain-language reason per failed check, when it is
-clearly not a radiograph:
+A model trained on frontal chest X-rays scores anything it is given; a colour photo, a screenshot, a
+scanned report, a lateral film or a CT slice gets probabilities as confident as a film's. The gate
+looks at the decoded image itself and fails it, with a plain-language reason, when it is clearly not
+one. First the cheap checks (no model, a few milliseconds), which fail what is not a radiograph at all:
 
 - colour: the share of clearly coloured pixels, measured by ``covidviz.data.imageio.colour_stats``
   before the upload was converted to gray (``DecodedImage.info``). Radiographs are grayscale; a
@@ -20,15 +20,22 @@ clearly not a radiograph:
 - sharp edges: the share of pixels on a step of 48+ grey levels between neighbours at 256 px. Films
   are smooth (real ones stay below 0.05); text and line art are edges everywhere;
 - flat areas with sharp edges: perfectly flat 8x8 blocks (not black) plus edges: a screenshot;
-- aspect ratio: a strip or banner (wider than 2.5:1 or taller than 1:2.5) is no chest film;
-- DICOM modality: a file that says it is CT, MR, ultrasound... is not a projection radiograph.
+- aspect ratio: a strip or banner (wider than 2.5:1 or taller than 1:2.5) is no chest film.
+
+Then, when those cheap checks pass (so a photo or a screenshot never pays for it), the frontal-chest
+check (``covidviz.anatomy.view.check_view``): the lung fields and the film's intensity layout, and
+the DICOM tags ``Modality``, ``ViewPosition`` and ``BodyPartExamined`` (read even when a cheap check
+failed: they cost nothing). It fails a lateral view, a CT slice or something that is not a chest
+radiograph with ONE sentence naming the kind and this image's numbers; ``GateResult.view`` says which,
+and ``GateResult.lungs`` keeps the lung fields it computed, for the lung outlines.
 
 The thresholds (``GateRules``) were set from the statistics of the 1,048 real films in
 ``../shared/data`` (covid3 + nih14: adults, children, bedside films, figures from papers), leaving a
 margin of 1.3-2x beyond the most extreme real film, and then checked against the generated
 non-radiographs of ``covidviz.ood.samples``. They pass every real film there, the phantoms and the
-test DICOMs. The gate cannot tell a grayscale photograph or a CT slice from a film: the feature-space
-detector (``covidviz.ood.detector``) is there for what merely looks different to the models.
+test DICOMs. The cheap checks cannot tell a grayscale photograph or a CT slice from a film: the view
+check is there for those, and the feature-space detector (``covidviz.ood.detector``) for what merely
+looks different to the models.
 """
 
 from __future__ import annotations
@@ -38,15 +45,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from covidviz.anatomy import LungFields
+from covidviz.anatomy.view import FRONTAL, NOT_CHEST, RADIOGRAPH_MODALITIES, ViewCheck, check_view, dicom_view
 from covidviz.data.imageio import GRAY_COLOUR_STATS, DecodedImage, colour_stats
 
 WORK_SIDE = 256   # edges and flat blocks are measured at this long side (any upload size gives the same answer)
 HIST_PIXELS = 1_000_000  # the grey-level histogram is counted on a regular subsample of at most ~this many
 EDGE_STEP = 48    # grey levels between neighbouring pixels that count as a sharp edge
 BLACK = 12        # grey levels below this are film background / padding, not a flat "shade"
-# DICOM modalities of projection radiographs (plain films): computed / digital radiography, X-ray
-# angiography's spot films, mammography... Anything else (CT, MR, US, NM, PT) is a cross-section.
-RADIOGRAPH_MODALITIES = {"CR", "DX", "RG", "XA", "RF", "MG", "IO", "PX", "OT", ""}
+__all__ = ["DEFAULT_RULES", "RADIOGRAPH_MODALITIES", "GateResult", "GateRules", "check_image", "image_stats"]
 
 
 @dataclass(frozen=True)
@@ -70,21 +77,40 @@ DEFAULT_RULES = GateRules()
 
 @dataclass(frozen=True)
 class GateResult:
-    """``passed``: the image looks like a grayscale radiograph; ``reasons``: one plain sentence per
-    failed check (empty when passed); ``stats``: the measured numbers (JSON-ready floats)."""
+    """``passed``: the image looks like a grayscale frontal chest radiograph; ``reasons``: one plain
+    phrase per failed check (empty when passed), the view check's sentence first; ``stats``: the
+    measured numbers (JSON-ready). ``view``: ``"frontal"``, ``"lateral"``, ``"ct"`` or ``"not a chest
+    radiograph"`` (``covidviz.anatomy.view``; None when the view check was not run); ``view_reason``:
+    the view check's sentence naming the kind (empty when frontal, or when a cheap check failed
+    first); ``lungs``: the ``LungFields`` the view check computed (None when it did not segment), kept
+    for the lung outlines so they are not computed twice; not serialised."""
 
     passed: bool
     reasons: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    view: str | None = None
+    view_reason: str = ""
+    lungs: LungFields | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def lung_quality(self) -> float | None:
+        """The lung fields' quality in [0, 1] (``covidviz.anatomy``), None when not segmented."""
+        return None if self.lungs is None else float(self.lungs.quality)
 
     @property
     def summary(self) -> str:
+        """ONE sentence: what kind of image it looks like, with the numbers that decided."""
         if self.passed:
+            if self.view == FRONTAL:
+                return "It looks like a frontal chest radiograph."
             return "It looks like a grayscale radiograph."
+        if self.view_reason:
+            return self.view_reason
         return "It does not look like a grayscale radiograph: " + "; ".join(self.reasons) + "."
 
     def to_json(self) -> dict:
-        return {"passed": bool(self.passed), "reasons": list(self.reasons), "stats": dict(self.stats)}
+        return {"passed": bool(self.passed), "reasons": list(self.reasons), "stats": dict(self.stats),
+                "view": self.view, "lung_quality": self.lung_quality}
 
 
 def image_stats(gray: np.ndarray, info: dict | None = None) -> dict:
@@ -129,9 +155,11 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f} %"
 
 
-def check_image(image, info: dict | None = None, rules: GateRules = DEFAULT_RULES) -> GateResult:
-    """Run the gate on a ``DecodedImage`` (preferred: it carries the colour statistics), a (H, W)
-    uint8 gray array (colour unknown: that check is skipped) or an (H, W, 3) uint8 RGB array."""
+def check_image(image, info: dict | None = None, rules: GateRules = DEFAULT_RULES, *, view: bool = True) -> GateResult:
+    """Run the gate on a ``DecodedImage`` (preferred: it carries the colour statistics and the DICOM
+    tags), a (H, W) uint8 gray array (colour unknown: that check is skipped) or an (H, W, 3) uint8 RGB
+    array. ``view=False`` skips the image part of the frontal-chest check (no segmentation: the cheap
+    checks and the DICOM tags alone)."""
     if isinstance(image, DecodedImage):
         gray, info = image.gray, {**image.info, **(info or {})}
     else:
@@ -146,8 +174,6 @@ def check_image(image, info: dict | None = None, rules: GateRules = DEFAULT_RULE
     reasons = []
     if st["colour_fraction"] > r.max_colour_fraction:
         reasons.append(f"{_pct(st['colour_fraction'])} of its pixels are in colour (X-rays are grayscale)")
-    if st["modality"] and st["modality"] not in RADIOGRAPH_MODALITIES:
-        reasons.append(f"the DICOM file says its modality is {st['modality']}, not a plain radiograph (CR/DX)")
     if st["levels_95"] < r.min_levels_95:
         reasons.append(f"95 % of it uses only {st['levels_95']} grey levels, like a screenshot, a drawing or a "
                        "black-and-white scan (a film uses well over 50)")
@@ -161,4 +187,14 @@ def check_image(image, info: dict | None = None, rules: GateRules = DEFAULT_RULE
         reasons.append(f"{_pct(st['flat_blocks'])} of it is perfectly flat areas with sharp edges, like a screenshot")
     if not r.min_aspect <= st["aspect"] <= r.max_aspect:
         reasons.append(f"its shape ({st['width']} x {st['height']} pixels) is a strip, not a chest film")
-    return GateResult(passed=not reasons, reasons=reasons, stats=st)
+    tagged = dicom_view(info) is not None  # the tags are free: always read
+    if not tagged and (reasons or not view):  # no segmentation: a cheap check failed, or it was not asked for
+        if not view:
+            return GateResult(passed=not reasons, reasons=reasons, stats=st)
+        return GateResult(passed=False, reasons=reasons, stats={**st, "view": NOT_CHEST}, view=NOT_CHEST)
+    checked: ViewCheck = check_view(gray, info)  # tagged: decided by the tags, without segmenting
+    st = {**st, **checked.stats}
+    if not checked.frontal:
+        reasons = [checked.reason, *reasons]
+    return GateResult(passed=not reasons, reasons=reasons, stats=st, view=checked.view,
+                      view_reason=checked.reason, lungs=checked.lungs)

@@ -1,8 +1,10 @@
 """THE out-of-distribution verdict of one image, and the interface every detector kind shares.
 
 A verdict is assembled in one place, ``Detector.verdict``: the input gate (``covidviz.ood.gate``) on the
-decoded upload, then the detector's feature-space check (``Detector.check``) over every backbone's
-pooled features. The detector kinds:
+decoded upload, with its frontal-chest check (``covidviz.anatomy.view``: a lateral view, a CT slice or not
+a chest radiograph fails with ONE sentence naming the kind, carried as the verdict's first reason;
+``OodVerdict.view`` says which), then the detector's feature-space check (``Detector.check``) over every
+backbone's pooled features. The detector kinds:
 
 - ``OodDetector`` (``covidviz.ood.detector``): the fitted one (``ood.npz``), a cut-off for a stated
   false-alarm rate on validation images;
@@ -64,6 +66,12 @@ class OodVerdict:
         if self.is_ood:
             return "ood"
         return "in-distribution" if self.checked else "no verdict"
+
+    @property
+    def view(self) -> str | None:
+        """What the gate's view check made of the image: ``"frontal"``, ``"lateral"``, ``"ct"`` or ``"not a
+        chest radiograph"``; None when no image was given (or the check was not run)."""
+        return None if self.gate is None else self.gate.view
 
     @property
     def flag(self) -> bool | None:
