@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from covidviz.data.dicom import acquisition_facts
+from covidviz.data.dicom import pixel_array as dicom_pixel_array
+
 # Largest image we agree to decode (pixels). A chest film is ~3000x3000; 50 MP leaves room but
 # stops decompression bombs (a tiny file that claims 30000x30000) before they eat the memory.
 MAX_PIXELS = 50_000_000
@@ -117,7 +120,7 @@ def _decode_dicom_full(data: bytes, name: str) -> DecodedImage:
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     _check_size(cols, rows, name)
     try:
-        arr = ds.pixel_array
+        arr = dicom_pixel_array(ds)
     except Exception as exc:
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
         raise ImageDecodeError(
@@ -157,6 +160,7 @@ def _decode_dicom_full(data: bytes, name: str) -> DecodedImage:
     for key in DICOM_INFO_FIELDS:
         if key in ds and str(ds.get(key, "")).strip():
             info[key] = str(ds.get(key))
+    info.update(acquisition_facts(ds))  # pixel spacing in mm, and whether at the detector or calibrated
     patient = {key: str(ds.get(key)) for key in DICOM_PATIENT_FIELDS if key in ds and str(ds.get(key, "")).strip()}
     return DecodedImage(gray, raw.astype(np.float32, copy=False), window,
                         f"DICOM ({info['photometric'] or 'unknown photometric'})", info, patient)
@@ -233,7 +237,9 @@ def colour_stats(img) -> dict[str, float]:
 DICOM_PATIENT_FIELDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge",
                         "OtherPatientIDs", "AccessionNumber", "InstitutionName", "ReferringPhysicianName",
                         "StudyDate", "StudyTime", "StudyID")
-DICOM_INFO_FIELDS = ("Modality", "ViewPosition", "BodyPartExamined", "Manufacturer")
+# Non-identifying acquisition facts copied into ``info`` (BurnedInAnnotation: text burned into the pixels,
+# which may itself identify the patient; Diagnose warns unless it is NO).
+DICOM_INFO_FIELDS = ("Modality", "ViewPosition", "BodyPartExamined", "Manufacturer", "BurnedInAnnotation")
 
 
 class DecodedImage:
