@@ -5,7 +5,9 @@ image's own heavily blurred background (a Gaussian of 1/8 of the image side, com
 that stay *outside* the region under test), never black: a black patch is itself a strong new feature,
 and a blur of the region itself would keep its opacity. Small functions, each tested on its own; the
 what-ifs that score the altered images are ``covidviz.cam.whatif``'s, the shortcut audit
-(``covidviz.analysis.shortcuts``) uses the same masks and fill.
+(``covidviz.analysis.shortcuts``) uses the same masks and fill. The fill itself (``blurred_background``,
+``fill``, ``hide``, ``keep_only``) is defined in ``covidviz.data.background`` and re-exported here: the
+``lung-mask`` model input (``covidviz.data.preprocess``) uses it too.
 """
 
 from __future__ import annotations
@@ -13,16 +15,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy import ndimage
 
 from covidviz.cam.localisation import box_fractions, random_heat
 from covidviz.cam.overlay import resize_map
+from covidviz.data.background import BLUR, blurred_background, fill, hide, keep_only  # noqa: F401 (re-exported)
 
 BORDER = 0.15                    # width of the outer strip, as a fraction of each side (~51 % of the film)
 CENTRE = 0.65                    # side of the central box, as a fraction of each side (~42 %: the lung fields)
-BLUR = 1 / 8                     # Gaussian sigma of the fill, as a fraction of the image side
 RANDOM_GRID = 4                  # random regions: top of a 4x4 noise grid, upsampled (1-4 blobs, like a CAM's)
 
 
@@ -110,71 +110,3 @@ def box_mask(shape, box: Mapping[str, float]) -> np.ndarray:
     mask = np.zeros((h, w), dtype=bool)
     mask[r0:r1, c0:c1] = True
     return mask
-
-
-# ------------------------------------------------------------------------------------------------
-# the fill
-# ------------------------------------------------------------------------------------------------
-
-def _area_down(a: np.ndarray, f: int) -> np.ndarray:
-    if f <= 1:
-        return a
-    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
-    size = (max(1, -(-a.shape[0] // f)), max(1, -(-a.shape[1] // f)))
-    return F.adaptive_avg_pool2d(t, size)[0, 0].numpy()
-
-
-def blurred_background(gray: np.ndarray, exclude: np.ndarray | None = None, sigma: float | None = None) -> np.ndarray:
-    """The image's heavily blurred background, float32 (H, W) in gray levels.
-
-    A Gaussian blur of ``sigma`` pixels (default ``BLUR`` of the longer side) in which the pixels of
-    ``exclude`` take no part (normalised convolution): where the region under test is hidden, the fill
-    is made from what surrounds it, so none of its own content (a marker, an opacity) leaks back. Far
-    inside a large excluded region it falls back to the mean of the rest. Computed at a reduced
-    resolution (a blur this heavy has no finer detail), so it costs a few milliseconds.
-    """
-    img = np.asarray(gray, np.float32)
-    if img.ndim != 2:
-        raise ValueError(f"expected a 2-D grayscale image, got shape {img.shape}")
-    h, w = img.shape
-    sigma = float(sigma) if sigma is not None else BLUR * max(h, w)
-    if sigma <= 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
-    weight = np.ones((h, w), np.float32)
-    if exclude is not None:
-        exclude = np.asarray(exclude, bool)
-        if exclude.shape != (h, w):
-            raise ValueError(f"mask shape {exclude.shape} differs from the image's {(h, w)}")
-        weight[exclude] = 0.0
-    if not weight.any():
-        raise ValueError("nothing is left outside the region to make a background from")
-    fallback = float(img[weight > 0].mean())
-    f = max(1, int(sigma // 4))
-    s = sigma / f
-    num = ndimage.gaussian_filter(_area_down(img * weight, f), s, mode="reflect")
-    den = ndimage.gaussian_filter(_area_down(weight, f), s, mode="reflect")
-    eps = 1e-3
-    small = (num + eps * fallback) / (den + eps)
-    return resize_map(small.astype(np.float32), (h, w))
-
-
-def fill(gray: np.ndarray, hidden: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """``gray`` with the ``hidden`` pixels replaced by ``background``: uint8 (H, W)."""
-    gray = np.asarray(gray)
-    hidden = np.asarray(hidden, bool)
-    if hidden.shape != gray.shape or np.shape(background) != gray.shape:
-        raise ValueError(f"image {gray.shape}, mask {hidden.shape} and background {np.shape(background)} differ")
-    bg = np.clip(np.rint(background), 0, 255).astype(np.uint8)
-    return np.where(hidden, bg, gray.astype(np.uint8))
-
-
-def hide(gray: np.ndarray, region: np.ndarray, sigma: float | None = None) -> np.ndarray:
-    """Hide ``region``: fill it with the blurred background of everything else."""
-    return fill(gray, region, blurred_background(gray, exclude=region, sigma=sigma))
-
-
-def keep_only(gray: np.ndarray, region: np.ndarray, sigma: float | None = None) -> np.ndarray:
-    """Keep only ``region``: fill everything else with its own blurred background, made without the
-    region (so the kept content is not smeared around it)."""
-    region = np.asarray(region, bool)
-    return fill(gray, ~region, blurred_background(gray, exclude=region, sigma=sigma))

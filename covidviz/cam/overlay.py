@@ -7,8 +7,8 @@ The app's one choice of colour map and opacity per view lives here too (``DEFAUL
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+from covidviz.data.background import resize_map  # noqa: F401 (re-exported: the one map resize, defined low for data/)
 
 COLORMAPS = ("jet", "inferno", "viridis", "cividis")
 DEFAULT_COLORMAP = "jet"   # the look of the CAM literature and the paper; Diagnose lets the user change it
@@ -46,17 +46,6 @@ def colormap_lut(name: str) -> np.ndarray:
     else:
         raise ValueError(f"unknown colormap {name!r}; choose from {', '.join(COLORMAPS)}")
     return np.round(rgb * 255).astype(np.uint8)
-
-
-def resize_map(heat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a float (h, w) map to ``shape`` (values keep their scale)."""
-    heat = np.asarray(heat, dtype=np.float32)
-    if heat.ndim != 2:
-        raise ValueError(f"expected a 2-D map, got shape {heat.shape}")
-    if heat.shape == tuple(shape):
-        return heat
-    t = torch.from_numpy(np.ascontiguousarray(heat))[None, None]
-    return F.interpolate(t, size=tuple(shape), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
 def describe_grid(grid: tuple[int, int] | int, image_size: int | tuple[int, int]) -> str:
