@@ -1,5 +1,5 @@
-"""The Compare page's shortcut sections: "Evidence on the lungs" and the shortcut audit (widgets only;
-tables and texts: ``views.shortcuts``)."""
+"""The Compare page's shortcut sections: "Evidence on the lungs", the shortcut audit and the source
+evidence (``ui.compare_sources``) (widgets only; tables and texts: ``views.shortcuts``, ``views.sources``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import streamlit as st
 from covidviz.runs import RunFormatError
 from covidviz.runs.lungs import external_lungs
 from covidviz.ui.compare_cache import compare_lungs
+from covidviz.ui.compare_sources import sources_section
 from covidviz.views import shortcuts as view
 from covidviz.views.style import arch_label
 
@@ -38,6 +39,11 @@ def lungs_section(exp, archs, ext=None) -> None:
 
 def shortcut_section(exp, archs, ext=None) -> None:
     lungs_section(exp, archs, ext)
+    audit_section(exp, archs)
+    sources_section(exp, archs, ext)
+
+
+def audit_section(exp, archs) -> None:
     st.subheader(view.TITLE)
     try:
         audit = exp.shortcuts()
