@@ -35,6 +35,8 @@ DATA_KINDS = ", ".join(KINDS)
 def build_parser() -> argparse.ArgumentParser:
     """The training command line; its defaults and their help are read from ``RunConfig``/``TrainConfig``
     (``--epochs`` & co. default to None so that ``--demo`` can tell a flag given from one left out)."""
+    from covidviz.data.preprocess import INPUTS
+    from covidviz.deconfound import METHODS as DECONFOUND_METHODS
     from covidviz.models import REGISTRY
     from covidviz.pipeline import DEMO_ARCHS, RunConfig  # noqa: F811 (the TYPE_CHECKING name, at run time)
     from covidviz.training import TrainConfig
@@ -51,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
                         f"the demo {demo.train.epochs})")
     p.add_argument("--image-size", type=int, default=None,
                    help=f"square input size in pixels (default {RunConfig.image_size}, the demo {demo.image_size})")
+    p.add_argument("--input", default=None, choices=INPUTS,
+                   help="what the models see: full (the whole film), lung-crop (the lung fields' box with a margin, "
+                        "squared) or lung-mask (only the lung fields, the rest filled with their blurred background); "
+                        "lung inputs segment every film once into the cache and record it in the manifest "
+                        f"(default {RunConfig.input})")
     p.add_argument("--output-stride", nargs="+", default=None, metavar="STRIDE",
                    help="input size / CAM grid size: 32 (torchvision's), 16 or 8 (finer heatmaps, more compute); "
                         "one value for every backbone or ARCH=STRIDE pairs (default: each backbone's, "
@@ -78,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="processes decoding images for the cache")
     p.add_argument("--cache-dir", default=None, help="preprocessing cache (default ~/.cache/covidviz or $COVIDVIZ_CACHE)")
     p.add_argument("--no-augment", action="store_true", help="disable random affine/contrast augmentation")
+    p.add_argument("--deconfound", default=TrainConfig.deconfound, choices=DECONFOUND_METHODS,
+                   help="source: train against an adversary that predicts each film's source (hospital) within its "
+                        "class through gradient reversal, so the features drop what tells hospitals apart but not the "
+                        "disease; ignored with a message when the training data has one source (default %(default)s)")
+    p.add_argument("--deconfound-strength", type=float, default=TrainConfig.deconfound_strength, metavar="LAMBDA",
+                   help="peak gradient-reversal strength, reached by DANN's ramp (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-analysis", action="store_true", help="skip the analysis step (run it later with `analyze`)")
     p.add_argument("--projections", nargs="+", default=None, choices=PROJECTIONS,
@@ -173,6 +186,8 @@ def config_from_args(args) -> RunConfig:
     base = RunConfig.demo() if args.demo else RunConfig(data=[])
     data = args.data or base.data
     stride = parse_output_stride(args.output_stride)
+    if args.deconfound_strength < 0:
+        raise SystemExit(f"train.py: --deconfound-strength must be >= 0; got {args.deconfound_strength:g}")
     if not data and not args.resume:
         raise SystemExit("train.py: give at least one --data KIND:PATH (kinds: " + DATA_KINDS + "), or --demo")
     weights = args.weights if args.weights != RunConfig.weights else base.weights
@@ -180,10 +195,11 @@ def config_from_args(args) -> RunConfig:
     lr = args.lr if args.lr is not None else (base.train.lr if scratch else TrainConfig.pretrained_lr)
     train_cfg = replace(base.train, epochs=args.epochs or base.train.epochs,
                         batch_size=args.batch_size or base.train.batch_size, lr=lr, patience=args.patience,
-                        seed=args.seed, augment=not args.no_augment, progress=not args.quiet)
+                        seed=args.seed, augment=not args.no_augment, progress=not args.quiet,
+                        deconfound=args.deconfound, deconfound_strength=args.deconfound_strength)
     return replace(
         base, data=list(data), archs=args.arch or list(base.archs), out=args.out, name=args.name or base.name,
-        image_size=args.image_size or base.image_size, weights=weights, device=args.device,
+        image_size=args.image_size or base.image_size, input=args.input or base.input, weights=weights, device=args.device,
         output_stride=stride if stride is not None else base.output_stride,
         cache_dir=args.cache_dir, workers=args.workers, resume=args.resume, overwrite=args.overwrite,
         analysis=not args.no_analysis, projections=tuple(args.projections or base.projections), train=train_cfg)

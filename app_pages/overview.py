@@ -1,11 +1,13 @@
 """Overview page: what this experiment is, what it was trained on, and how well each backbone did.
 
 Sections: identity (name, dates, task, labels, image size, training configuration), initialisation
-warnings, the dataset card (class x split, patients per split, source x class with the confounding
-warnings, skipped images), the model card (per-backbone training record, test AUC per class as a
-table and a chart), the external test sets (``train.py evaluate``: per-backbone AUC and drop from the
-internal test split) and the training curves. Widgets and layout only: the content comes from
-``covidviz.views.overview``. Runs under ``app.py`` or on its own (``streamlit run app_pages/overview.py``).
+warnings (and a banner when a backbone's test macro AUC is below 0.7), the dataset card (class x split,
+patients per split, source x class with the confounding warnings, skipped images), the model card
+(per-backbone training record, the shortcut audit's verdict as badges, test AUC per class as a table and a
+chart, the thumbnail-baseline sentence agreeing with the audit), the external test sets (``train.py
+evaluate``: per-backbone AUC and drop from the internal test split) and the training curves. Widgets and
+layout only: the content comes from ``covidviz.views.overview``. Runs under ``app.py`` or on its own
+(``streamlit run app_pages/overview.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from covidviz import runs, ui
 from covidviz.runs.records import ManifestInfo
 from covidviz.ui import external as external_ui
 from covidviz.views import overview as view
-from covidviz.views.style import table_height, task_label
+from covidviz.views import reliability
+from covidviz.views.style import arch_label, table_height, task_label
 
 WIDE_INDEX = {"_index": st.column_config.Column(width="medium")}  # long finding names, e.g. Pleural_Thickening
 
@@ -40,6 +43,8 @@ def identity(exp) -> None:
         st.json(info.config, expanded=True)
     for warning in view.init_warnings(exp):  # a backbone that fell back to random weights must be impossible to miss
         st.warning(warning, icon=":material/warning:")
+    if weak := reliability.low_auc_banner(reliability.macro_aucs(exp)):  # near-chance models: said before any number
+        st.warning(weak, icon=":material/trending_down:")
 
 
 def dataset_card(exp) -> None:
@@ -104,6 +109,9 @@ def model_card(exp) -> None:
     st.header("Models")
     record = view.training_record(exp)
     st.dataframe(record, width="stretch", height=table_height(record))
+    audit = ui.shortcut_audit(exp)
+    badges = reliability.audit_badges(exp.backbones, audit)  # the audit's verdict on the model card, per backbone
+    st.markdown("  \n".join(f"**{arch_label(a)}** {badge}" for a, badge in badges.items()), help=reliability.SHORTCUT_HELP)
     aucs = view.auc_table(exp, "test")
     n_test = view.n_test_images(exp)
     st.subheader("Test AUC per class")
@@ -119,7 +127,7 @@ def model_card(exp) -> None:
         analysis = ui.compare_analysis(exp)
     except runs.RunFormatError:  # the dataset card already says the analysis cannot be read
         analysis = None
-    if sentence := view.baseline_sentence(exp, analysis):
+    if sentence := view.baseline_sentence(exp, analysis, reliability.shortcut_findings(audit), audit is not None):
         st.markdown(sentence)
 
 

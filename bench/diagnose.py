@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from covidviz import inference
+from covidviz.anatomy.inputs import model_pixels
 from covidviz.data.labels import MULTICLASS, LabelSpace
 from covidviz.data.preprocess import Preprocessing
 from covidviz.models import Classifier
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
     exp = StandIn(ARCHS, args.size)
     pred = inference.Predictor(exp)
     gray = film(args.film)
-    x = exp.preprocessing.to_tensor(exp.preprocessing.to_model_pixels(gray))
+    x = exp.preprocessing.to_tensor(model_pixels(exp.preprocessing, gray))
 
     def bare():
         with torch.no_grad():

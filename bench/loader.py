@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from covidviz.anatomy.inputs import model_pixels
 from covidviz.data.cache import build_cache
 from covidviz.data.imageio import read_image
 from covidviz.data.preprocess import Preprocessing
@@ -53,7 +54,7 @@ def main() -> None:
 
         t = time.perf_counter()
         for p in paths:
-            prep.to_tensor(prep.to_model_pixels(read_image(p)))
+            prep.to_tensor(model_pixels(prep, read_image(p)))
         uncached = args.n / (time.perf_counter() - t)
 
         t = time.perf_counter()

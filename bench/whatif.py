@@ -28,6 +28,7 @@ import statistics
 import torch
 
 from bench.diagnose import ARCHS, StandIn, film, make_clock
+from covidviz.anatomy.inputs import model_pixels
 from covidviz.cam import compute_cam
 from covidviz.cam import whatif as W
 
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
     exp = StandIn(ARCHS, args.size)
     prep = exp.preprocessing
     models = {a: exp.load_model(a) for a in ARCHS}
-    pixels = prep.to_model_pixels(film(args.film))
+    pixels = model_pixels(prep, film(args.film))
     x = prep.to_tensor(pixels)
     cls = 0
     # What the Diagnose page already holds for the shown image: each backbone's map and probability.

@@ -12,7 +12,10 @@ and the image's one out-of-distribution verdict (``covidviz.ood.load_detector``:
 backbone, and the same the batch scorer gives). The lung fields are found once per image (the input
 gate's when it found them, else ``covidviz.anatomy.segment_lungs``: ``lung_fields``), mapped onto the
 model input through the preprocessing (``cam.lungshare.model_mask``), and each backbone's map of its top
-class is weighed against them (``cam.lungshare.lung_weight``). Drawing the results (overlays, the case report) is
+class is weighed against them (``cam.lungshare.lung_weight``). The model input itself comes from
+``covidviz.anatomy.inputs.model_input`` (``Predictor.prepare``), the one path every caller uses: for an
+experiment trained on a lung input (``train.py --input lung-crop | lung-mask``) it segments the film
+first, and those fields are the ones shown. Drawing the results (overlays, the case report) is
 ``covidviz.views.diagnose``'s job.
 
 Thread safety: every use of a model holds ``cam.model_lock(model)`` (CAM needs that anyway), so
@@ -50,6 +53,7 @@ import torch
 
 from covidviz import runs
 from covidviz.anatomy import LungFields, segment_lungs
+from covidviz.anatomy.inputs import ModelInput, model_input
 from covidviz.cam import METHODS, CamResult, compute_cams, model_lock
 from covidviz.cam.lungshare import LungWeight, lung_weight, model_mask
 from covidviz.models import FINAL_LAYER, probabilities
@@ -95,6 +99,7 @@ class Diagnosis:
     verdict: OodVerdict | None = None  # the image's one out-of-distribution verdict (Predictor.verdict)
     lungs: LungFields | None = None    # the lung fields at the film's size (None: the film could not be segmented)
     lung_mask: np.ndarray | None = None  # (S, S) bool: those fields on the model input; None unless lungs.ok
+    input: ModelInput | None = None      # how the film became ``pixels``: crop box, lung region, fallback
 
     def lung_weight(self, heat: np.ndarray) -> LungWeight | None:
         """A map of this image (model-input geometry, e.g. ``CamResult.raw[0]``) against its lung fields;
@@ -132,12 +137,12 @@ def lung_fields(gray: np.ndarray, verdict: OodVerdict | None = None) -> LungFiel
         return None
 
 
-def lung_mask_for(lungs: LungFields | None, prep) -> np.ndarray | None:
+def lung_mask_for(lungs: LungFields | None, prep, region: np.ndarray | None = None) -> np.ndarray | None:
     """Usable lung fields on the model input (``cam.lungshare.model_mask``), or None (none found, not
-    reliable, or cropped away)."""
+    reliable, or cropped away). ``region``: the film's ``ModelInput.region`` (a lung input's crop)."""
     if lungs is None or not lungs.ok:
         return None
-    mask = model_mask(lungs.mask, prep)
+    mask = model_mask(lungs.mask, prep, region)
     return mask if mask.any() else None
 
 
@@ -256,12 +261,17 @@ class Predictor:
 
     # ------------------------------------------------------------------ inference
 
-    def model_input(self, gray: np.ndarray) -> np.ndarray:
-        """(S, S) uint8: the preprocessing contract's resize (the input the models see)."""
+    def prepare(self, gray: np.ndarray, lungs: LungFields | None = None) -> ModelInput:
+        """The film as the models see it (``anatomy.inputs.model_input`` with the experiment's
+        preprocessing: the resize, and for a lung input the film's lung fields first)."""
         gray = np.asarray(gray)
         if gray.ndim != 2 or gray.dtype != np.uint8:
             raise ValueError(f"expected a (H, W) uint8 image, got {gray.dtype} {gray.shape}")
-        return self.prep.to_model_pixels(gray)
+        return model_input(self.prep, gray, lungs)
+
+    def model_input(self, gray: np.ndarray) -> np.ndarray:
+        """(S, S) uint8: the input the models see (``prepare(gray).pixels``)."""
+        return self.prepare(gray).pixels
 
     def _forward(self, arch: str, pixels: np.ndarray, class_idx, methods) -> tuple[dict, np.ndarray]:
         """CAMs + the pooled features of one image from ONE forward pass."""
@@ -287,7 +297,8 @@ class Predictor:
                 archs=None, image=None) -> Diagnosis:
         """What every backbone (or those in ``archs``) says about ``gray``. ``image``: the upload's
         ``DecodedImage`` for the OOD gate's colour checks (default: ``gray`` itself)."""
-        pixels = self.model_input(gray)
+        inp = self.prepare(gray)
+        pixels = inp.pixels
         out = {}
         for arch in archs or self.archs:
             t0 = time.perf_counter()
@@ -301,9 +312,9 @@ class Predictor:
             res.seconds = time.perf_counter() - t0
             out[arch] = res
         verdict = self.verdict(gray if image is None else image, {a: r.features for a, r in out.items()})
-        diag = Diagnosis(name=name, experiment=self.exp.name, pixels=pixels, backbones=out, verdict=verdict)
-        diag.lungs = lung_fields(gray, verdict)
-        diag.lung_mask = lung_mask_for(diag.lungs, self.prep)
+        diag = Diagnosis(name=name, experiment=self.exp.name, pixels=pixels, backbones=out, verdict=verdict, input=inp)
+        diag.lungs = inp.lungs if inp.lungs is not None else lung_fields(gray, verdict)
+        diag.lung_mask = lung_mask_for(diag.lungs, self.prep, inp.region)
         for res in out.values():  # one verdict for every backbone: pages never show them disagreeing
             res.ood = verdict.is_ood
             res.lung_weight = diag.lung_weight(next(iter(res.cams.values())).raw[0])

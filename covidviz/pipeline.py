@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +20,16 @@ import torch
 
 import covidviz
 from covidviz import runs
+from covidviz.anatomy.inputs import cache_input
 from covidviz.data.adapters import load_datasets
 from covidviz.data.cache import build_cache, default_cache_dir
 from covidviz.data.labels import LabelSpace
 from covidviz.data.preprocess import DEFAULT_IMAGE_SIZE, Preprocessing
 from covidviz.data.splits import check_no_leakage, make_split
+from covidviz.deconfound import MIN_FILMS, AdversaryPlan, plan_source_adversary, strata_of
 from covidviz.models import build_model, cam_grid, get_spec, legacy_output_stride, pick_device, resolve_output_stride
 from covidviz.pretrained import preprocessing_for, resolve_weights
-from covidviz.runs.manifest import DatasetCard, ManifestBackbone, ManifestInfo, SplitCard
+from covidviz.runs.manifest import DatasetCard, Deconfounding, ManifestBackbone, ManifestInfo, SplitCard
 from covidviz.stats.metrics import auc_per_class, macro_auc
 from covidviz.stats.projection import METHODS as PROJECTION_METHODS
 from covidviz.training import DistInfo, Feed, FitData, TrainConfig, fit, predict
@@ -64,6 +66,7 @@ class RunConfig:
     out: str = "runs"
     name: str | None = None
     image_size: int = DEFAULT_IMAGE_SIZE
+    input: str = "full"  # what the model sees (Preprocessing.input, data.preprocess.INPUTS): train.py --input
     # CAM grid fineness (models.OUTPUT_STRIDES): None = each backbone's default, an int for all of them,
     # or {arch: stride}.
     output_stride: int | dict[str, int] | None = None
@@ -135,7 +138,8 @@ def _prepare_data(cfg: RunConfig, prep: Preprocessing, dist: DistInfo):
         if dist.main == turn:
             table, labels, datasets = load_datasets(cfg.data, cache_dir=cache_dir / "datasets", seed=cfg.train.seed)
             cache = build_cache(table["path"].tolist(), prep.image_size, cache_dir / "pixels",
-                                workers=cfg.workers, progress=dist.main and cfg.train.progress, crop=prep.crop)
+                                workers=cfg.workers, progress=dist.main and cfg.train.progress, crop=prep.crop,
+                                input=prep.input, make_input=cache_input)
             result = (table, labels, datasets, cache)
         _barrier(dist)
     table, labels, datasets, cache = result
@@ -154,7 +158,8 @@ def _prepare_data(cfg: RunConfig, prep: Preprocessing, dist: DistInfo):
     return table, labels, datasets, cache, skipped
 
 
-def _dataset_card(cfg: RunConfig, table: pd.DataFrame, datasets, skipped) -> DatasetCard:
+def _dataset_card(cfg: RunConfig, table: pd.DataFrame, datasets, skipped, cache=None) -> DatasetCard:
+    lungs = getattr(cache, "lungs", None)
     return DatasetCard(
         specs=list(cfg.data),
         sources=[{"kind": d.kind, "root": str(d.root), "description": d.description,
@@ -162,6 +167,9 @@ def _dataset_card(cfg: RunConfig, table: pd.DataFrame, datasets, skipped) -> Dat
         n_images=int(len(table)),
         n_patients=int(table["patient_id"].nunique()),
         skipped=skipped,
+        # lung inputs: how many films fell back to the fixed lung boxes (covidviz.anatomy.inputs)
+        lung_input={} if lungs is None else
+        lungs.summary(table["cache_row"].to_numpy(), dict(zip(table["cache_row"], table["path"]))),
     )
 
 
@@ -171,6 +179,32 @@ def _split_card(cfg: RunConfig, table: pd.DataFrame) -> SplitCard:
         counts={s: int((table["split"] == s).sum()) for s in ("train", "val", "test")},
         patients={s: int(table.loc[table["split"] == s, "patient_id"].nunique()) for s in ("train", "val", "test")},
     )
+
+
+def deconfounding(cfg: RunConfig, table: pd.DataFrame, labels: LabelSpace,
+                  say: Callable[[str], None]) -> tuple[Deconfounding | None, AdversaryPlan | None]:
+    """``--deconfound``'s manifest record and the adversary's targets for the training films (None, None
+    when not asked for). Says what the adversary will tell apart, or why the flag is ignored (one source,
+    or no class with two sources of ``MIN_FILMS`` training films)."""
+    method = cfg.train.deconfound
+    if method in (None, "", "none"):
+        return None, None
+    if method != "source":
+        raise ValueError(f"--deconfound {method}: unknown method; choose none or source")
+    train = table[table["split"] == "train"]
+    plan, reason = plan_source_adversary(strata_of(train["labels"], labels), train["source"].fillna("").tolist())
+    record = Deconfounding(method=method, strength=float(cfg.train.deconfound_strength), active=plan is not None,
+                           min_films=MIN_FILMS, schedule="DANN ramp: strength * (2 / (1 + exp(-10 p)) - 1)")
+    if plan is None:
+        record.message = f"--deconfound source ignored: {reason}."
+        say(record.message)
+        return record, None
+    record.per_class = plan.counts
+    record.message = ("source adversary (gradient reversal, peak strength "
+                      f"{cfg.train.deconfound_strength:g}) inside " + "; ".join(
+                          f"{k}: {' vs '.join(f'{s} ({n})' for s, n in v.items())}" for k, v in plan.counts.items()))
+    say(f"--deconfound source: {record.message}")
+    return record, plan
 
 
 def starting_weights(cfg: RunConfig) -> dict:
@@ -212,7 +246,7 @@ def run_experiment(cfg: RunConfig, say: Callable[[str], None] | None = None) -> 
     weights = starting_weights(cfg)
     # torchxrayvision weights bring their own contract (intensity scaling, centre crop): the cache, the
     # training, the analysis and the app (through the manifest) all use it.
-    prep = preprocessing_for(weights, cfg.image_size)
+    prep = replace(preprocessing_for(weights, cfg.image_size), input=cfg.input)
     table, labels, datasets, cache, skipped = _prepare_data(cfg, prep, dist)
     if writer is not None and cfg.resume and (writer.workdir / runs.IMAGES).exists():
         saved_split = writer.read_images()[["image_id", "split"]]
@@ -223,12 +257,13 @@ def run_experiment(cfg: RunConfig, say: Callable[[str], None] | None = None) -> 
             raise ValueError(f"cannot resume {name}: {len(saved_split) - len(merged)} of its {len(saved_split)} images "
                              "are no longer in the data; start afresh (without --resume)")
         table = merged
+    deconf, adversary = deconfounding(cfg, table, labels, say if dist.main else (lambda _: None))
     if dist.main:
         manifest = ManifestInfo(
             status="training", created=time.strftime("%Y-%m-%dT%H:%M:%S"),
             covidviz_version=covidviz.__version__, torch_version=torch.__version__,
-            dataset=_dataset_card(cfg, table, datasets, skipped), labels=labels,
-            split=_split_card(cfg, table), preprocessing=prep, config=cfg.to_json(),
+            dataset=_dataset_card(cfg, table, datasets, skipped, cache), labels=labels,
+            split=_split_card(cfg, table), preprocessing=prep, config=cfg.to_json(), deconfound=deconf,
         )
         if writer.has_partial_manifest:
             manifest.backbones = writer.read_info().backbones
@@ -250,7 +285,7 @@ def run_experiment(cfg: RunConfig, say: Callable[[str], None] | None = None) -> 
         init["weights"] = cfg.weights  # as the user typed it (a folder stays a folder)
         ckpt = runs.partial_checkpoint(cfg.out, name, arch)
         data = FitData(cache.pixels, prep, labels, cache_rows[rows["train"]], targets[rows["train"]],
-                       cache_rows[rows["val"]], onehot[rows["val"]])
+                       cache_rows[rows["val"]], onehot[rows["val"]], adversary=adversary)
         res = fit(model, data, cfg.train, device, checkpoint=ckpt, dist=dist, desc=arch)
         if not dist.main:
             continue

@@ -10,6 +10,8 @@
 - cuda (mixed precision, channels_last) > mps > cpu; ``torchrun`` for several processes (DDP):
   each rank trains on its shard, every rank validates on the whole (small) validation set so they all
   take the same early-stopping decision.
+- ``--deconfound source`` (``FitData.adversary``): a source adversary on the pooled features, through
+  gradient reversal (``covidviz.deconfound``); training-only, the best weights kept are the classifier's.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tqdm.auto import tqdm
 
 from covidviz.data.labels import MULTICLASS, LabelSpace
 from covidviz.data.preprocess import Preprocessing
+from covidviz.deconfound import LR_SCALE, AdversaryPlan, SourceAdversary, WithAdversary, dann_lambda
 from covidviz.io import atomic_torch_save
 from covidviz.models import REGISTRY, probabilities
 from covidviz.stats.metrics import auc_per_class, macro_auc
@@ -47,6 +50,10 @@ class TrainConfig:
     augment: bool = True
     amp: bool = True
     progress: bool = True
+    # ``--deconfound source``: an adversary predicting the source within each class through gradient
+    # reversal of this peak strength (covidviz.deconfound; "none": off).
+    deconfound: str = "none"
+    deconfound_strength: float = 0.3
     # The peak rate when the backbone starts from pretrained weights (``--lr`` unset): fine-tuning
     # wants a gentler rate than training from scratch.
     pretrained_lr: ClassVar[float] = 3e-4
@@ -79,6 +86,7 @@ class FitData:
     train_targets: np.ndarray
     val_rows: np.ndarray
     val_onehot: np.ndarray
+    adversary: AdversaryPlan | None = None    # --deconfound source: targets row-aligned with train_rows
 
     def feed(self, device: torch.device, batch_size: int, amp: bool = True) -> Feed:
         return Feed(self.pixels, self.prep, device, batch_size, amp)
@@ -233,15 +241,25 @@ def fit(model: nn.Module, data: FitData, cfg: TrainConfig, device: torch.device,
     channels_last = device.type == "cuda" or _cpu_channels_last(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    net = model
+    plan = data.adversary
+    adv = None if plan is None else SourceAdversary(model.head.in_features, plan.allowed).to(device)
+    net = model if adv is None else WithAdversary(model, adv)
     if dist.world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     loss_fn = make_loss(data.labels, data.train_targets, device)
-    batches = Batches(data.feed(device, cfg.batch_size), data.train_rows, data.train_targets, shuffle=True,
-                      seed=cfg.seed, dist=dist)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Batches yield row positions; targets (and the adversary's) are looked up on the device.
+    batches = Batches(data.feed(device, cfg.batch_size), data.train_rows, np.arange(len(data.train_rows)),
+                      shuffle=True, seed=cfg.seed, dist=dist)
+    targets = torch.as_tensor(data.train_targets).to(device)
+    if adv is not None:
+        adv_t = [torch.as_tensor(a).to(device) for a in (plan.stratum, plan.source, plan.weight)]
+    groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
+    if adv is not None:
+        groups.append({"params": list(adv.parameters()), "lr": cfg.lr * LR_SCALE})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = max(1, cfg.epochs * len(batches))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=steps,
+                                                pct_start=0.15)
     use_amp = cfg.amp and device.type == "cuda"
     val_feed = data.feed(device, cfg.batch_size * 2, amp=use_amp)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
@@ -257,6 +275,8 @@ def fit(model: nn.Module, data: FitData, cfg: TrainConfig, device: torch.device,
         if use_amp and ck.get("scaler"):
             scaler.load_state_dict(ck["scaler"])
         gen.set_state(ck["generator"])
+        if adv is not None and ck.get("adversary"):
+            adv.load_state_dict(ck["adversary"])
         res.best_state, res.history = ck["best_state"], ck["history"]
         res.best_epoch, res.best_val_auc = ck["best_epoch"], ck["best_val_auc"]
         start_epoch, bad_epochs, elapsed = ck["epoch"], ck["bad_epochs"], ck["seconds"]
@@ -273,17 +293,26 @@ def fit(model: nn.Module, data: FitData, cfg: TrainConfig, device: torch.device,
         net.train()
         batches.epoch = epoch
         t_epoch, total, count = time.time(), 0.0, 0
+        adv_sum = [0.0, 0.0, 0.0]  # weighted loss, weighted correct calls, weight
         bar = tqdm(batches, desc=f"[{desc}] epoch {epoch}/{cfg.epochs}", leave=False, unit="batch",
                    disable=not (cfg.progress and dist.main))
-        for x, y in bar:
+        for step, (x, idx) in enumerate(bar):
+            y = targets[idx]
             if cfg.augment:
                 x = augment_batch(x, gen)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(device, use_amp):
-                loss = loss_fn(net(x).float(), y)
+                if adv is None:
+                    loss = loss_fn(net(x).float(), y)
+                else:
+                    adv.lambd = dann_lambda(((epoch - 1) * len(batches) + step) / steps, cfg.deconfound_strength)
+                    logits, adv_logits = net(x, adv_t[0][idx])
+                    loss = loss_fn(logits.float(), y)
+                    adv_loss, correct, weight = SourceAdversary.loss(adv_logits, adv_t[1][idx], adv_t[2][idx])
+                    adv_sum = [adv_sum[0] + float(adv_loss.detach()) * weight, adv_sum[1] + correct, adv_sum[2] + weight]
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(loss if adv is None else loss + adv_loss).backward()
             scaler.step(opt)
             scaler.update()
             sched.step()
@@ -303,14 +332,19 @@ def fit(model: nn.Module, data: FitData, cfg: TrainConfig, device: torch.device,
             "epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss, "val_auc": val_auc,
             "val_auc_per_class": per_class, "lr": sched.get_last_lr()[0], "seconds": time.time() - t_epoch,
         })
+        if adv is not None:  # the adversary's training loss and balanced accuracy (its classes weigh the same)
+            w = max(adv_sum[2], 1e-8)
+            res.history[-1].update(adv_loss=adv_sum[0] / w, adv_accuracy=adv_sum[1] / w, adv_lambda=adv.lambd)
         if dist.main:
             auc_txt = f"{val_auc:.3f}" if val_auc is not None else "n/a"
+            adv_txt = "" if adv is None else f"  source adversary accuracy {res.history[-1]['adv_accuracy']:.2f}"
             tqdm.write(f"[{desc}] epoch {epoch}: train loss {total / max(count, 1):.4f}  val loss {val_loss:.4f}  "
-                       f"val AUC {auc_txt}{'  *best*' if res.best_epoch == epoch else ''}")
+                       f"val AUC {auc_txt}{adv_txt}{'  *best*' if res.best_epoch == epoch else ''}")
             if checkpoint is not None:
                 atomic_torch_save(checkpoint, {
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "scaler": scaler.state_dict() if use_amp else {}, "generator": gen.get_state(),
+                    "adversary": {} if adv is None else adv.state_dict(),
                     "best_state": res.best_state, "history": res.history, "best_epoch": res.best_epoch,
                     "best_val_auc": res.best_val_auc, "epoch": epoch, "bad_epochs": bad_epochs,
                     "seconds": time.time() - t0,

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from covidviz import runs
+from covidviz.anatomy.inputs import model_pixels
 from covidviz.cam import compute_cam, overlay
 from covidviz.data.imageio import read_image
 from covidviz.data.labels import split_labels
@@ -56,7 +57,7 @@ def main() -> int:
     sheet = Image.new("RGB", (TILE * (1 + len(models)), (TILE + 36) * len(picks)), "white")
     draw = ImageDraw.Draw(sheet)
     for r, (row, cls) in enumerate(picks):
-        pix = prep.to_model_pixels(read_image(images.loc[row, "path"]))
+        pix = model_pixels(prep, read_image(images.loc[row, "path"]))  # the experiment's input (lung crop / mask too)
         big = np.asarray(Image.fromarray(pix).resize((TILE, TILE), Image.BILINEAR))
         y0 = r * (TILE + 36)
         tiles = [Image.fromarray(big).convert("RGB")]

@@ -391,3 +391,29 @@ def test_overview_of_a_real_tiny_experiment(tmp_path, monkeypatch, request):
         shown = aucs.loc["Macro average", arch_label(arch)]
         assert (np.isnan(shown) if macro is None else shown == pytest.approx(macro))
     assert len(at.get("plotly_chart")) == 2
+
+
+def test_overview_says_the_shortcut_audit_and_weak_models(runs_root):
+    """The model card carries the shortcut audit's verdict per backbone and its sentence agrees with it; a
+    backbone whose test macro AUC is below 0.7 gets the weak-models banner at the top."""
+    from covidviz.views import reliability
+
+    folder = make_fake_experiment(runs_root, "covid3", aucs={"densenet121": {"COVID-19": 0.99, "Normal": 0.9,
+                                                                            "Pneumonia": 0.9},
+                                                             "resnet50": {"COVID-19": 0.6, "Normal": 0.55,
+                                                                          "Pneumonia": 0.6}})
+    at = run_app()
+    assert [m.value for m in at.markdown if "Shortcut audit: not run" in m.value]  # not audited: said so
+    banners = [w.value for w in at.warning if w.value.startswith("**Weak models:**")]
+    assert len(banners) == 1 and "ResNet50 0.58" in banners[0] and "DenseNet121" not in banners[0]
+
+    cell = {"auc": 0.99, "ci_low": 0.97, "ci_high": 1.0, "diff": 0.0, "diff_ci_low": -0.01, "diff_ci_high": 0.01,
+            "base": 0.99}
+    per_class = {"COVID-19": {"original": cell, "lungs_hidden": cell}}  # ranked just as well with the lungs hidden
+    atomic_write_json(folder / runs.SHORTCUTS, {"conditions": ["original", "lungs_hidden"], "names": ["COVID-19"],
+                                                "backbones": {"densenet121": {"per_class": per_class}}})
+    at = run_app()
+    badges = next(m.value for m in at.markdown if "Shortcut" in m.value and "DenseNet121" in m.value)
+    assert "Shortcut: COVID-19 ranked with the lungs hidden (AUC 0.99)" in badges
+    assert reliability.NOT_AUDITED_BADGE in badges  # ResNet50 was left out of this audit
+    assert not [m.value for m in at.markdown if "coarse brightness" in m.value]

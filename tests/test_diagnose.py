@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -21,6 +22,7 @@ from covidviz.stats.calibration import apply_temperature
 from covidviz.ui.state import scoped
 from covidviz.views import diagnose as diagnose_view
 from covidviz.views import diagnose_calls as calls_view
+from covidviz.views import reliability as rel
 from covidviz.views import report as report_view
 from tests.dicom_factory import make_dicom
 
@@ -121,8 +123,9 @@ def test_calls_at_every_operating_point_never_contradict_the_numbers_shown(exp, 
                     if c["raw_threshold"] is None:
                         continue
                     assert c["positive"] == (raw[j] >= c["raw_threshold"]) == (c["prob"] >= c["threshold"])
-                    assert table.loc[j, "Call"] == ("Positive" if table.loc[j, "Probability"] >= table.loc[j, "Threshold"]
-                                                    else "Negative")
+                    gap = table.loc[j, "Probability"] - table.loc[j, "Threshold"]  # indeterminate within the band
+                    assert table.loc[j, "Call"] == ("indeterminate" if abs(gap) < rel.BAND else
+                                                    "Positive" if gap >= 0 else "Negative")
                     seen.add(c["positive"])
                 if calls_view.contradicts(calls, fake.top, exp.labels.task):
                     assert "most likely class" in calls_view.screening_sentence(calls, fake.top, exp.labels.task, point)
@@ -292,23 +295,35 @@ def _upload(at, name, data):
     return at
 
 
+def _results(at) -> bool:
+    """The results are there: the reading's film and the sections under it, in the reader's order."""
+    return ([e.label for e in at.expander] == list(diagnose_view.SECTIONS.values())
+            and any(m.value == "**Film**" for m in at.markdown))
+
+
+def _reading(at) -> list[str]:
+    """The reading at the top: per backbone its top class, probability, call and what the model knows."""
+    return [m.value for m in at.markdown if "test AUC" in m.value and "sens " in m.value]
+
+
 def test_page_png_upload_shows_everything(page, exp):
     at = _upload(page, "chest.png", _png(np.asarray(exp.thumbnails()[_rows(exp, "test")[1]])))
-    assert [s.value for s in at.subheader] == ["What the models see", "Predictions", "Where the models look",
-                                               "Test this explanation", "Similar training images",
-                                               "Where it falls on the maps", "Case report"]
+    assert _results(at) and not at.subheader[:-1]  # sections the reader opens, no long page of subheaders
     assert at.title[0].value == f"Diagnose: {exp.name}"
     rec = at.session_state["upload"]
     assert rec["name"] == "chest.png" and set(rec["backbones"]) == set(exp.backbones)
-    assert len(at.dataframe) >= 2 and len(at.get("plotly_chart")) == 2
+    assert len(at.table) >= 2 and len(at.get("plotly_chart")) == 2
     assert len(at.get("download_button")) == 3  # two overlays + the case report
     assert not at.status  # the busy state at the top was replaced by the results
     assert sum(m.value.startswith("Most likely: **") for m in at.markdown) == 2  # one headline per backbone
-    _calls_read_right(at, 2)
-    captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
+    reading = _reading(at)  # at the top: per backbone its top class, probability, call, test AUC and rates
+    assert len(reading) == 2 and all(re.match(r"\*\*[\w-]+\*\* \d\.\d\d · :\w+\[\*\*", r) for r in reading), reading
+    _calls_read_right(at, exp.labels.names)
+    captions = [m.value for m in at.markdown]
     grids = {f" · {describe_grid(exp.record(a).cam_grid, exp.preprocessing.image_size)}" for a in exp.backbones}
-    assert sum(c.startswith("CAM (class activation map) for ") and any(c.endswith(g) for g in grids)
+    assert sum("CAM (class activation map) for " in c and any(c.endswith(g) for g in grids)
                for c in captions) == 2, captions  # each map says its true resolution
+    assert not [c for c in captions if "Windowed: not needed" in c]  # no duplicate of the original
     # Grad-CAM equals CAM on the last block: offered only on an earlier one
     assert "gradcam" not in at.selectbox(key=key("diagnose_method::block4")).options
     at.selectbox(key=key("diagnose_layer")).set_value("block3").run()
@@ -316,8 +331,10 @@ def test_page_png_upload_shows_everything(page, exp):
     at.selectbox(key=key("diagnose_method::block3")).set_value("gradcam")
     at.radio(key=key("diagnose_scale")).set_value("Fixed (comparable between images)").run()
     assert not at.exception and not at.error
-    captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
-    assert sum(c.startswith("Grad-CAM for Pneumonia · ") for c in captions) == 2, captions
+    captions = [m.value for m in at.markdown]
+    assert sum("· Grad-CAM for Pneumonia · " in c for c in captions) == 2, captions
+    # the reading's maps too (naming the class when it is not the one whose call is shown under the map)
+    assert sum(c.endswith(("· :grey[Grad-CAM for Pneumonia]", "· :grey[Grad-CAM]")) for c in captions) == 2
 
 
 def test_page_lung_outline_toggle_and_evidence_lines(page, exp, monkeypatch):
@@ -333,36 +350,49 @@ def test_page_lung_outline_toggle_and_evidence_lines(page, exp, monkeypatch):
     assert all("of this map's weight lies inside the lung fields (the lungs are " in line for line in lines)
     toggle = at.toggle(key=key("diagnose_lungs"))
     assert toggle.label == diagnose_view.LUNG_TOGGLE and toggle.value is True
-    captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
+    captions = [c.value for c in at.caption]
     assert any(c.startswith("Film with the lung fields found on it outlined") for c in captions), captions
     assert len(drawn) >= 1 + len(exp.backbones)  # the film and every map
     drawn.clear()
     toggle.set_value(False).run()
     assert not at.exception and not at.error and not drawn  # off: no outline anywhere (page or report)
-    captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
+    captions = [c.value for c in at.caption]
     assert any(c.startswith("Film (lung outline off)") for c in captions), captions
     assert [m.value for m in at.markdown if m.value.startswith(diagnose_view.LUNG_PREFIX)] == lines  # shares stay
 
 
-def _calls_read_right(at, n_backbones: int) -> None:
-    """Every calls table on the page has one score column and a call that agrees with it."""
-    tables = [t for t in at.dataframe if "Call" in t.value.columns]
-    assert len(tables) == n_backbones
+def _printed(table):
+    """The table as printed (the Styler's display values: numbers with the digits the page shows)."""
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(table.proto.arrow_data.styler.display_values).read_pandas()
+
+
+def _calls_read_right(at, names) -> None:
+    """Every calls table on the page (one per backbone) has one score column and a call that agrees with it,
+    as printed; every class has its row (no height cut); only a call near its threshold reads indeterminate."""
+    import pandas as pd
+
+    tables = [t for t in at.table if "Call" in t.value.columns]
+    assert len(tables) == 2
     for table in tables:
         t = table.value
-        assert list(t.columns) == ["Class", "Probability", "Threshold", "Call"]
-        assert list(t["Call"] == "Positive") == list(t["Probability"] >= t["Threshold"])
-        fmt = json.loads(table.proto.columns)["Threshold"]["type_config"]["format"]  # "%.3f": as printed
-        digits = int(fmt[2:-1])
-        shown = [float(f"{p:.{digits}f}") >= float(f"{th:.{digits}f}") for p, th in zip(t["Probability"], t["Threshold"])]
-        assert list(t["Call"] == "Positive") == shown
+        assert list(t.columns)[:4] == ["Class", "Probability", "Threshold", "Call"]
+        assert list(t["Class"]) == list(names)  # every class, in order
+        assert set(t["Call"]) <= set(rel.READINGS)
+        near = (t["Probability"] - t["Threshold"]).abs() < rel.BAND
+        assert ((t["Call"] == "indeterminate") <= near).all()
+        shown = _printed(table)
+        p, th = (pd.to_numeric(shown[c], errors="coerce") for c in ("Probability", "Threshold"))  # "—": no threshold
+        assert (p[t["Call"] == "Positive"] >= th[t["Call"] == "Positive"]).all()
+        assert (p[t["Call"] == "Negative"] < th[t["Call"] == "Negative"]).all()
 
 
 def _rates(at):
     """The rates tables (one per backbone) as one frame."""
     import pandas as pd
 
-    return pd.concat([t.value for t in at.dataframe if "PPV" in t.value.columns], ignore_index=True)
+    return pd.concat([t.value for t in at.table if "PPV" in t.value.columns], ignore_index=True)
 
 
 def test_page_screening_point_and_prevalence(page, exp):
@@ -378,11 +408,11 @@ def test_page_screening_point_and_prevalence(page, exp):
     at.selectbox(key=key("diagnose_point")).set_value("high_specificity").run()
     at.number_input(key=key(f"diagnose_prevalence::{cls}")).set_value(2.0).run()
     assert not at.exception and not at.error
-    _calls_read_right(at, 2)
+    _calls_read_right(at, exp.labels.names)
     rates = _rates(at)
     assert (rates.loc[rates["Class"] == cls, "Prevalence"] == "2.0% (yours)").all()
     assert rates.loc[rates["Class"] != cls, "Prevalence"].str.endswith("(test)").all()
-    assert any(e.label == calls_view.rates_heading("high_specificity") for e in at.expander)
+    assert any(m.value == f"**{calls_view.rates_heading('high_specificity')}**" for m in at.markdown)
 
 
 def test_switching_experiment_resets_every_diagnose_widget(tiny_experiment, tmp_path, monkeypatch):
@@ -425,7 +455,7 @@ def test_page_dicom_hides_patient_fields_and_offers_window(page):
     assert any("identifying field" in c.value for c in at.caption)
     at.toggle(key=key("diagnose_window_on")).set_value(True).run()
     at.slider(key=key("diagnose_width")).set_value(500.0).run()
-    assert not at.exception and not at.error and "Predictions" in [s.value for s in at.subheader]
+    assert not at.exception and not at.error and _results(at)
     at.toggle(key=key("diagnose_show_patient")).set_value(True).run()
     assert "Doe^Jane" in str(at.json[0].value)
 
@@ -433,7 +463,7 @@ def test_page_dicom_hides_patient_fields_and_offers_window(page):
 def test_page_flat_16bit_png_with_window_control(page):
     at = _upload(page, "flat16.png", _png(np.full((64, 64), 1234, np.uint16)))
     at.toggle(key=key("diagnose_window_on")).set_value(True).run()
-    assert not at.exception and not at.error and "Predictions" in [s.value for s in at.subheader]
+    assert not at.exception and not at.error and _results(at)
 
 
 def test_page_pick_a_test_image(page, exp):
@@ -443,7 +473,7 @@ def test_page_pick_a_test_image(page, exp):
     assert not at.exception
     options = at.selectbox(key=key("diagnose_test_row")).options
     assert options and all("label Normal" in o for o in options)
-    assert "Predictions" in [s.value for s in at.subheader]
+    assert _results(at)
     assert at.session_state["upload"]["name"].startswith("test image ")
 
 
@@ -456,13 +486,23 @@ def test_page_marks_an_image_unlike_the_training_xrays(page):
     assert any("Colour image (RGB)" in w for w in warnings)
     verdicts = [w.value for w in at.warning if "unlike the images the models were trained on" in w.value]
     assert len(verdicts) == 1 and "in colour" in verdicts[0]  # ONE verdict, saying why
-    assert "Predictions" in [s.value for s in at.subheader]
-    assert any("Calls withheld" in i.value for i in at.info) and not [t for t in at.dataframe if "Call" in t.value.columns]
+    assert _results(at)
+    assert any("Calls withheld" in i.value for i in at.info) and not [t for t in at.table if "Call" in t.value.columns]
     assert all(b["ood"] for b in at.session_state["upload"]["backbones"].values())
+    # withheld means withheld: no map, similar image, what-if or placement, and no class named anywhere
+    shown_text = " ".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
+                          + [img.caption for el in at.get("image") for img in el.proto.imgs])
+    assert not [n for n in ("COVID-19", "Normal", "Pneumonia") if n in shown_text], shown_text
+    assert not at.get("plotly_chart") and len(at.get("download_button")) == 1  # no map (only the report's button)
+    assert sum(diagnose_view.WITHHELD_SECTION in i.value for i in at.info) == 4  # maps, what-ifs, similar, placement
     at.toggle(key=key("diagnose_show_anyway::holiday.jpg")).set_value(True).run()  # the explicit "show anyway"
     assert not at.exception
-    assert len([t for t in at.dataframe if "Call" in t.value.columns]) == 2
+    assert len([t for t in at.table if "Call" in t.value.columns]) == 2
     assert any("Shown at your request" in m.value for m in at.markdown)
+    verdict = next(w.value for w in at.warning if "unlike the images" in w.value)
+    assert "are withheld" not in verdict and "shown only at your request" in verdict  # not "withheld", then shown
+    assert sum(diagnose_view.SHOWN_LABEL in m.value for m in at.markdown) == 2  # every map marked, both tables grey
+    assert all(":gray[" in r for r in _reading(at))
 
 
 def test_multilabel_predictions_use_sigmoids_and_per_class_temperatures():
@@ -556,4 +596,4 @@ def test_page_picks_an_image_of_an_external_set(tiny_experiment, tmp_path_factor
     assert at.selectbox(key=key("diagnose_external_site", folder.name)).value == SITE
     assert not at.exception, [e.value for e in at.exception]
     assert at.session_state["upload"]["name"].startswith(f"{SITE} image ")  # predicted like a test image
-    assert "Predictions" in [s.value for s in at.subheader]
+    assert _results(at)

@@ -11,18 +11,30 @@ import pytest
 
 from covidviz import runs
 from covidviz.data.imageio import read_image
+from covidviz.views import diagnose as diagnose_view
 from tests.browser_support import CHROMIUM_MARKS, SCREENSHOTS, chromium_page, streamlit_server
 from tests.dicom_factory import make_dicom
 
 pytestmark = CHROMIUM_MARKS
 
 
+def _open_sections(page) -> None:
+    """Open every closed section under the reading (the page keeps them closed; each click reruns nothing)."""
+    for label in diagnose_view.SECTIONS.values():
+        section = page.get_by_test_id("stExpander").filter(has_text=label)
+        if not section.evaluate("e => (e.tagName === 'DETAILS' ? e : e.querySelector('details')).open"):
+            section.locator("summary").click()
+
+
 def _wait_results(page, expect, caption: str):
-    expect(page.get_by_role("heading", name="Predictions")).to_be_visible()
+    expect(page.get_by_text("Film", exact=True)).to_be_visible()  # the reading at the top
+    expect(page.get_by_text(caption).first).to_be_attached()  # this upload's results (in a closed section)
+    page.wait_for_timeout(1000)
+    _open_sections(page)
     expect(page.get_by_text(caption).first).to_be_visible()
-    # both heat maps (one per backbone), the probability tables and both maps are drawn
+    # both heat maps (one per backbone), the calls tables and both placements are drawn
     expect(page.get_by_text("CAM (class activation map) for")).to_have_count(2)
-    page.wait_for_function("document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= 2", timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('[data-testid=\"stTable\"]').length >= 2", timeout=60_000)
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
     expect(page.get_by_text("Download case report (PNG)")).to_be_visible()
     assert page.locator("[data-testid='stException']").count() == 0
@@ -64,14 +76,14 @@ def test_diagnose_uploads_in_chromium(tiny_experiment, tmp_path):
                                        "buffer": b"not an x-ray at all\n" * 10}])
         expect(page.get_by_text("This file cannot be used.")).to_be_visible()
         expect(page.get_by_text("notes.png is not a readable image")).to_be_visible()
-        expect(page.get_by_role("heading", name="Predictions")).to_have_count(0)
+        expect(page.get_by_text("Film", exact=True)).to_have_count(0)
         assert page.locator("[data-testid='stException']").count() == 0
         page.screenshot(path=str(SCREENSHOTS / "diagnose-bad.png"), full_page=False)
 
         # the next upload works again; a colour photo gets one out-of-distribution verdict, its calls withheld
         upload.set_input_files(files=[{"name": "photo.png", "mimeType": "image/png", "buffer": _photo()}])
         expect(page.get_by_text("unlike the images the models were trained on")).to_have_count(1)
-        expect(page.get_by_text("Calls withheld")).to_be_visible()
+        expect(page.get_by_text("Heat map and call withheld").first).to_be_visible()
         page.get_by_test_id("stCheckbox").get_by_text("Show the predictions anyway").click()
         _wait_results(page, expect, "PNG (RGB)")
         page.wait_for_timeout(1500)

@@ -44,7 +44,7 @@ LAYER_RANKS = {
     "covidviz": 0, "io": 0, "data": 0, "stats": 0,
     "models": 1,
     "runs": 2,
-    "training": 3, "cam": 3, "ood": 3, "anatomy": 3, "pretrained": 3,
+    "training": 3, "deconfound": 3, "cam": 3, "ood": 3, "anatomy": 3, "pretrained": 3,
     "analysis": 4,
     "inference": 5, "batch": 5, "pipeline": 5, "predict": 5,
     "views": 6,

@@ -26,6 +26,7 @@ from covidviz.views import diagnose as dv
 from covidviz.views import diagnose_calls as dc
 from covidviz.views import glossary
 from covidviz.views import overview as ov
+from covidviz.views import reliability as rel
 from covidviz.views import report as rv
 from covidviz.views.style import NO_FINDING, NO_FINDING_COLOUR, backbone_colours, class_colours
 
@@ -256,10 +257,13 @@ def test_rate_text():
 def test_calls_table_has_one_score_column_and_the_threshold_on_its_scale():
     b = _result()
     calls = dc.calls_table(b.calls)
-    assert list(calls.columns) == ["Class", "Probability", "Threshold", "Call"]  # no second ("model score") column
+    # one score column (no second "model score"), then what the model knows about each class
+    assert list(calls.columns) == ["Class", "Probability", "Threshold", "Call", "Test AUC [95 % CI]", "Sensitivity",
+                                   "Specificity"]
     assert list(calls["Call"]) == ["Positive", "Negative", "—"]
     assert calls.loc[0, "Probability"] == pytest.approx(0.7) and calls.loc[0, "Threshold"] == pytest.approx(0.5)
     assert np.isnan(calls.loc[2, "Threshold"])
+    assert calls.loc[0, ["Test AUC [95 % CI]", "Sensitivity", "Specificity"]].tolist() == ["—", "0.80", "0.75"]
 
 
 @pytest.mark.parametrize("task", [MULTICLASS, MULTILABEL])
@@ -282,7 +286,11 @@ def test_a_call_never_contradicts_the_probability_and_threshold_shown(task):
             calls.append(_call(f"c{j}", float(probs[j]), calibrated_threshold(raw, j, t, temp, task), bool(raw[j] >= t)))
         table = dc.calls_table(calls)
         shown = table["Probability"] >= table["Threshold"]
-        assert list(table["Call"] == "Positive") == list(shown)
+        near = (table["Probability"] - table["Threshold"]).abs() < rel.BAND
+        # Positive only above, Negative only below the threshold shown; within the band: indeterminate
+        assert list(table["Call"] == "Positive") == list(shown & ~near)
+        assert list(table["Call"] == "Negative") == list(~shown & ~near)
+        assert list(table["Call"] == "indeterminate") == list(near)
         checked += int((table["Call"] == "Positive").sum()) * int((table["Call"] == "Negative").sum())
     assert checked > 100  # both outcomes occurred, often, so the check could fail
 
@@ -456,21 +464,26 @@ def test_case_report_text_uses_sentence_case_and_names_its_sections():
     withheld = rv.report_blocks(case)
     assert [p for k, p in withheld if k == "heading"] == list(dv.REPORT_SECTIONS)
     assert "table" not in [k for k, _ in withheld] and any("Calls withheld" in str(p) for _, p in withheld)
+    withheld_text = " ".join(str(p) for _, p in withheld)
+    assert not [n for n in NAMES if n in withheld_text]  # withheld: no class named anywhere
+    assert 'the probabilities and calls (section "Probabilities and calls") are withheld' in withheld_text
     blocks = rv.report_blocks(dataclasses.replace(case, show_anyway=True))
     kinds = [k for k, _ in blocks]
     headings = [p for k, p in blocks if k == "heading"]
     assert headings == list(dv.REPORT_SECTIONS)
     text = " ".join(str(p) for k, p in blocks if k not in ("images", "table"))
     table = next(p for k, p in blocks if k == "table")
-    assert table["groups"] == ["DenseNet121"]
+    assert table["title"] == "DenseNet121" and table["greyed"]  # shown at the user's request: grey
     cells = [cell for row in table["rows"] for cell in row]
     assert "POSITIVE" not in text + " ".join(cells) and "below" not in dv.ood_message(diag, None, dv.REPORT_RESULTS)
-    assert 'the probabilities and calls (section "Probabilities and calls") are withheld' in text
-    assert "Shown at the user's request" in text
+    assert "are withheld" not in text  # shown anyway: not "withheld" and then printed
+    assert "shown only at the user's request, not as calls" in text and "Shown at the user's request" in text
     assert "Most likely: COVID-19 (probability 0.43)." in text and "**" not in text
     assert "but below its rule-in threshold (0.61)" in text  # the contradiction is explained in the report too
-    assert table["rows"] == [["COVID-19", "0.430", "0.610", "Negative"], ["Normal", "0.350", "0.300", "Positive"],
-                             ["Pneumonia", "0.220", "—", "—"]]
+    assert [name for name, _ in table["columns"]] == list(rv.REPORT_COLUMNS)
+    assert table["rows"] == [["COVID-19", "0.430", "0.610", "Negative", "—", "0.80", "0.75"],
+                             ["Normal", "0.350", "0.300", "Positive", "—", "0.80", "0.75"],
+                             ["Pneumonia", "0.220", "—", "—", "—", "0.80", "0.75"]]
     assert kinds.index("warning") < kinds.index("table") and kinds[-1] == "notice"
     fine = rv.report_blocks(rv.CaseReport(_report_diag(False), NAMES))
     assert "Out-of-distribution check" in [p for k, p in fine if k == "heading"] and "table" in [k for k, _ in fine]

@@ -436,9 +436,9 @@ def test_audit_without_usable_lungs_and_with_some_films_left_out(confounded, mon
     real = L.film_lungs
     calls = []
 
-    def every_third_unusable(gray, prep, lung_mask=""):
+    def every_third_unusable(gray, prep, lung_mask="", inp=None):
         calls.append(1)
-        return L.FilmLungs(None, L.SEGMENTER, 0.2, L.LOW_QUALITY) if len(calls) % 3 == 0 else real(gray, prep, lung_mask)
+        return L.FilmLungs(None, L.SEGMENTER, 0.2, L.LOW_QUALITY) if len(calls) % 3 == 0 else real(gray, prep, lung_mask, inp)
 
     monkeypatch.setattr(L, "film_lungs", every_third_unusable)
     res = shortcuts.shortcut_audit(exp, images=table.loc[rows], n_boot=20)

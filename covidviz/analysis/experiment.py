@@ -12,6 +12,9 @@ localisation) and writes, through the run format:
   ``MapPlacer`` for uploads plus the training images' nearest-neighbour distances for the
   out-of-distribution check), ``som.npz/.json``, ``localisation.json`` and ``lungs.json`` (how much of
   each class's heat-map weight lies on the lung fields: ``covidviz.analysis.lungs``);
+- ``sources.json``: the source probe (how well a linear classifier on each backbone's test features
+  tells the hospitals apart inside each class) and the within-source AUCs beside the thumbnail baseline
+  (``covidviz.analysis.sources``; from the stored features and probabilities, no model runs);
 - ``ood.npz`` + ``ood.json``: the out-of-distribution detector of ``covidviz.ood.detector``, fitted on
   the training features of every backbone, its cut-off chosen on validation for the stated false-alarm
   rate (``covidviz.ood.FALSE_ALARM_RATE``; one verdict per upload for the inference service);
@@ -97,11 +100,12 @@ def _som(exp: runs.Experiment, arch: str, onehot, probs, train_mask, seed) -> di
 def analyse_experiment(path: str | Path, *, seed: int = 0, n_boot: int = 1000, projections=PROJECTION_METHODS,
                        localisation: bool = True, max_localisation_images: int = 120,
                        shortcuts: bool = False, max_shortcut_images: int = 200,
-                       lungs: bool | None = None, max_lung_images: int = 200,
+                       lungs: bool | None = None, max_lung_images: int = 200, sources: bool = True,
                        say: Callable[[str], None] | None = None) -> dict:
     """Compute and store the analysis of the experiment at ``path``; returns the metrics report.
 
     ``lungs`` (default: as ``localisation``): the lung-weight shares of every backbone's maps.
+    ``sources``: the source probe and within-source AUCs (cheap: stored features and probabilities).
     The summary tables go to ``say`` (the CLI passes ``print``); by default they are logged."""
     say = say or log.info
     t0 = time.time()
@@ -152,6 +156,16 @@ def analyse_experiment(path: str | Path, *, seed: int = 0, n_boot: int = 1000, p
             per_backbone[arch]["lungs"] = {"source": res["source"], "n_images": res["n_images"],
                                            "share": {cls: c["all"]["share"] for cls, c in res["per_class"].items()}}
 
+    source_result = None
+    if sources:
+        from covidviz.analysis.sources import run_sources
+
+        source_result = run_sources(exp, seed=seed, n_boot=n_boot)
+        for arch in per_backbone if source_result else ():
+            per_backbone[arch]["source_probe"] = {
+                cls: c["scores"].get(arch, {}).get("auc") for cls, c in source_result["probe"]["classes"].items()
+                if not c.get("reason")}
+
     # Thresholds and calibration live in analysis.json only (read through runs.records).
     exp.update_manifest(analysis={
         "version": ANALYSIS_VERSION, "completed": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -170,6 +184,10 @@ def analyse_experiment(path: str | Path, *, seed: int = 0, n_boot: int = 1000, p
         say(format_lungs(lung_result, labels))
     if audit is not None:
         say(format_audit(audit, labels))
+    if sources:
+        from covidviz.analysis.sources import format_sources
+
+        say(format_sources(source_result))
     for arch, rec in per_backbone.items():
         q = rec["projections"]["quality"]
         maps = ", ".join(f"{m} trust {q[m]['trustworthiness']:.2f}" for m in rec["projections"]["methods"] if m in q)

@@ -16,6 +16,10 @@ features, one batched pass), and computes what the internal test set has:
 - the evidence on the lungs (``covidviz.analysis.lungs``: each class's heat-map weight inside the lung
   fields, the site's own lung masks when it ships them), under ``backbones.<arch>.lungs``.
 
+The films are made into model input through the pixel cache with the experiment's preprocessing,
+its lung input included (``anatomy.inputs.cache_input`` segments each film once; how many fell back
+to the fixed lung boxes is stored as ``lung_input``).
+
 Everything is stored through ``covidviz.runs.external`` (atomic per site). Library code: it logs;
 ``train.py evaluate`` prints ``format_external``.
 """
@@ -30,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from covidviz import runs
+from covidviz.anatomy.inputs import cache_input
 from covidviz.data.adapters import load_datasets
 from covidviz.data.cache import build_cache, default_cache_dir
 from covidviz.data.labels import MULTICLASS, NORMAL, LabelSpace, join_labels, split_labels
@@ -151,10 +156,11 @@ def evaluate_external(exp_path: str | Path, specs: list[str], site: str, *, cach
     table["source_labels"] = table["labels"]
     table["labels"] = mapped[keep]
     cache = build_cache(table["path"].tolist(), prep.image_size, cache_dir / "pixels", workers=workers, progress=progress,
-                        crop=prep.crop)
+                        crop=prep.crop, input=prep.input, make_input=cache_input)
     bad = {r for r, _, _ in cache.errors}
     left_out += [{"path": p, "labels": "", "reason": f"unreadable: {why}"} for _, p, why in cache.errors]
     rows = np.array([r for r in range(len(table)) if r not in bad], dtype=np.int64)
+    table_paths = table["path"].tolist()
     table = table.iloc[rows].reset_index(drop=True)
     table["split"] = "external"
     onehot = labels.onehot(table["labels"])
@@ -201,6 +207,7 @@ def evaluate_external(exp_path: str | Path, specs: list[str], site: str, *, cach
             "n_patients": int(pd.Series(pids).nunique()), "task": labels.task, "names": names,
             "n_boot": n_boot, "seed": seed, "left_out": left_out, "ood_rate": ood_rate,
             "class_counts": {n: int(onehot[:, j].sum()) for j, n in enumerate(names)},
+            "lung_input": {} if cache.lungs is None else cache.lungs.summary(rows, table_paths),
             "backbones": per_backbone})
         writer.write_metrics(metrics)
         writer.commit()

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from covidviz import runs
+from covidviz.anatomy.inputs import model_input
 from covidviz.cam import DEFAULT_LAYER, DEFAULT_METHOD, compute_cams, offered_methods
 from covidviz.cam.localisation import box_to_mask, deletion_auc, energy_inside, pointing_game, random_heat
 from covidviz.data.imageio import ImageDecodeError, read_image
@@ -45,20 +46,21 @@ class Annotated:
     row: int
     cls: int
     mask: np.ndarray   # bool (S, S) at model size
-    pixels: np.ndarray  # uint8 (S, S), Preprocessing.to_model_pixels
+    pixels: np.ndarray  # uint8 (S, S), anatomy.inputs.model_pixels
 
 
-def _targets(row, names: list[str], prep: Preprocessing, shape: tuple[int, int]):
+def _targets(row, names: list[str], prep: Preprocessing, shape: tuple[int, int], region=None):
     """(class index, lesion mask at model size) for one annotated image of ``shape`` (H, W), or None.
 
-    The mask goes through the same ``to_model_pixels`` as the film (crop included: torchxrayvision's
-    preprocessing cuts the centred square first), so mask and model pixels line up."""
+    The mask goes through the same crop and resize as the film (``Preprocessing.to_model_mask``:
+    torchxrayvision's centred square, or a lung input's crop of ``region``, the film's
+    ``ModelInput.region``), so mask and model pixels line up."""
     if row["mask"]:
         labs = [lab for lab in split_labels(row["labels"]) if lab in names]
         if not labs:
             return None
         try:
-            mask = prep.to_model_pixels(read_image(row["mask"])) > 127
+            mask = prep.to_model_geometry(read_image(row["mask"]), region) > 127
         except ImageDecodeError:
             return None
         return (names.index(labs[0]), mask) if mask.any() else None
@@ -71,7 +73,7 @@ def _targets(row, names: list[str], prep: Preprocessing, shape: tuple[int, int])
         for b in boxes:
             if b["label"] == label:
                 full |= box_to_mask(b, *shape)
-        scaled = prep.to_model_pixels(full.astype(np.uint8) * 255)
+        scaled = prep.to_model_geometry(full.astype(np.uint8) * 255, region)
         mask = scaled > 127
         if not mask.any():  # a box under a model pixel: keep the pixels it touches
             mask = scaled > 0
@@ -92,9 +94,10 @@ def annotated_test_images(exp: runs.Experiment, max_images: int = 120, seed: int
             gray = read_image(images.loc[r, "path"])
         except ImageDecodeError:
             continue
-        t = _targets(images.loc[r], names, prep, gray.shape[:2])
+        inp = model_input(prep, gray)
+        t = _targets(images.loc[r], names, prep, gray.shape[:2], inp.region)
         if t is not None:
-            items.append(Annotated(int(r), t[0], t[1], prep.to_model_pixels(gray)))
+            items.append(Annotated(int(r), t[0], t[1], inp.pixels))
     return items
 
 

@@ -19,7 +19,9 @@ the COVID-19 Radiography Database's ``masks/``, resized to the film) and otherwi
 out and counted. Either way the mask found at the film's size goes through the experiment's own
 preprocessing (``cam.lungshare.model_mask``: the crop, then the resize), as lesion masks do in
 ``analysis.localisation``, so mask and map cover the same pixels. ``read_films`` is shared with the
-shortcut audit, whose "lungs hidden" / "only the lungs kept" conditions use the same fields.
+shortcut audit, whose "lungs hidden" / "only the lungs kept" conditions use the same fields; it makes
+the model pixels with ``anatomy.inputs.model_input`` (a lung input's segmentation is the one reused
+here, and its crop is followed).
 
 ``lung_analysis(exp)`` returns ``{arch: result}``; ``run_lungs`` stores each as ``runs.lungs.LUNGS``
 (layout: ``covidviz.runs.lungs``); ``format_lungs`` prints them.
@@ -36,6 +38,7 @@ import pandas as pd
 
 from covidviz import runs
 from covidviz.anatomy import QUALITY_OK, segment_lungs
+from covidviz.anatomy.inputs import ModelInput, model_input
 from covidviz.cam import DEFAULT_LAYER, DEFAULT_METHOD, compute_cams
 from covidviz.cam.localisation import energy_inside, pointing_game
 from covidviz.cam.lungshare import model_mask
@@ -75,22 +78,24 @@ def _annotator_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
     return resize_map(m.astype(np.float32), shape) > 0.5
 
 
-def film_lungs(gray: np.ndarray, prep, lung_mask: str = "") -> FilmLungs:
+def film_lungs(gray: np.ndarray, prep, lung_mask: str = "", inp: ModelInput | None = None) -> FilmLungs:
     """The lung fields of one film (uint8 (H, W)) on the model input of ``prep``: from ``lung_mask`` (an
-    annotator's mask file) when given and readable, else from the segmenter."""
+    annotator's mask file) when given and readable, else from the segmenter. ``inp``: the film's
+    ``ModelInput`` (its segmentation is reused and a lung input's crop followed; needed for lung-crop)."""
     shape = np.asarray(gray).shape[:2]
+    region = None if inp is None else inp.region
     if lung_mask:
         try:
             film = _annotator_mask(lung_mask, shape)
         except (ImageDecodeError, OSError, ValueError) as exc:
             log.warning("lung mask %s unreadable (%s): segmenting the film instead", lung_mask, exc)
         else:
-            mask = model_mask(film, prep)
+            mask = model_mask(film, prep, region)
             return FilmLungs(mask, ANNOTATOR, 1.0) if mask.any() else FilmLungs(None, ANNOTATOR, 0.0, NO_MASK)
-    fields = segment_lungs(gray)
+    fields = inp.lungs if inp is not None and inp.lungs is not None else segment_lungs(gray)
     if fields.quality < QUALITY_OK:
         return FilmLungs(None, SEGMENTER, float(fields.quality), LOW_QUALITY)
-    mask = model_mask(fields.mask, prep)
+    mask = model_mask(fields.mask, prep, region)
     return FilmLungs(mask, SEGMENTER, float(fields.quality)) if mask.any() else \
         FilmLungs(None, SEGMENTER, float(fields.quality), NO_MASK)
 
@@ -115,18 +120,18 @@ def read_films(images: pd.DataFrame, rows, prep, *, lungs: bool = True, what: st
         path = images.loc[r, "path"]
         try:
             gray = read_image(path)
-            pixels = prep.to_model_pixels(gray)
+            inp = model_input(prep, gray)
         except (ImageDecodeError, OSError, ValueError) as exc:
             log.warning("%s: skipping unreadable image %s (%s)", what, path, exc)
             skipped.append({"path": str(path), "reason": str(exc)})
             continue
         if lungs:
             try:
-                fields.append(film_lungs(gray, prep, str(images.loc[r, "lung_mask"] or "") if has_masks else ""))
+                fields.append(film_lungs(gray, prep, str(images.loc[r, "lung_mask"] or "") if has_masks else "", inp))
             except ValueError as exc:  # e.g. a film under the segmenter's 32 px
                 log.warning("%s: no lung fields for %s (%s)", what, path, exc)
                 fields.append(FilmLungs(None, SEGMENTER, 0.0, LOW_QUALITY))
-        pix.append(pixels)
+        pix.append(inp.pixels)
         kept.append(int(r))
     s = int(prep.image_size)
     return Films(kept, np.stack(pix) if pix else np.zeros((0, s, s), np.uint8), fields if lungs else None, skipped)

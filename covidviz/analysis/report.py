@@ -17,6 +17,7 @@ from covidviz.data.labels import MULTICLASS, LabelSpace
 from covidviz.io import to_json_ready
 from covidviz.stats.calibration import calibrate
 from covidviz.stats.metrics import _f, compare_backbones, discrimination, has_both_outcomes, rank_auc
+from covidviz.stats.sources import linear_probe
 from covidviz.stats.subgroups import COLUMNS, confounding, subgroup_aucs
 from covidviz.stats.thresholds import argmax_confusion, operating_points
 
@@ -173,11 +174,36 @@ def _thumb_features(thumbs: np.ndarray) -> np.ndarray:
 
 
 def _logreg(seed: int):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    return linear_probe(seed)  # the same recipe as the source probe (standardised, C=0.1)
 
-    return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=500, random_state=seed))
+
+def thumbnail_probabilities(thumbs: np.ndarray, images: pd.DataFrame, labels: LabelSpace,
+                            seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(test mask (N,), (N_test, C) test probabilities) of the thumbnail baseline (``thumbnail_baseline``):
+    NaN columns where a multi-label class has one outcome in train. Also what ``analysis.sources``
+    scores inside each source."""
+    images = images.reset_index(drop=True)
+    thumbs = np.asarray(thumbs)
+    if len(thumbs) != len(images):
+        raise ValueError(f"{len(thumbs)} thumbnails for {len(images)} images")
+    masks = _split_masks(images)
+    tr, te = masks["train"], masks["test"]
+    if not tr.any() or not te.any():
+        raise ValueError("the baseline needs train and test images")
+    x = _thumb_features(thumbs)
+    onehot = labels.onehot(images["labels"].to_numpy())
+    probs = np.full((int(te.sum()), labels.num_classes), np.nan)
+    if labels.task == MULTICLASS:
+        y = np.argmax(onehot, axis=1)
+        model = _logreg(seed).fit(x[tr], y[tr])
+        pr = model.predict_proba(x[te])
+        for k, cls in enumerate(model.classes_):
+            probs[:, cls] = pr[:, k]
+    else:
+        for j in range(labels.num_classes):
+            if has_both_outcomes(onehot[tr, j]):
+                probs[:, j] = _logreg(seed).fit(x[tr], onehot[tr, j]).predict_proba(x[te])[:, 1]
+    return te, probs
 
 
 def thumbnail_baseline(thumbs: np.ndarray, images: pd.DataFrame, labels: LabelSpace, seed: int = 0) -> dict:
@@ -190,27 +216,11 @@ def thumbnail_baseline(thumbs: np.ndarray, images: pd.DataFrame, labels: LabelSp
     identify the hospital, so a CNN's AUC may come from the shortcut rather than the disease.
     """
     images = images.reset_index(drop=True)
-    thumbs = np.asarray(thumbs)
-    if len(thumbs) != len(images):
-        raise ValueError(f"{len(thumbs)} thumbnails for {len(images)} images")
-    masks = _split_masks(images)
-    tr, te = masks["train"], masks["test"]
-    if not tr.any() or not te.any():
-        raise ValueError("the baseline needs train and test images")
-    x = _thumb_features(thumbs)
+    te, probs = thumbnail_probabilities(thumbs, images, labels, seed)
+    tr = _split_masks(images)["train"]
+    x = _thumb_features(np.asarray(thumbs))
     names = list(labels.names)
     onehot = labels.onehot(images["labels"].to_numpy())
-    probs = np.full((int(te.sum()), len(names)), np.nan)
-    if labels.task == MULTICLASS:
-        y = np.argmax(onehot, axis=1)
-        model = _logreg(seed).fit(x[tr], y[tr])
-        pr = model.predict_proba(x[te])
-        for k, cls in enumerate(model.classes_):
-            probs[:, cls] = pr[:, k]
-    else:
-        for j in range(len(names)):
-            if has_both_outcomes(onehot[tr, j]):
-                probs[:, j] = _logreg(seed).fit(x[tr], onehot[tr, j]).predict_proba(x[te])[:, 1]
     per_class = {}
     for j, name in enumerate(names):
         yt = onehot[te, j]

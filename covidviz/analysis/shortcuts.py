@@ -149,18 +149,50 @@ def _falls(c: dict, close: float) -> bool:
             and c["diff_ci_high"] < 0)
 
 
-def _lung_verdicts(arch: str, cls: str, hidden: dict, only: dict, close: float) -> list[str]:
+def _base(c: dict) -> float:
+    """The original films' AUC a condition's cell is compared with (``base``; older audits: from ``diff``)."""
+    return c["base"] if c.get("base") is not None else c["auc"] - (c.get("diff") or 0.0)
+
+
+# The shortcut signs an audit row can show (``shortcut_signs``), each in a few words for a badge.
+SIGNS = {"lungs_not_needed": "ranked with the lungs hidden",
+         "outside_lungs": "needs what lies outside the lungs",
+         "centre_not_needed": "ranked with the centre hidden",
+         "borders": "uses the film's borders"}
+
+
+def shortcut_signs(row: dict, close: float = CLOSE, min_auc: float = MIN_AUC) -> list[str]:
+    """The shortcut signs (``SIGNS`` keys, in the order ``verdicts`` says them) of one class's audit row
+    (condition -> cell): the AUC stays within ``close`` of the original with the lungs hidden (with the
+    centre hidden, for an audit without the lung conditions), falls clearly with only the lungs kept, or
+    falls clearly with the borders hidden. None for a class whose original AUC is below ``min_auc``."""
+    o = (row.get("original") or {}).get("auc")
+    if o is None or o < min_auc:
+        return []
+    hidden, only = row.get("lungs_hidden") or {}, row.get("lungs_only") or {}
+    c, b = row.get("centre") or {}, row.get("borders") or {}
+    out = []
+    if hidden.get("auc") is not None or only.get("auc") is not None:
+        if hidden.get("auc") is not None and hidden["auc"] >= _base(hidden) - close:
+            out.append("lungs_not_needed")
+        if only.get("auc") is not None and _falls(only, close):
+            out.append("outside_lungs")
+    elif c.get("auc") is not None and c["auc"] >= o - close:
+        out.append("centre_not_needed")
+    if _falls(b, close):
+        out.append("borders")
+    return out
+
+
+def _lung_verdicts(arch: str, cls: str, hidden: dict, only: dict, signs: list[str], close: float) -> list[str]:
     """The sentences the mask conditions support (``hidden``: lungs hidden; ``only``: only the lungs kept)."""
     out = []
-    if hidden.get("auc") is not None:
-        base = hidden["base"] if hidden.get("base") is not None else hidden["auc"] - (hidden.get("diff") or 0.0)
-        if hidden["auc"] >= base - close:
-            out.append(f"{arch}, {cls}: the test AUC stays {hidden['auc']:.2f}{_ci(hidden)} with the lungs hidden "
-                       f"(original {base:.2f}): the model does not need the lung fields to rank {cls}; look for a "
-                       "shortcut outside them (markers, borders, hospital-specific processing).")
-    if only.get("auc") is not None and _falls(only, close):
-        base = only["base"] if only.get("base") is not None else only["auc"] - only["diff"]
-        out.append(f"{arch}, {cls}: with only the lungs kept the test AUC falls from {base:.2f} to "
+    if "lungs_not_needed" in signs:
+        out.append(f"{arch}, {cls}: the test AUC stays {hidden['auc']:.2f}{_ci(hidden)} with the lungs hidden "
+                   f"(original {_base(hidden):.2f}): the model does not need the lung fields to rank {cls}; look for a "
+                   "shortcut outside them (markers, borders, hospital-specific processing).")
+    if "outside_lungs" in signs:
+        out.append(f"{arch}, {cls}: with only the lungs kept the test AUC falls from {_base(only):.2f} to "
                    f"{only['auc']:.2f}{_ci(only)}: the model relies on what lies outside the lungs (markers, "
                    "borders, the rest of the film).")
     elif (only.get("auc") is not None and hidden.get("auc") is not None and _falls(hidden, close)
@@ -172,23 +204,25 @@ def _lung_verdicts(arch: str, cls: str, hidden: dict, only: dict, close: float) 
 
 def verdicts(arch: str, per_class: dict, names, close: float = CLOSE, min_auc: float = MIN_AUC) -> list[str]:
     """Plain sentences for one backbone: lung fields not needed (from the lung conditions when the audit
-    has them, else from the centre box), what lies outside the lungs used, borders used, heat map vs random."""
+    has them, else from the centre box), what lies outside the lungs used, borders used (the
+    ``shortcut_signs``), the lungs needed, heat map vs random."""
     out = []
     for cls in names:
         row = per_class.get(cls) or {}
         o = (row.get("original") or {}).get("auc")
         if o is None or o < min_auc:
             continue
+        signs = shortcut_signs(row, close, min_auc)
         c, b = row.get("centre") or {}, row.get("borders") or {}
         h, r = row.get("hot10") or {}, row.get("random10") or {}
         hidden, only = row.get("lungs_hidden") or {}, row.get("lungs_only") or {}
         if hidden.get("auc") is not None or only.get("auc") is not None:
-            out.extend(_lung_verdicts(arch, cls, hidden, only, close))
-        elif c.get("auc") is not None and c["auc"] >= o - close:
+            out.extend(_lung_verdicts(arch, cls, hidden, only, signs, close))
+        elif "centre_not_needed" in signs:
             out.append(f"{arch}, {cls}: the test AUC stays {c['auc']:.2f}{_ci(c)} with the centre of every film hidden "
                        f"(original {o:.2f}): the model does not need the lung fields to rank {cls}; look for a "
                        "shortcut outside them (markers, borders, hospital-specific processing).")
-        if _falls(b, close):
+        if "borders" in signs:
             out.append(f"{arch}, {cls}: hiding the film's borders lowers the test AUC from {o:.2f} to {b['auc']:.2f}: "
                        "the model uses the outer strip of the films (markers, text, collimation edges; on tightly "
                        "framed films also the outermost lung) for this class.")

@@ -1,6 +1,7 @@
 """Batch scoring: many decoded X-rays through every backbone of an experiment, many images per forward pass.
 
-Decoded films are resized by the experiment's preprocessing contract (``Predictor.model_input``) and
+Decoded films are made into model input by the experiment's preprocessing contract (``Predictor.prepare``:
+the resize, and a lung input's segmentation first) and
 stacked ``batch_size`` at a time; per backbone ONE forward pass per batch, under ONE
 ``cam.model_lock(model)`` hold, gives the logits, classic CAM for each image's top class
 (``cam.compute_cams``) and the pooled features (captured from that same pass by
@@ -139,7 +140,8 @@ class BatchPredictor:
         film's ``DecodedImage.info`` (its colour statistics and DICOM modality feed the input gate)."""
         if not len(images):
             return []
-        pixels = np.stack([self.predictor.model_input(g) for _, g in images])
+        inputs = [self.predictor.prepare(g) for _, g in images]
+        pixels = np.stack([inp.pixels for inp in inputs])
         per_arch = {}
         for arch in self.archs:
             logits, feats, cam = self._forward(arch, pixels)
@@ -158,15 +160,16 @@ class BatchPredictor:
             info = dict(infos[i]) if infos else {}
             row = ScoredImage(name, pixels[i].copy(), backbones, info={k: info[k] for k in ROW_INFO if k in info})
             self._judge(row, gray, {a: per_arch[a][2][i] for a in per_arch}, info)
-            self._weigh(row, gray, {a: per_arch[a][3].raw[i] for a in per_arch})
+            self._weigh(row, gray, {a: per_arch[a][3].raw[i] for a in per_arch}, inputs[i])
             rows.append(row)
         return rows
 
-    def _weigh(self, row: ScoredImage, gray: np.ndarray, heats: dict) -> None:
-        """The row's lung fields and each backbone's CAM weight on them (a failure loses no score)."""
+    def _weigh(self, row: ScoredImage, gray: np.ndarray, heats: dict, inp=None) -> None:
+        """The row's lung fields and each backbone's CAM weight on them (a failure loses no score).
+        ``inp``: the film's ``ModelInput`` (a lung input's fields are reused, its crop followed)."""
         try:
-            lungs = lung_fields(gray, row.verdict)
-            mask = lung_mask_for(lungs, self.predictor.prep)
+            lungs = inp.lungs if inp is not None and inp.lungs is not None else lung_fields(gray, row.verdict)
+            mask = lung_mask_for(lungs, self.predictor.prep, None if inp is None else inp.region)
         except Exception as exc:  # noqa: BLE001 - say nothing on the lungs, keep the batch going
             log.warning("lung fields failed on %s: %s", row.name, exc)
             return

@@ -3,7 +3,7 @@ drawn over films and overlays.
 
 - ``model_mask``: lung fields found on the film (``covidviz.anatomy.segment_lungs``, at the film's
   size) -> the same fields on the model input, through the experiment's own preprocessing
-  (``Preprocessing.to_model_pixels``: the centre crop when there is one, then the resize), exactly as
+  (``Preprocessing.to_model_mask``: the centre crop or a lung input's crop, then the resize), exactly as
   ``covidviz.analysis.localisation`` maps lesion masks: the map and the mask then cover the same pixels.
 - ``lung_weight(heat, lung_mask) -> LungWeight``: the share of the map's positive weight inside the
   fields (``cam.localisation.energy_inside``), the lungs' share of the image (the share a map spread
@@ -68,13 +68,12 @@ class LungWeight:
                 "outside": {k: float(v) for k, v in self.outside.items()}}
 
 
-def model_mask(mask: np.ndarray, prep) -> np.ndarray:
-    """A bool mask at the film's size -> bool (S, S) at the model input, through ``prep.to_model_pixels``
-    (the film's own crop and resize), so it lines up with the model's pixels and its heat maps."""
-    mask = np.asarray(mask, bool)
-    if mask.ndim != 2:
-        raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
-    return prep.to_model_pixels(mask.astype(np.uint8) * np.uint8(255)) > 127
+def model_mask(mask: np.ndarray, prep, region: np.ndarray | None = None) -> np.ndarray:
+    """A bool mask at the film's size -> bool (S, S) at the model input, through ``prep.to_model_mask``
+    (the film's own crop and resize), so it lines up with the model's pixels and its heat maps.
+    ``region``: the film's lung region when the experiment has a lung input (``ModelInput.region``:
+    a lung crop follows it)."""
+    return prep.to_model_mask(mask, region)
 
 
 def _side_rows(mask: np.ndarray, cols: np.ndarray) -> tuple[int, int]:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from covidviz.anatomy.inputs import model_pixels
 from covidviz.cam.methods import DEFAULT_METHOD, CamResult, compute_cams, evaluating
 from covidviz.cam.occlusion import (
     BORDER,
@@ -109,7 +110,7 @@ class Scorer:
         if image.ndim != 2 or image.dtype != np.uint8:
             raise ValueError(f"expected a (H, W) uint8 grayscale image, got {image.dtype} {image.shape}")
         s = int(self.prep.image_size)
-        return image if image.shape == (s, s) else self.prep.to_model_pixels(image)
+        return image if image.shape == (s, s) else model_pixels(self.prep, image)
 
     def probs(self, arch: str, logits: np.ndarray, class_idx: int) -> np.ndarray:
         """The (calibrated) probability of ``class_idx`` per row of ``logits``."""

@@ -1,7 +1,8 @@
 """Pooled features of new images (any size, uint8 gray) for every backbone of an experiment.
 
 The inference service computes its own features (one forward pass gives the CAMs and the features);
-this is the batch path for ``bench/ood.py`` and the tests: the preprocessing contract's resize, then
+this is the batch path for ``bench/ood.py`` and the tests: the preprocessing contract's model input
+(``anatomy.inputs.model_pixels``: the resize, a lung input's segmentation first), then
 ``Classifier.forward_features``, exactly what the stored ``features.npy`` were made with.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from covidviz import runs
+from covidviz.anatomy.inputs import model_pixels
 
 
 def extract_features(exp: runs.Experiment, images, archs=None, models: dict | None = None,
@@ -18,7 +20,7 @@ def extract_features(exp: runs.Experiment, images, archs=None, models: dict | No
     import torch
 
     prep = exp.preprocessing
-    pixels = np.stack([prep.to_model_pixels(np.asarray(g, np.uint8)) for g in images]) if len(images) else None
+    pixels = np.stack([model_pixels(prep, np.asarray(g, np.uint8)) for g in images]) if len(images) else None
     out = {}
     for arch in archs or exp.backbones:
         if pixels is None:

@@ -33,7 +33,7 @@ ignores dot-folders. Readers raise ``RunFormatError`` naming the folder for anyt
 from __future__ import annotations
 
 from covidviz.runs import names
-from covidviz.runs.manifest import DatasetCard, ManifestBackbone, ManifestInfo, SplitCard
+from covidviz.runs.manifest import DatasetCard, Deconfounding, ManifestBackbone, ManifestInfo, SplitCard
 from covidviz.runs.names import *  # noqa: F403 (the file names, RunFormatError: names.__all__)
 from covidviz.runs.reader import Experiment, list_experiments, pretrained_state, read_experiment, scan_folders
 from covidviz.runs.records import Analysis, Localisation, OodInfo, ProjectionsInfo, Shortcuts, SomInfo
@@ -41,7 +41,7 @@ from covidviz.runs.writer import ExperimentWriter, partial_backbone_done, partia
 
 __all__ = [
     *names.__all__,
-    "Analysis", "DatasetCard", "Experiment", "ExperimentWriter", "Localisation", "ManifestBackbone", "ManifestInfo",
-    "OodInfo", "ProjectionsInfo", "Shortcuts", "SomInfo", "SplitCard", "list_experiments", "partial_backbone_done",
-    "partial_checkpoint", "pretrained_state", "read_experiment", "scan_folders",
+    "Analysis", "DatasetCard", "Deconfounding", "Experiment", "ExperimentWriter", "Localisation", "ManifestBackbone",
+    "ManifestInfo", "OodInfo", "ProjectionsInfo", "Shortcuts", "SomInfo", "SplitCard", "list_experiments",
+    "partial_backbone_done", "partial_checkpoint", "pretrained_state", "read_experiment", "scan_folders",
 ]

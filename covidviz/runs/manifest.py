@@ -1,8 +1,9 @@
 """``manifest.json`` as dataclasses: written with ``to_json()``, read with ``from_json()``.
 
 ``ManifestInfo`` is the whole file: identity (status, dates, versions), the ``DatasetCard``, the label
-space, the ``SplitCard``, the preprocessing contract, the resolved run configuration and one
-``ManifestBackbone`` per trained backbone (its init, training record and metrics at training time).
+space, the ``SplitCard``, the preprocessing contract, the resolved run configuration, what source
+deconfounding did (``Deconfounding``, absent when it was not asked for) and one ``ManifestBackbone`` per
+trained backbone (its init, training record and metrics at training time).
 ``covidviz.pipeline`` builds them and ``ExperimentWriter.write_manifest`` writes them; the app reads
 them through ``Experiment.info`` and ``Experiment.record(arch)``.
 
@@ -42,25 +43,29 @@ def _pair(value) -> tuple[int, int] | None:
 class DatasetCard:
     """What the experiment was trained on: the ``--data`` specs, one dict per source (``kind``, ``root``,
     ``description``, ``n_images``, ``n_skipped``), the images and patients kept, the unreadable images
-    skipped (``{"path", "reason"}`` each)."""
+    skipped (``{"path", "reason"}`` each). ``lung_input`` (lung inputs only, ``train.py --input``): of
+    the ``n`` films kept, how many ``fell_back`` to the fixed lung boxes because their segmentation
+    could not be trusted, and the first of them (``examples``); empty for the whole-film input."""
 
     specs: list[str] = field(default_factory=list)
     sources: list[dict] = field(default_factory=list)
     n_images: int | None = None
     n_patients: int | None = None
     skipped: list[dict] = field(default_factory=list)
+    lung_input: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict:
         return {"specs": list(self.specs), "sources": [dict(s) for s in self.sources], "n_images": self.n_images,
-                "n_patients": self.n_patients, "skipped": list(self.skipped), **self.extra}
+                "n_patients": self.n_patients, "skipped": list(self.skipped),
+                **({"lung_input": dict(self.lung_input)} if self.lung_input else {}), **self.extra}
 
     @classmethod
     def from_json(cls, d) -> DatasetCard:
         d = _d(d)
         return cls(specs=_list(d.get("specs")), sources=[s for s in _list(d.get("sources")) if isinstance(s, dict)],
                    n_images=d.get("n_images"), n_patients=d.get("n_patients"), skipped=_list(d.get("skipped")),
-                   extra=_unknown(cls, d))
+                   lung_input=dict(_d(d.get("lung_input"))), extra=_unknown(cls, d))
 
 
 @dataclass
@@ -83,6 +88,37 @@ class SplitCard:
         d = _d(d)
         return cls(seed=d.get("seed"), fractions=_list(d.get("fractions")), unit=d.get("unit") or "patient",
                    counts=dict(_d(d.get("counts"))), patients=dict(_d(d.get("patients"))), extra=_unknown(cls, d))
+
+
+@dataclass
+class Deconfounding:
+    """``train.py --deconfound``: the method asked for, its peak reversal strength, whether it ran
+    (``active``; ``message`` says why not, e.g. the data has one source), the training films per class
+    and source the adversary used (``per_class``) and the smallest count a source needed inside a class.
+    Manifests written before the option, or trained without it, have none (``ManifestInfo.deconfound``
+    is None)."""
+
+    method: str = "none"
+    strength: float | None = None
+    active: bool = False
+    message: str = ""
+    per_class: dict[str, dict[str, int]] = field(default_factory=dict)
+    min_films: int | None = None
+    schedule: str = ""
+    extra: dict = field(default_factory=dict, repr=False)
+
+    def to_json(self) -> dict:
+        return {"method": self.method, "strength": self.strength, "active": self.active, "message": self.message,
+                "per_class": {k: dict(v) for k, v in self.per_class.items()}, "min_films": self.min_films,
+                "schedule": self.schedule, **self.extra}
+
+    @classmethod
+    def from_json(cls, d) -> Deconfounding:
+        d = _d(d)
+        per_class = {str(k): {str(s): int(n) for s, n in _d(v).items()} for k, v in _d(d.get("per_class")).items()}
+        return cls(method=str(d.get("method") or "none"), strength=d.get("strength"), active=bool(d.get("active")),
+                   message=str(d.get("message") or ""), per_class=per_class, min_films=d.get("min_films"),
+                   schedule=str(d.get("schedule") or ""), extra=_unknown(cls, d))
 
 
 def _legacy_stride(arch: str) -> int | None:
@@ -176,6 +212,7 @@ class ManifestInfo:
     config: dict = field(default_factory=dict)
     backbones: dict[str, ManifestBackbone] = field(default_factory=dict)
     analysis: dict | None = None           # the analysis step's summary, once analysed
+    deconfound: Deconfounding | None = None  # --deconfound's record; None when not asked for (or older)
     # Stamped by ExperimentWriter.write_manifest.
     format: str | None = None
     schema_version: int | None = None
@@ -192,6 +229,7 @@ class ManifestInfo:
             "preprocessing": self.preprocessing.to_json() if self.preprocessing is not None else None,
             "config": dict(self.config), "backbones": {a: b.to_json() for a, b in self.backbones.items()},
             "analysis": self.analysis,
+            "deconfound": self.deconfound.to_json() if self.deconfound is not None else None,
         }
         return {**{k: v for k, v in out.items() if v is not None}, **self.extra}
 
@@ -210,7 +248,9 @@ class ManifestInfo:
             preprocessing=Preprocessing.from_json(prep) if prep is not None else None,
             config=dict(_d(d.get("config"))),
             backbones={a: ManifestBackbone.from_json(b, a) for a, b in _d(d.get("backbones")).items()},
-            analysis=d.get("analysis"), format=d.get("format"), schema_version=d.get("schema_version"),
+            analysis=d.get("analysis"),
+            deconfound=Deconfounding.from_json(d["deconfound"]) if isinstance(d.get("deconfound"), dict) else None,
+            format=d.get("format"), schema_version=d.get("schema_version"),
             name=d.get("name"), extra=_unknown(cls, d))
 
     @property

@@ -5,9 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from covidviz import runs
+from covidviz.anatomy.inputs import model_input
 from covidviz.cam import DEFAULT_COLORMAP, OVERLAY_ALPHA, compute_cam, overlay
 from covidviz.data.imageio import ImageDecodeError, read_image
 from covidviz.runs.lungs import LUNGS, LungShares, read_lungs
+from covidviz.runs.sources import SOURCES, SourceEvidence, read_sources
 from covidviz.ui.cache import _experiment, _model, _stamp
 from covidviz.ui.state import scoped  # noqa: F401  (re-exported as ``ui.scoped`` for the Compare page's widget keys)
 
@@ -56,6 +58,25 @@ def compare_lungs(exp: runs.Experiment) -> dict[str, LungShares]:
     return _compare_lungs(str(exp.path), _stamp(exp.path), _lungs_stamp(exp))
 
 
+def _sources_stamp(exp: runs.Experiment) -> int:
+    """sources.json's modification time (0: absent): a new analysis is picked up."""
+    try:
+        return exp.artifact_path(SOURCES).stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _compare_sources(path: str, stamp: int, sources_stamp: int = 0) -> SourceEvidence | None:
+    return read_sources(runs.read_experiment(path))
+
+
+def compare_sources(exp: runs.Experiment) -> SourceEvidence | None:
+    """The experiment's source probe and within-source AUCs (``runs.sources.SourceEvidence``), None when
+    not analysed; raises ``runs.RunFormatError`` when the stored file cannot be read."""
+    return _compare_sources(str(exp.path), _stamp(exp.path), _sources_stamp(exp))
+
+
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _compare_test(path: str, stamp: int):
     from covidviz.views import compare
@@ -83,10 +104,12 @@ def _compare_heatmap(path: str, stamp: int, arch: str, row: int, cls_idx: int | 
     except (ImageDecodeError, OSError, ValueError) as exc:
         return None, None, f"The original image cannot be read ({exc})."
     pre = exp.preprocessing
-    res = compute_cam(_model(path, stamp, arch), pre.to_tensor(pre.to_model_pixels(gray)),
+    inp = model_input(pre, gray)  # the experiment's model input (a lung input's crop or mask included)
+    res = compute_cam(_model(path, stamp, arch), pre.to_tensor(inp.pixels),
                       None if cls_idx is None else int(cls_idx), method="cam")
     flat = "" if float(res.raw[0].max()) > 0 else "The map is flat: no positive evidence for this class anywhere."
-    return overlay(gray, res.normalised[0], alpha=OVERLAY_ALPHA, colormap=DEFAULT_COLORMAP), int(res.class_idx[0]), flat
+    return (overlay(inp.seen(gray), res.normalised[0], alpha=OVERLAY_ALPHA, colormap=DEFAULT_COLORMAP),
+            int(res.class_idx[0]), flat)
 
 
 def compare_heatmap(exp: runs.Experiment, arch: str, row: int, cls_idx: int | None):

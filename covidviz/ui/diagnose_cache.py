@@ -87,3 +87,12 @@ def diagnosis_in_session(predictor, gray, name: str, key, busy, busy_text: str, 
 def heat_cache() -> dict:
     """Heat maps of other classes than the top one, computed for this session's current prediction."""
     return _session_cache().setdefault("heat_cache", {})
+
+
+def shortcut_audit(exp: runs.Experiment):
+    """The experiment's shortcut audit (``runs.records.Shortcuts``), or None when it has none or it cannot
+    be read (Compare says why). Read on every run: a small JSON that ``analyze --shortcuts`` may add later."""
+    try:
+        return exp.shortcuts()
+    except (runs.RunFormatError, OSError, ValueError):
+        return None

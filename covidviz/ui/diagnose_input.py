@@ -17,21 +17,25 @@ from covidviz.views.style import arch_label
 UPLOAD_TYPES = None  # accept any file: unknown types get our own clear message rather than a silent refusal
 SOURCE_UPLOAD, SOURCE_TEST = "Upload a file", "Pick a test image of this experiment"
 SOURCE_EXTERNAL = "Pick an image of an external test set"
+UPLOAD_LABEL = "Chest X-ray (frontal view): PNG, JPEG or DICOM"
 
 
 def pick_input(exp) -> tuple[str, bytes | None, np.ndarray | None]:
     """(name, raw bytes of an upload or None, decoded gray of a picked test image or None)."""
     sets, _ = list_external(exp.path)
     sources = [SOURCE_UPLOAD, SOURCE_TEST] + ([SOURCE_EXTERNAL] if sets else [])
-    source = st.radio("Image", sources, horizontal=True, key=scoped(exp, "diagnose_source"), label_visibility="collapsed")
+    # the source beside the uploader: one short row, so that the reading under it fits in the first screen
+    c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
+    source = c1.radio(UPLOAD_LABEL, sources, key=scoped(exp, "diagnose_source"), help=view.UPLOAD_HELP)
     if source == SOURCE_TEST:
         return pick_test_image(exp)
     if source == SOURCE_EXTERNAL:
         return pick_external_image(exp, sets)
-    up = st.file_uploader("Chest X-ray: PNG, JPEG or DICOM (frontal view)", type=UPLOAD_TYPES, key=scoped(exp, "diagnose_upload"),
-                          help=view.UPLOAD_HELP)
+    up = c2.file_uploader(UPLOAD_LABEL, type=UPLOAD_TYPES, key=scoped(exp, "diagnose_upload"), help=view.UPLOAD_HELP,
+                          label_visibility="collapsed")  # the radio beside it carries the label
     if up is None:
         st.info(view.UPLOAD_PROMPT, icon=":material/upload:")
+        st.caption(view.INTRO)
         return "", None, None
     return up.name, up.getvalue(), None
 
@@ -61,8 +65,8 @@ def pick_test_image(exp):
 
 
 def preprocessing(exp, decoded, gray: np.ndarray, predictor) -> tuple[np.ndarray, tuple | None]:
-    """Original -> windowed -> model input; returns (the windowed film, the custom window or None)."""
-    st.subheader("What the models see")
+    """Original -> windowed -> model input (the page's image section); returns (the windowed film, the
+    custom window or None)."""
     window = None
     c1, c2, c3 = st.columns(3)
     c1.image(gray, caption="Original (default display)", width="stretch")
@@ -70,6 +74,8 @@ def preprocessing(exp, decoded, gray: np.ndarray, predictor) -> tuple[np.ndarray
         c1.caption(view.file_caption(decoded))
         if colour := view.colour_warning(decoded.info):
             c1.warning(colour, icon=":material/palette:")
+        if burned := view.burned_in_warning(decoded.info):
+            c1.warning(burned, icon=":material/text_fields:")
     if decoded is not None and decoded.high_bit_depth:
         with c2:
             slot = st.empty()  # the image first, its controls under it
@@ -80,10 +86,10 @@ def preprocessing(exp, decoded, gray: np.ndarray, predictor) -> tuple[np.ndarray
                 window = view.window_from(level, width)
                 gray = decoded.windowed(*window)
             slot.image(gray, caption=view.window_caption(window, decoded.window), width="stretch")
-    else:
-        c2.image(gray, caption="Windowed: not needed (8-bit image)", width="stretch")
-    pixels = predictor.model_input(gray)
-    c3.image(pixels, caption=view.model_input_caption(pixels), width="stretch")
+    else:  # an 8-bit film has no window to choose: the model input sits beside it (no duplicate of the original)
+        c3 = c2
+    inp = predictor.prepare(gray)  # exactly what the models see (a lung input's crop or mask included)
+    c3.image(inp.pixels, caption=view.model_input_caption(inp.pixels, predictor.prep, inp), width="stretch")
     if decoded is not None and decoded.patient:
         if st.toggle("Show identifying DICOM fields", key=scoped(exp, "diagnose_show_patient"), help=view.PATIENT_HELP):
             st.json(decoded.patient)

@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from covidviz import runs
+from covidviz.anatomy.inputs import model_input
 from covidviz.cam import DEFAULT_COLORMAP, OVERLAY_ALPHA, compute_cam, overlay
 from covidviz.data.imageio import ImageDecodeError, read_image
 from covidviz.data.table import SPLITS
@@ -114,11 +115,11 @@ def _latent_detail(path: str, stamp: int, arch: str, row: int, cls_idx: int | No
     try:
         model = _model(path, stamp, arch)
         pre = exp.preprocessing
-        x = pre.to_tensor(pre.to_model_pixels(gray))
-        res = compute_cam(model, x, int(cls_idx) if cls_idx is not None else None, method=method)
+        inp = model_input(pre, gray)  # the experiment's model input (a lung input's crop or mask included)
+        res = compute_cam(model, pre.to_tensor(inp.pixels), int(cls_idx) if cls_idx is not None else None, method=method)
     except Exception as exc:  # a model that cannot load must not take the page down
         return gray, f"No heatmap: the {arch_label(arch)} model could not be run ({type(exc).__name__}: {exc}).", probs, None
-    return gray, "", probs, overlay(gray, res.normalised[0], alpha=OVERLAY_ALPHA, colormap=DEFAULT_COLORMAP)
+    return gray, "", probs, overlay(inp.seen(gray), res.normalised[0], alpha=OVERLAY_ALPHA, colormap=DEFAULT_COLORMAP)
 
 
 def latent_detail(exp: runs.Experiment, arch: str, row: int, cls_idx: int | None, method: str = "cam"):

@@ -1,9 +1,11 @@
 """What the Diagnose page shows, without Streamlit: the test-image picker's choices, the window/level
 controls, the busy and error texts, heat maps on a chosen scale, overlays as PNG, the
 out-of-distribution sentence (the page's and the case report's), the lung outline and the "evidence on
-the lungs" sentence (the page's and the case report's), and the placement figure on the stored maps.
-The calls (headline, screening table, what the operating point meant) are ``views.diagnose_calls``; the
-one-page case report (PIL) is ``views.report``."""
+the lungs" sentence (the page's and the case report's), the placement figure on the stored maps, the
+reading's short verdict and map captions, the page's sections (``SECTIONS``, in the order a reader asks)
+and what withheld calls and calls shown at the user's request say (``WITHHELD``, ``SHOWN_LABEL``, ``stamp``).
+The calls (headline, screening table, what the operating point meant) are ``views.diagnose_calls``, what
+a call may claim ``views.reliability``; the one-page case report (PIL) is ``views.report``."""
 
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ PLACE_COLOUR = "#D00000"                  # the star that marks the image on the
 INTRO = ("See what each backbone predicts for one chest X-ray, where it looks, and how the image compares with the "
          "training images. Research and teaching tool: not a diagnosis.")
 UPLOAD_HELP = ("Processed in memory and never stored. 8/16-bit PNG, JPEG, DICOM (MONOCHROME1/2, rescale, VOI LUT or "
-               "window) are supported.")
+               "window; uncompressed, RLE, JPEG baseline, 12-bit and lossless, JPEG-LS, JPEG 2000) are supported.")
 UPLOAD_PROMPT = ("Upload a frontal chest X-ray to see the models' predictions and heat maps, or pick one of this "
                  "experiment's test images above.")
 OOD_NOTE = ":red[**Unlike the training images** (see the warning above): treat these numbers with caution.]"
@@ -93,9 +95,12 @@ def heat_for_display(cam: CamResult, scale: float | None = None) -> np.ndarray:
     return np.clip(cam.raw[0] / max(scale, 1e-12), 0.0, 1.0)
 
 
-def as_model_sees(image: np.ndarray, prep) -> np.ndarray:
-    """The part of a film (or of a mask at the film's size) the model sees: the preprocessing's centre
+def as_model_sees(image: np.ndarray, prep, inp=None) -> np.ndarray:
+    """The part of a film (or of a mask at the film's size) the model sees: ``inp.seen`` when the film's
+    ``ModelInput`` is given (``Diagnosis.input``: a lung crop's box), else the preprocessing's centre
     square when it crops, else all of it. Heat maps and the lung outline are drawn over this."""
+    if inp is not None:
+        return inp.seen(image)
     return center_square(image) if getattr(prep, "crop", "none") == "center" else np.asarray(image)
 
 
@@ -194,14 +199,17 @@ LUNG_NOTE = (f"The {glossary.link('Lung-weight share', 'lung-weight share')} say
              "a map spread evenly over the film would score the lungs' own share.")
 
 
-def ood_message(diag: Diagnosis, labels=None, results: str = PAGE_RESULTS) -> str | None:
+def ood_message(diag: Diagnosis, labels=None, results: str = PAGE_RESULTS, shown_anyway: bool = False) -> str | None:
     """The image's ONE out-of-distribution verdict (``OodVerdict.summary``) as plain sentences when it is
     OOD, else None. ``results`` names where the calls are (the page: below; the report: its section, by
-    name). ``labels`` is not used (the verdict names what fired itself); kept for the callers."""
+    name); ``shown_anyway``: the user asked to see them, so they are said to be shown at request, not
+    withheld. ``labels`` is not used (the verdict names what fired itself); kept for the callers."""
     if not diag.ood:
         return None
     said = diag.verdict.summary if diag.verdict is not None else "This image is unlike the training X-rays."
-    return f"{said} It may be a photo, a lateral view, a CT slice or another modality; {results} are withheld."
+    who = "your" if results == PAGE_RESULTS else "the user's"
+    fate = f"were withheld and are shown only at {who} request, not as calls" if shown_anyway else "are withheld"
+    return f"{said} It may be a photo, a lateral view, a CT slice or another modality; {results} {fate}."
 
 
 def verdict_caption(diag: Diagnosis) -> str | None:
@@ -213,16 +221,77 @@ def verdict_caption(diag: Diagnosis) -> str | None:
     return f"{mark} **Out-of-distribution check:** {v.summary} See {glossary.link('Out-of-distribution')}."
 
 
+def verdict_short(diag: Diagnosis) -> str | None:
+    """The passed verdict in a few words for the reading at the top, under the film (the full sentence
+    is its tooltip, ``verdict_caption``); None when the image is OOD (the warning says it then)."""
+    v = diag.verdict
+    if v is None or v.is_ood:
+        return None
+    if not v.checked:
+        return ":material/help: **No out-of-distribution check** beyond the input gate: read the calls with care."
+    where = "" if v.percentile is None else f": {100 - v.percentile:.0f} % of validation films lie farther"
+    return f":green[:material/check_circle:] **Looks like the training images** (check passed{where})."
+
+
 WITHHELD = ("**Calls withheld:** the out-of-distribution check (above) found this image unlike the training images, "
-            "so the models' probabilities and calls are not shown. Turn on *Show the predictions anyway* to see "
-            "them, greyed and marked as unreliable.")
+            "so the models' probabilities, calls, heat maps, similar images, what-ifs and map placements are not "
+            "shown. Turn on *Show the predictions anyway* to see them, greyed and marked as not calls.")
+WITHHELD_SECTION = "Withheld: the image failed the out-of-distribution check (see the verdict at the top)."
 SHOW_ANYWAY = "Show the predictions anyway"
+SHOWN_LABEL = "shown at your request — not a call"   # stamped on every map and said beside every number shown anyway
 SHOWN_ANYWAY = (":grey[Shown at your request although the image failed the out-of-distribution check: these numbers "
-                "are not reliable for it.]")
+                "are not reliable for it and are not calls.]")
 REPORT_WITHHELD = ("Calls withheld: the image failed the out-of-distribution check (section "
-                   f'"{REPORT_SECTIONS[1]}"), so the probabilities and calls are not reported.')
+                   f'"{REPORT_SECTIONS[1]}"), so the probabilities, calls and heat maps are not reported.')
 REPORT_SHOWN_ANYWAY = ("Shown at the user's request although the image failed the out-of-distribution check: "
-                       "these numbers are not reliable for it.")
+                       "these numbers are not reliable for it and are not calls.")
+
+
+def stamp(image: np.ndarray, text: str = SHOWN_LABEL) -> np.ndarray:
+    """``image`` (gray or RGB uint8) with ``text`` on a grey band across its top, so a map shown at the
+    user's request cannot be mistaken for a call wherever it is copied to (page, download, report)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rgb = np.asarray(image, np.uint8)
+    rgb = np.repeat(rgb[..., None], 3, axis=2) if rgb.ndim == 2 else rgb[..., :3]
+    img = Image.fromarray(np.ascontiguousarray(rgb))
+    size = max(9, img.width // 22)
+    try:
+        font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", size)
+    except OSError:
+        font = ImageFont.load_default()
+    band = int(size * 1.7)
+    draw = ImageDraw.Draw(img, "RGBA")
+    draw.rectangle((0, 0, img.width, band), fill=(70, 70, 70, 215))
+    draw.text((max(2, (img.width - draw.textlength(text, font=font)) / 2), (band - size) / 2 - 1), text,
+              fill=(255, 255, 255, 255), font=font)
+    return np.asarray(img)
+
+
+def tile_caption(method: str, explained: str, name_class: bool = True) -> str:
+    """The short caption of a heat map in the reading at the top: "CAM for COVID-19", or just "CAM" when
+    the map explains the class named under it (``name_class`` False). The full caption, with its true
+    resolution, is ``heat_caption``'s in the heat-map section."""
+    short = METHOD_NAMES[method].split(" (")[0]
+    return f"{short} for {explained}" if name_class else short
+
+
+# The page's sections under the reading, in the order a reader asks (each opened on demand).
+SECTIONS = {"calls": "Calls, class by class: how reliable each is, the operating point and what it meant on test",
+            "maps": "Heat maps: method, class, opacity and the evidence on the lungs",
+            "whatif": "Test this explanation: hide parts of the film and score it again",
+            "similar": "Similar training images",
+            "place": "Where it falls on the latent maps and the SOM",
+            "image": "The image: file, window / level and model input",
+            "report": "Case report (PNG)"}
+
+
+def file_warnings(decoded) -> list[str]:
+    """The upload's own warnings that the verdict does not already say (burned-in text): the image
+    section opens when there are any (a colour file is the verdict's to say)."""
+    if decoded is None:
+        return []
+    return [w for w in (burned_in_warning(decoded.info),) if w]
 
 
 # ---------------------------------------------------------------------- input
@@ -248,8 +317,39 @@ def picker_choices(images: pd.DataFrame, predicted: np.ndarray, want_labels=(), 
 
 
 def file_caption(decoded) -> str:
-    """"PNG · 1024×1024 px" of a decoded upload (``covidviz.data.imageio.DecodedImage``)."""
-    return f"{decoded.kind} · {decoded.info.get('width')}×{decoded.info.get('height')} px"
+    """"PNG · 1024×1024 px" of a decoded upload (``covidviz.data.imageio.DecodedImage``), then for a DICOM
+    the acquisition facts it states (``dicom_facts``)."""
+    return " · ".join([f"{decoded.kind} · {decoded.info.get('width')}×{decoded.info.get('height')} px",
+                       *dicom_facts(decoded.info)])
+
+
+def dicom_facts(info: dict) -> list[str]:
+    """Modality, view position, body part and pixel spacing as a DICOM states them (``DecodedImage.info``,
+    the keys the frontal-view check reads too), one short phrase each; none for other files. ``info``
+    never holds patient identifiers (``DecodedImage.patient`` does), so neither does this."""
+    out = [f"{label} {info[key]}" for key, label in (("Modality", "Modality"), ("ViewPosition", "View"),
+                                                     ("BodyPartExamined", "Body part")) if info.get(key)]
+    if spacing := info.get("pixel_spacing_mm"):
+        row, col = spacing
+        mm = f"{row:.3g} mm" if np.isclose(row, col) else f"{row:.3g} × {col:.3g} mm (row × column)"
+        how = info.get("pixel_spacing_kind", "")
+        if info.get("pixel_spacing_calibration"):
+            how += f" ({info['pixel_spacing_calibration']})"
+        size = ""
+        if info.get("width") and info.get("height"):  # the film's size shows at a glance whether the spacing is plausible
+            size = f", film {info['width'] * col / 10:.1f} × {info['height'] * row / 10:.1f} cm"
+        out.append(f"{mm} per pixel, {how}, from {info.get('pixel_spacing_tag')}{size}")
+    return out
+
+
+def burned_in_warning(info: dict) -> str | None:
+    """A warning when the DICOM says text is burned into its pixels (``BurnedInAnnotation`` present and not NO), or None."""
+    value = str(info.get("BurnedInAnnotation", "")).strip().upper()[:16]
+    if not value or value == "NO":
+        return None
+    return (f"Burned-in annotation (BurnedInAnnotation = {value}): text is written into the pixels. It may show the "
+            "patient's name or ID on the film itself, which hiding the DICOM fields does not remove, and text markers "
+            "can sway the models (check that the heat maps avoid them).")
 
 
 def colour_warning(info: dict) -> str | None:
@@ -284,9 +384,18 @@ def window_controls(raw: np.ndarray, default_window: tuple[float, float]) -> Win
                           float(np.clip(hi0 - lo0, span / 200, span * 2)))
 
 
-def model_input_caption(pixels: np.ndarray) -> str:
-    return (f"Model input: {pixels.shape[1]}×{pixels.shape[0]} px, whole film resized, gray repeated to 3 channels, "
-            "ImageNet-normalised")
+def model_input_caption(pixels: np.ndarray, prep=None, inp=None) -> str:
+    """What the model input shows: its size, what part of the film (``prep.describe_input``: the whole
+    film or the experiment's lung input) and, when ``inp`` (the film's ``ModelInput``) fell back from an
+    unreliable segmentation to the fixed lung boxes, that."""
+    seen = "whole film" if prep is None else prep.describe_input()
+    text = (f"Model input: {pixels.shape[1]}×{pixels.shape[0]} px, {seen}, resized, gray repeated to 3 channels, "
+            "normalised")
+    if inp is not None and inp.fell_back:
+        quality = "" if inp.lungs is None else f" (segmentation quality {inp.lungs.quality:.2f})"
+        text += (f". The lung fields could not be found reliably{quality}: the model saw the fixed boxes where "
+                 "lungs usually lie")
+    return text
 
 
 def dicom_fields_caption(patient: dict) -> str:

@@ -8,9 +8,13 @@
 - the sentence that says why the screening calls differ from the headline when they do ("COVID-19 is
   the most likely class (0.43) but below its rule-in threshold ..."), for the operating point chosen;
 - what that operating point meant on the test images: sensitivity, specificity and PPV / NPV at the
-  test prevalence or at the one the user sets (Bayes' rule, ``stats.thresholds.ppv_npv_at_prevalence``).
+  test prevalence or at the one the user sets (Bayes' rule, ``stats.thresholds.ppv_npv_at_prevalence``);
+- how each call reads given what the model knows (``views.reliability``: indeterminate near its threshold,
+  not reliable where the class's test AUC interval includes chance), the reading at the top of the page
+  (``top_call_lines``) and what "Normal: Positive" means (``one_vs_rest_note``).
 
-A call here is the ``dict`` of ``covidviz.inference.Predictor.calls``.
+A call here is the ``dict`` of ``covidviz.inference.Predictor.calls``, with its class's test AUC added
+by ``calls_at`` (key ``"auc"``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from covidviz.data.labels import MULTILABEL
 from covidviz.runs.records import POINTS, Rate
 from covidviz.stats.thresholds import ppv_npv_at_prevalence
 from covidviz.views import glossary
+from covidviz.views import reliability as rel
 from covidviz.views.style import OPERATING_POINTS
 
 POINT_WORDS = {"youden": "balanced", "high_sensitivity": "rule-out", "high_specificity": "rule-in"}
@@ -67,8 +72,16 @@ def point_options() -> list[str]:
 
 
 def calls_at(predictor, diag, point: str) -> dict[str, list[dict]]:
-    """Backbone -> its calls at ``point`` (from the prediction already made: no model runs)."""
-    return {arch: predictor.calls(b, point) for arch, b in diag.backbones.items()}
+    """Backbone -> its calls at ``point`` (from the prediction already made: no model runs), each with
+    its class's test AUC (``"auc"``: ``reliability.ClassAuc``) when the experiment was analysed."""
+    out = {}
+    for arch, b in diag.backbones.items():
+        calls = predictor.calls(b, point)
+        if predictor.analysis is not None:
+            for c in calls:
+                c["auc"] = rel.class_auc(predictor.analysis, arch, c["class"])
+        out[arch] = calls
+    return out
 
 
 def has_thresholds(calls: list[dict]) -> bool:
@@ -101,11 +114,106 @@ def _pair(c: dict, least: int = 2) -> tuple[str, str]:
     return f"{c['prob']:.{d}f}", f"{c['threshold']:.{d}f}"
 
 
-def calls_table(calls: list[dict]) -> pd.DataFrame:
-    """Per class: the calibrated probability, the threshold on that scale, and the call (one score column)."""
-    return pd.DataFrame([{"Class": c["class"], "Probability": c["prob"],
-                          "Threshold": math.nan if c["threshold"] is None else c["threshold"],
-                          "Call": call_text(c["positive"])} for c in calls])
+AUC_COLUMN, AUDIT_COLUMN = "Test AUC [95 % CI]", "Shortcut audit"
+CALLS_COLUMNS = ["Class", "Probability", "Threshold", "Call", AUC_COLUMN, "Sensitivity", "Specificity"]
+
+
+def calls_table(calls: list[dict], findings: dict | None = None, arch: str | None = None) -> pd.DataFrame:
+    """Per class: the calibrated probability, the threshold on that scale (one score column), the call
+    as it reads (``reliability.call_reading``), the class's test AUC with its CI and the operating
+    point's test sensitivity and specificity; a "Shortcut audit" column when ``findings``
+    (``reliability.shortcut_findings``) has one for ``arch``."""
+    rows = []
+    for c in calls:
+        sens, spec = rel.sens_spec(c)
+        rows.append({"Class": c["class"], "Probability": c["prob"],
+                     "Threshold": math.nan if c["threshold"] is None else c["threshold"],
+                     "Call": rel.call_reading(c), AUC_COLUMN: rel.auc_text(c.get("auc")),
+                     "Sensitivity": sens, "Specificity": spec})
+    table = pd.DataFrame(rows, columns=CALLS_COLUMNS)
+    found = {cls: f for (a, cls), f in (findings or {}).items() if a == arch}
+    if found:
+        table[AUDIT_COLUMN] = [found[c["class"]].text if c["class"] in found else "" for c in calls]
+    return table
+
+
+GREY = "#8c8c8c"  # the text of numbers shown at the user's request (not calls)
+
+
+def styled_calls(table: pd.DataFrame, digits: int, greyed: bool = False):
+    """``calls_table`` for ``st.table``: probability and threshold with ``digits`` decimals (``decimals``:
+    enough that no call contradicts them), "—" for no threshold; all grey when ``greyed``."""
+    styler = table.style.format({c: f"{{:.{digits}f}}" for c in ("Probability", "Threshold")}, na_rep="—")
+    return styler.set_properties(color=GREY) if greyed else styler
+
+
+def greyed(table: pd.DataFrame, grey: bool = True):
+    """Any table of the page for ``st.table``, all grey when ``grey`` (numbers shown at the user's request)."""
+    return table.style.set_properties(color=GREY) if grey else table
+
+
+def _coloured(reading: str, greyed: bool = False) -> str:
+    """A reading in markdown, coloured by what it says (all grey when ``greyed``: shown at the user's request)."""
+    colour = "gray" if greyed else {rel.POSITIVE: "red", rel.NEGATIVE: "green", rel.INDETERMINATE: "orange"}.get(
+        reading, "gray")
+    return f":{colour}[**{reading}**]"
+
+
+NOT_ANALYSED_LINE = "no threshold or test AUC: the experiment is not analysed"
+
+
+def top_call(calls: list[dict], top: int, task: str) -> dict:
+    """The call the reading at the top shows: the most likely class's (multi-label: the highest finding's)."""
+    return calls[top] if task != MULTILABEL else max(calls, key=lambda c: c["prob"])
+
+
+def top_call_lines(calls: list[dict], top: int, task: str, finding=None, greyed: bool = False) -> list[str]:
+    """The reading at the top of the page for one backbone (markdown lines): its most likely class (the
+    highest finding, multi-label) with its calibrated probability and call, what the model knows about
+    that class (``reliability.reliability_line``), the shortcut badge when the audit found one for it
+    (``finding``), and for multi-label how the other findings read. ``greyed``: shown at the user's request."""
+    c = top_call(calls, top, task)
+    reading = rel.call_reading(c)
+    call = "" if reading == rel.NO_CALL else f" · {_coloured(reading, greyed)}"
+    known = rel.reliability_line(c, sep="  \n") if "auc" in c or c["threshold"] is not None else NOT_ANALYSED_LINE
+    lines = [f"**{c['class']}** {c['prob']:.2f}{call}", known]
+    if task == MULTILABEL and has_thresholds(calls):
+        counts = {r: sum(rel.call_reading(x) == r for x in calls) for r in rel.READINGS}
+        parts = [f"{counts[r]} {r}" for r in (rel.POSITIVE, rel.INDETERMINATE, rel.NOT_RELIABLE) if counts[r]]
+        lines.append(f"Of {len(calls)} findings: " + (", ".join(parts) if parts else "none Positive"))
+    if finding is not None and finding.cls == c["class"]:
+        lines.append(rel.shortcut_badge(finding, short=True))
+    if greyed:
+        lines = [f":gray[{line}]" if not line.startswith(":") else line for line in lines]
+    return lines
+
+
+def reading_notes(findings: dict, archs) -> str:
+    """How to read the calls at the top (markdown): what the readings mean, one-vs-rest, the shortcut
+    badge when the audit found one for these backbones, and where every class's call is."""
+    text = (f"**How to read these calls.** {rel.READING_HELP} Each class is screened on its own, one against the "
+            "rest, so more than one class (or none) can read Positive.")
+    if any(a in archs for a, _ in findings):
+        text += f" *Shortcut*: {rel.SHORTCUT_HELP}"
+    return text + " Every class's call, with its interval, is under *Calls, class by class* below."
+
+
+def one_vs_rest_note(calls: list[dict], task: str) -> str:
+    """What a Positive call means (each class screened against all the others together), said with
+    this image's own Positive classes ("Normal: Positive" beside "Pneumonia: Positive" is not a contradiction)."""
+    positive = [c["class"] for c in calls if rel.call_reading(c) == rel.POSITIVE]
+    kind, kinds = ("finding", "findings") if task == MULTILABEL else ("class", "classes")
+    text = (f"Each {kind} is screened on its own, one against the rest: *{kind.capitalize()}: Positive* means the "
+            f"film scored at or above that {kind}'s own threshold against all the other {kinds} taken together; it "
+            f"does not rule the others out.")
+    if len(positive) > 1:
+        both = "both" if len(positive) == 2 else "all"
+        text += (f" Here {_and(positive)} {both} read Positive: each reached its own threshold"
+                 + (", and the most likely class is the one with the highest probability." if task != MULTILABEL
+                    else "."))
+    elif positive:
+        text += f" Here *{positive[0]}: Positive* says exactly that."
+    return text
 
 
 def headline(calls: list[dict], top: int, task: str) -> str:
@@ -115,7 +223,7 @@ def headline(calls: list[dict], top: int, task: str) -> str:
         c = calls[top]
         return f"Most likely: **{c['class']}** (probability {c['prob']:.2f})"
     ranked = sorted(calls, key=lambda c: -c["prob"])
-    called = [c for c in ranked if c["positive"]]
+    called = [c for c in ranked if rel.call_reading(c) == rel.POSITIVE]
     if called:
         return "Findings above their threshold: " + ", ".join(f"**{c['class']}** ({c['prob']:.2f})" for c in called)
     best = ranked[0]
@@ -143,8 +251,10 @@ def screening_sentence(calls: list[dict], top: int, task: str, point: str) -> st
     word, reason = POINT_WORDS.get(point, point), POINT_REASONS.get(point, "")
     if task == MULTILABEL:
         flagged = sum(bool(c["positive"]) for c in calls)
+        doubts = [f"{n} {r}" for r in (rel.NOT_RELIABLE, rel.INDETERMINATE)
+                  if (n := sum(rel.call_reading(c) == r for c in calls))]
         return (f"Each finding is screened on its own against its {word} threshold: {flagged} of {len(calls)} "
-                "are above it.")
+                "are above it" + (f" ({', '.join(doubts)})." if doubts else "."))
     best, others = calls[top], [c for j, c in enumerate(calls) if j != top and c["positive"]]
     parts = []
     if best["positive"] is None:

@@ -77,6 +77,13 @@ _ENTRIES = [
           "A threshold on the model's probability, chosen on validation images: balanced (Youden's J), rule-out "
           "(sensitivity ≥ 95 %) or rule-in (specificity ≥ 95 %).",
           "The rates shown beside it were measured on the separate test images, with their intervals."),
+    Entry("Call reliability", "Operating points",
+          "How a screening call reads given what the model knows: Positive or Negative only when the calibrated "
+          "probability lies outside a small band around the class's threshold (its width is stated beside the calls) "
+          "and the class's test AUC interval lies above 0.5; \"indeterminate\" inside that band; \"not reliable\" "
+          "when that interval includes 0.5 or lies below it.",
+          "An indeterminate call flips with a tiny change in the film; a not-reliable one comes from a model that "
+          "did not tell this class from the rest better than chance on the test images."),
     # ------------------------------------------------------------ calibration
     Entry("Calibration", "Calibration",
           "Whether the probabilities mean what they say: of all images given 0.8, about 80 % should have the finding.",
@@ -154,6 +161,21 @@ _ENTRIES = [
           "Compare it with chance, the lungs' own share of the image: a share well above it means the evidence for "
           "the class comes from the lungs; near or below it, from elsewhere on the film, which the shortcut audit "
           "then tests."),
+    Entry("Source probe", "Shortcuts",
+          "Inside one class, how well a simple linear classifier on a model's features tells the films' sources "
+          "(hospitals) apart, cross-validated over the test patients, as an AUC with a confidence interval.",
+          "Near 0.5 the model's features no longer carry the hospital; near 1 they still do, so its calls can lean on "
+          "the hospital instead of the lungs."),
+    Entry("Within-source AUC", "Shortcuts",
+          "The AUC of telling two classes apart using only the test films of one source, where both classes occur "
+          "(e.g. Normal vs Pneumonia inside one hospital), beside the thumbnail baseline scored the same way.",
+          "Inside one hospital the hospital cannot explain the score: clearly above the baseline is disease signal; "
+          "a model that loses its headline AUC but keeps or raises this one is the better model."),
+    Entry("Source deconfounding", "Shortcuts",
+          "Training against an adversary that tries to tell each film's source from the model's features within "
+          "its class; a reversed gradient pushes the backbone to make that impossible (train.py --deconfound source).",
+          "It should lower the source probe without lowering the within-source AUC; the headline AUC may fall "
+          "where the hospital was doing the work."),
     Entry("Deletion AUC", "Heatmaps",
           "The area under the class probability as the hottest pixels are blurred away first.",
           "Lower is better: a faithful map finds what the score depends on, so deleting it drops the score fast."),

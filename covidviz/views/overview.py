@@ -304,9 +304,18 @@ def phantom_note(exp) -> str | None:
     return PHANTOM_NOTE.format(marker=marker)
 
 
-def baseline_sentence(exp, analysis: Analysis | None) -> str | None:
+def _found(findings: dict | None) -> str:
+    """"DenseNet121 ranks COVID-19 with the lungs hidden" for the audit's findings ('' when none)."""
+    parts = [f"{arch_label(f.arch)}'s {f.cls} score: {f.text}" for f in (findings or {}).values()]
+    return "; ".join(parts)
+
+
+def baseline_sentence(exp, analysis: Analysis | None, findings: dict | None = None,
+                      audited: bool = False) -> str | None:
     """How each backbone's test macro AUC compares with the thumbnail baseline's, in a sentence a clinician
-    can read (and why a thumbnail can win on phantoms), or None without an analysed baseline."""
+    can read (and why a thumbnail can win on phantoms), agreeing with the shortcut audit: ``findings``
+    (``reliability.shortcut_findings``), ``audited`` (the experiment has an audit). None without an
+    analysed baseline."""
     base = analysis.baseline_auc("macro") if analysis is not None else None
     if base is None:
         return None
@@ -315,9 +324,21 @@ def baseline_sentence(exp, analysis: Analysis | None) -> str | None:
     named = ", ".join(f"{arch_label(a)} {v:.2f}" for a, v in aucs.items() if v is not None)
     text = (f"Test macro AUC: {named}; a logistic regression on 32×32-pixel thumbnails (the "
             f"{glossary.link('Thumbnail baseline', 'thumbnail baseline')}) scores {base:.2f}.")
+    found = _found(findings)
     if not losing:
-        return text + " Both backbones beat it: they use more than the coarse brightness pattern of the film."
-    return (text + f" The thumbnail beats {', '.join(arch_label(a) for a in losing)}: the difference between these "
-            "classes is a large, smooth change in how dense a region of the lung is, which a 32×32 thumbnail already "
-            "shows, while deep networks trained from scratch on a few hundred images for a few epochs have not yet "
-            "learnt more than that. It is not a sign of a hidden shortcut unless the shortcut audit on Compare says so.")
+        if found:
+            return (text + " Both backbones beat it, but that does not show they read the lungs: the "
+                    f"{glossary.link('Shortcut audit', 'shortcut audit')} found a shortcut ({found}).")
+        if audited:
+            return (text + " Both backbones beat it: they use more than the coarse brightness pattern of the film, "
+                    "and the shortcut audit found no sign of a shortcut.")
+        return (text + " Both backbones beat it: they use more than a 32×32 thumbnail shows. Whether that is the "
+                "lungs or a shortcut (markers, hospital processing), only the shortcut audit can tell: it has not "
+                "been run on this experiment (`python train.py analyze EXPERIMENT --shortcuts`).")
+    text += (f" The thumbnail beats {', '.join(arch_label(a) for a in losing)}: the difference between these "
+             "classes is a large, smooth change in how dense a region of the lung is, which a 32×32 thumbnail already "
+             "shows, while deep networks trained from scratch on a few hundred images for a few epochs have not yet "
+             "learnt more than that.")
+    if found:
+        return text + f" The shortcut audit also found a shortcut: {found}."
+    return text + " It is not a sign of a hidden shortcut unless the shortcut audit on Compare says so."

@@ -1,9 +1,12 @@
 """The Diagnose page's one-page case report, without Streamlit: what it says (``report_blocks``: the
 image's identity, the film and heat maps (with the lung outline) and each map's evidence on the lungs, the
-out-of-distribution verdict, the calls at the chosen
-operating point, the research-use notice) and the PNG it is drawn as (``case_report_png``, PIL), from
-one ``CaseReport``. The page's own texts and the out-of-distribution sentences it shares with the
-report are ``covidviz.views.diagnose``'s; the calls' sentences are ``views.diagnose_calls``'."""
+out-of-distribution verdict, the calls at the chosen operating point with what the model knows about each
+class (test AUC with its CI, sensitivity and specificity, indeterminate / not reliable readings, the
+shortcut audit's findings, a weak experiment's banner), the research-use notice) and the PNG it is drawn
+as (``case_report_png``, PIL), from one ``CaseReport``. Withheld calls are not printed and no class is
+named; calls shown at the user's request are said to be so, greyed, and their maps stamped. The page's
+own texts and the out-of-distribution sentences it shares with the report are ``covidviz.views.diagnose``'s;
+the calls' sentences are ``views.diagnose_calls``', what the model knows ``views.reliability``'s."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from covidviz.cam.lungshare import LungWeight
 from covidviz.data.labels import MULTICLASS
 from covidviz.inference import Diagnosis
 from covidviz.views import diagnose_calls as dc
+from covidviz.views import reliability as rel
 from covidviz.views.diagnose import (
     REPORT_RESULTS,
     REPORT_SECTIONS,
@@ -27,14 +31,18 @@ from covidviz.views.diagnose import (
     display_image,
     lung_text,
     ood_message,
+    stamp,
 )
 from covidviz.views.style import NOTICE, NOTICE_TITLE
 
 REPORT_NOTE = ("Image, heat maps, probabilities and calls at the chosen operating point, model and experiment identity, "
                "the research-use notice.")
 REPORT_TILE, REPORT_MARGIN, REPORT_GAP, REPORT_LINE = 360, 30, 20, 24
-REPORT_CLASS_WIDTH, REPORT_CALL_WIDTH = 260, 330   # the calls table's class column and each backbone's (px)
-REPORT_COLUMNS = {"Probability": 125, "Threshold": 115, "Call": 90}  # per backbone in the report's table (px)
+# The calls table, one per backbone (px per column; the shortcut audit's column takes what is left).
+REPORT_COLUMNS = {"Class": 200, "Probability": 115, "Threshold": 105, "Call": 115, "Test AUC [95 % CI]": 170,
+                  "Sens.": 70, "Spec.": 70}
+REPORT_AUDIT = "Shortcut audit"
+WITHHELD_TILE = (236, 236, 236)  # the grey of a heat map's place when the calls are withheld
 FONTS = {"title": (26, True), "text": (16, False), "note": (16, False), "warning": (16, False),
          "heading": (20, True), "bold": (17, True), "notice": (16, False)}   # block kind -> (size, bold)
 COLOURS = {"title": "#1F2A36", "text": "#222", "note": "#555", "warning": "#B00020", "heading": "#1F2A36",
@@ -48,9 +56,10 @@ class CaseReport:
     line such as ``report_identity`` gives); the heat maps' ``method`` and the class each explains
     (``explained``: backbone -> class name; None: each model's top class); the calls (``calls``:
     backbone -> ``Predictor.calls`` at ``point``; None: the prediction's own, balanced); whether an
-    out-of-distribution image's calls are reported anyway (``show_anyway``, then marked unreliable); and
+    out-of-distribution image's calls are reported anyway (``show_anyway``, then marked unreliable);
     each drawn map's weight on the lungs (``lung_weights``: backbone -> ``LungWeight``, None when the lung
-    fields were not usable; a backbone left out has no map drawn; None: the prediction's own, top class)."""
+    fields were not usable; a backbone left out has no map drawn; None: the prediction's own, top class);
+    the shortcut audit's ``findings`` and the ``weak`` experiment's banner."""
 
     diag: Diagnosis
     names: list[str]
@@ -63,6 +72,13 @@ class CaseReport:
     point: str = "youden"
     show_anyway: bool = False
     lung_weights: dict[str, LungWeight | None] | None = None
+    findings: dict | None = None   # (backbone, class) -> reliability.ShortcutFinding: the shortcut audit's
+    weak: str | None = None        # the weak-experiment banner (reliability.low_auc_banner), or None
+
+    @property
+    def withheld(self) -> bool:
+        """The image failed the out-of-distribution check and the user did not ask to see the calls."""
+        return self.diag.ood and not self.show_anyway
 
     def label(self, arch: str) -> str:
         return (self.arch_labels or {}).get(arch, arch)
@@ -121,16 +137,33 @@ def report_identity(exp, archs) -> dict[str, str]:
 
 # ---------------------------------------------------------------------- what the report says
 
-def _report_cells(c: dict, d: int) -> list[str]:
-    return [f"{c['prob']:.{d}f}", "—" if c["threshold"] is None else f"{c['threshold']:.{d}f}", dc.call_text(c["positive"])]
+def _plain(markdown: str) -> str:
+    """Markdown of the page as plain report text (bold, italics, links and glossary links dropped)."""
+    import re
+
+    text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", markdown)
+    return text.replace("**", "").replace("*", "")
+
+
+def _calls_table(report: CaseReport, arch: str, calls: list[dict]) -> dict:
+    """One backbone's calls as a report table: ``{"title", "columns": [(name, px)], "rows", "greyed"}``."""
+    d = dc.decimals(calls)  # enough that no call contradicts its printed numbers
+    table = dc.calls_table(calls, report.findings, arch)
+    audit = dc.AUDIT_COLUMN in table.columns
+    rows = []
+    for r in table.itertuples(index=False):
+        row = [r[0], f"{r[1]:.{d}f}", "—" if r[2] != r[2] else f"{r[2]:.{d}f}", *map(str, r[3:7])]
+        rows.append(row + ([str(r[7])] if audit else []))
+    columns = list(REPORT_COLUMNS.items()) + ([(REPORT_AUDIT, 0)] if audit else [])
+    return {"title": report.label(arch), "columns": columns, "rows": rows, "greyed": report.diag.ood}
 
 
 def report_blocks(report: CaseReport) -> list[tuple[str, object]]:
     """What the case report says, in order, as ``(kind, payload)`` blocks: ``title``, ``text``, ``note``
     (grey), ``heading`` (a section, named in ``REPORT_SECTIONS``), ``bold``, ``images`` (the tiles),
-    ``warning`` (red), ``table`` (``{"groups": backbone labels, "rows": [class, then REPORT_COLUMNS per
-    backbone]}``) and ``notice`` (the boxed research-use notice).
-    An out-of-distribution image's calls are withheld unless ``report.show_anyway`` (then marked unreliable)."""
+    ``warning`` (red), ``table`` (``_calls_table``: one per backbone) and ``notice`` (the boxed
+    research-use notice). An out-of-distribution image's calls are withheld, and no class named, unless
+    ``report.show_anyway`` (then said to be shown at the user's request, greyed)."""
     diag, method, point, task = report.diag, report.method, report.point, report.task
     calls = report.calls or {a: b.calls for a, b in diag.backbones.items()}
     when = time.strftime("%Y-%m-%d %H:%M %Z")
@@ -139,39 +172,43 @@ def report_blocks(report: CaseReport) -> list[tuple[str, object]]:
         ("text", f"Image: {diag.name} · Experiment: {diag.experiment} · Generated: {when}")]
     blocks += [("text", f"{report.label(a)}: {v}.") for a, v in (report.identity or {}).items()]
     target = "each model's top class" if not report.explained else "the class named above each map"
-    blocks += [("heading", REPORT_SECTIONS[0]),
-               ("note", f"The X-ray as given to the models, and each model's heat map: "
-                        f"{METHOD_NAMES.get(method, method)}, explaining {target}."),
-               ("images", None)]
-    weights = report.lung_weights if report.lung_weights is not None else {
+    if report.withheld:
+        images = "The X-ray as given to the models; the heat maps are withheld with the calls."
+    else:
+        images = (f"The X-ray as given to the models, and each model's heat map: {METHOD_NAMES.get(method, method)}, "
+                  f"explaining {target}." + (" Shown at the user's request, not as calls." if diag.ood else ""))
+    blocks += [("heading", REPORT_SECTIONS[0]), ("note", images), ("images", None)]
+    weights = {} if report.withheld else report.lung_weights if report.lung_weights is not None else {
         a: b.lung_weight for a, b in diag.backbones.items()}
     blocks += [("text", f"{report.label(a)}: {lung_text(weights[a], diag.lungs).replace('**', '')}")
                for a in diag.backbones if a in weights]
-    message = ood_message(diag, report.arch_labels or {}, REPORT_RESULTS)
+    message = ood_message(diag, report.arch_labels or {}, REPORT_RESULTS, shown_anyway=report.show_anyway)
     if message:
         blocks += [("heading", REPORT_SECTIONS[1]), ("warning", message)]
     elif diag.verdict is not None:
         blocks += [("heading", REPORT_SECTIONS[1]), ("text", diag.verdict.summary)]
-    if diag.ood and not report.show_anyway:
+    if report.withheld:
         blocks += [("heading", REPORT_SECTIONS[2]), ("warning", REPORT_WITHHELD), ("notice", f"{NOTICE_TITLE} {NOTICE}")]
         return blocks
     blocks.append(("heading", REPORT_SECTIONS[2]))
     if diag.ood:
         blocks.append(("warning", REPORT_SHOWN_ANYWAY))
+    if report.weak:
+        blocks.append(("warning", _plain(report.weak)))
     blocks += [("note", f"{dc.SCREENING_TITLE}: {dc.point_label(point)}. A call is Positive when the calibrated "
-                                 "probability reaches the class's threshold, chosen on validation and put on the same "
-                                 "scale. Each class is screened on its own, one against the rest.")]
+                        "probability reaches the class's threshold, chosen on validation and put on the same scale; "
+                        f"it reads indeterminate within ±{rel.BAND:.2f} of the threshold and not reliable where the "
+                        "class's test AUC interval is not clearly above 0.5. Each class is screened on its own, one against the "
+                        "rest. Sens. and Spec.: the threshold's sensitivity and specificity on the test images.")]
     for arch, b in diag.backbones.items():
         blocks.append(("bold", report.label(arch)))
         blocks.append(("text", dc.headline(calls[arch], b.top, task).replace("**", "") + "."))
         sentence = dc.screening_sentence(calls[arch], b.top, task, point)
         if sentence:
             blocks.append(("text", sentence))
-    digits = {a: dc.decimals(calls[a]) for a in diag.backbones}  # enough that no call contradicts its printed numbers
-    rows = [[cls] + [cell for a in diag.backbones for cell in _report_cells(calls[a][j], digits[a])]
-            for j, cls in enumerate(report.names)]
-    blocks += [("table", {"groups": [report.label(a) for a in diag.backbones], "rows": rows}),
-               ("notice", f"{NOTICE_TITLE} {NOTICE}")]
+        blocks.append(("table", _calls_table(report, arch, calls[arch])))
+        blocks += [("warning", rel.shortcut_sentence(f)) for (a, _), f in (report.findings or {}).items() if a == arch]
+    blocks.append(("notice", f"{NOTICE_TITLE} {NOTICE}"))
     return blocks
 
 
@@ -180,7 +217,8 @@ def report_blocks(report: CaseReport) -> list[tuple[str, object]]:
 def _tiles(report: CaseReport, gray: np.ndarray, heats: dict, alpha: float,
            lungs: np.ndarray | None = None) -> list[tuple[str, np.ndarray]]:
     """(caption, RGB or gray array): the film, then each backbone's heat map over it (the plain film
-    when a backbone has no evidence for its class); the outline of the lung mask ``lungs`` on each."""
+    when a backbone has no evidence for its class; a grey tile naming no class when the calls are
+    withheld; stamped when shown at the user's request); the outline of the lung mask ``lungs`` on each."""
     diag = report.diag
     film = display_image(gray)
 
@@ -188,10 +226,15 @@ def _tiles(report: CaseReport, gray: np.ndarray, heats: dict, alpha: float,
         return img if lungs is None else lungshare.draw_outline(img, lungs)
 
     tiles = [("X-ray (as given to the models)" + (", lung fields outlined" if lungs is not None else ""), outlined(film))]
-    tiles += [(f"{report.label(a)}: map for {(report.explained or {}).get(a, report.names[diag.backbones[a].top])}"
-               + (" (no evidence: no heat drawn)" if heats.get(a) is None else ""),
-               outlined(np.repeat(film[..., None], 3, axis=2) if heats.get(a) is None else overlay(film, heats[a], alpha)))
-              for a in diag.backbones]
+    for a in diag.backbones:
+        if report.withheld:
+            tiles.append((f"{report.label(a)}: heat map withheld", np.full((*film.shape[:2], 3), WITHHELD_TILE, np.uint8)))
+            continue
+        cls = (report.explained or {}).get(a, report.names[diag.backbones[a].top])
+        none = heats.get(a) is None
+        img = outlined(np.repeat(film[..., None], 3, axis=2) if none else overlay(film, heats[a], alpha))
+        tiles.append((f"{report.label(a)}: map for {cls}" + (" (no evidence: no heat drawn)" if none else "")
+                      + (", shown at the user's request" if diag.ood else ""), stamp(img) if diag.ood else img))
     return tiles
 
 
@@ -201,15 +244,10 @@ class _Page:
 
     def __init__(self, blocks: list[tuple[str, object]], tiles: list[tuple[str, np.ndarray]]):
         self.blocks, self.tiles = blocks, tiles
-        self.n_archs = len(tiles) - 1
         self.width = REPORT_MARGIN * 2 + len(tiles) * REPORT_TILE + (len(tiles) - 1) * REPORT_GAP
         self.text_width = self.width - 2 * REPORT_MARGIN
         self.fonts = {kind: _font(size, bold) for kind, (size, bold) in FONTS.items()}
         self.tile_labels = [wrap_px(t, self.fonts["bold"], REPORT_TILE) for t, _ in tiles]
-        offsets = np.cumsum([0, *REPORT_COLUMNS.values()])[:-1]
-        self.group_x = [REPORT_MARGIN + REPORT_CLASS_WIDTH + i * REPORT_CALL_WIDTH for i in range(self.n_archs)]
-        self.col_x = [REPORT_MARGIN] + [x + int(o) for x in self.group_x for o in offsets]
-        self.col_w = [REPORT_CLASS_WIDTH - 10] + [w - 8 for w in REPORT_COLUMNS.values()] * self.n_archs
         self.img = self.draw = None
 
     def _lines(self, x: int, y: int, lines: list[str], kind: str) -> None:
@@ -232,16 +270,19 @@ class _Page:
         return top + REPORT_TILE + 14
 
     def _table(self, y: int, payload: dict) -> int:
-        groups = [(x, wrap_px(g, self.fonts["bold"], REPORT_CALL_WIDTH - 10))
-                  for x, g in zip(self.group_x, payload["groups"])]
-        for x, lines in groups:
-            self._lines(x, y, lines, "bold")
-        y += max(len(lines) for _, lines in groups) * REPORT_LINE
-        header = [["Class"] + list(REPORT_COLUMNS) * self.n_archs]
-        for r, row in enumerate(header + payload["rows"]):
-            kind = "bold" if r == 0 else "text"
-            cells = [wrap_px(cell, self.fonts[kind], w) for cell, w in zip(row, self.col_w)]
-            for x, lines in zip(self.col_x, cells):
+        """A table as wide as the text: its columns' widths, the last one (0) taking what is left; every
+        cell wrapped, never cut; grey when ``payload["greyed"]`` (shown at the user's request)."""
+        widths = [w for _, w in payload["columns"]]
+        if widths and widths[-1] == 0:
+            widths[-1] = max(80, self.text_width - sum(widths[:-1]))
+        scale = min(1.0, self.text_width / max(sum(widths), 1))  # fewer backbones' tiles: a narrower page
+        widths = [int(w * scale) for w in widths]
+        xs = [REPORT_MARGIN + int(sum(widths[:k])) for k in range(len(widths))]
+        body = "note" if payload.get("greyed") else "text"
+        for r, row in enumerate([[name for name, _ in payload["columns"]]] + payload["rows"]):
+            kind = "bold" if r == 0 else body
+            cells = [wrap_px(str(cell), self.fonts[kind], w - 8) for cell, w in zip(row, widths)]
+            for x, lines in zip(xs, cells):
                 self._lines(x, y, lines, kind)
             y += max(len(c) for c in cells) * REPORT_LINE + (6 if r == 0 else 2)
         return y + 14
@@ -291,7 +332,7 @@ def case_report_png(report: CaseReport, gray: np.ndarray, heats: dict[str, np.nd
     mask ``lungs`` (at ``gray``'s size or any other; None: no outline) on each."""
     from PIL import Image
 
-    page = _Page(report_blocks(report), _tiles(report, gray, heats, alpha, lungs))
+    page = _Page(report_blocks(report), _tiles(report, gray, heats or {}, alpha, lungs))
     img = Image.new("RGB", (page.width, page.render(None)), "white")
     page.render(img)
     buf = io.BytesIO()
