@@ -40,12 +40,15 @@ lint: venv
 	$(BIN)/ruff check .
 
 ## The default suite: fast unit, view, AppTest, end-to-end and (if chromium is installed) browser tests.
+## Two pytest-xdist workers, one test file each at a time (--dist loadfile keeps a file's module fixtures
+## in one worker; tests/conftest.py gives each worker one torch thread). Plain `pytest` runs it serially.
+TEST_WORKERS ?= 2
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 ## Slower tests: DDP with two processes, demo-sized training, real-data training.
 test-slow: venv
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow   # serial: the demo-budget and DDP tests time themselves
 
 ## Only the tests that read ../shared/data (they also run inside `make test` when the data is there).
 test-data: venv
@@ -55,7 +58,7 @@ test-all: test test-slow
 
 ## Every benchmark in bench/, one after the other (tens of minutes on 2 cores; each prints its ratios;
 ## results in docs/benchmarks.md). bench.ood needs the real X-rays of ../shared/data.
-BENCHES := loader cam diagnose leak projection latent som_page whatif predict \
+BENCHES := loader cam diagnose cold_start leak projection latent som_page whatif predict \
            $(if $(wildcard ../shared/data/covid3/metadata.csv),ood)
 bench: venv
 	@for b in $(BENCHES); do echo "== python -m bench.$$b"; $(BIN)/python -m bench.$$b || exit 1; done

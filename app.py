@@ -1,7 +1,8 @@
 """covidviz app: ``streamlit run app.py``.
 
 The router only: page config, the shared sidebar (experiment picker) and research notice, drawn once
-per run before the chosen page, and the page list. Each page is a short script under ``app_pages/``.
+per run before the chosen page (with a notice when the experiment shown is not the one the address or
+the session asked for), and the page list. Each page is a short script under ``app_pages/``.
 """
 
 import streamlit as st
@@ -22,5 +23,6 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
-ui.app_chrome()
+asked = ui.asked_experiment()  # before the picker, which rewrites the address
+ui.explain_fallback(asked, ui.app_chrome())  # an unknown ?exp= or a deleted experiment is named, never silent
 page.run()

@@ -1,9 +1,11 @@
 """Batch page: upload many chest X-rays (or ZIP archives of them) and score them all with every backbone.
 
-Sections: the uploader and its limits; a progress bar while the models run; a sortable table (one row per
-file: each backbone's probabilities, most likely class, positive calls at the validation operating point and
-share of its heat map on the lungs, the out-of-distribution verdict and why) with a CSV download; the files
-that could not be used; a heat-map contact sheet of the rows picked. Uploads stay in memory. Widget keys are
+Sections: the uploader and its limits; a progress bar while the models run; the table (one row per file,
+sorted by name: its short name, the verdict's badge, per backbone the most likely class with its calibrated
+probability, that class's call as it reads on Diagnose with the shortcut badge, and its heat map's share on
+the lungs; flagged rows greyed with their calls withheld), why the flagged files were flagged, and the CSV
+download (every number, the experiment's identity and thresholds, the unreadable files); the files that
+could not be used; a heat-map contact sheet of the rows picked. Uploads stay in memory. Widget keys are
 scoped to the experiment. Widgets and layout only: ``covidviz.batch`` scores, ``covidviz.views.batch`` shapes.
 """
 
@@ -15,7 +17,6 @@ from covidviz import ui
 from covidviz.ui.batch_cache import batch_in_session
 from covidviz.ui.state import scoped
 from covidviz.views import batch as view
-from covidviz.views.style import table_height
 
 
 def pick_files(exp) -> list:
@@ -37,17 +38,16 @@ def results_table(exp, run: view.BatchRun) -> None:
     st.markdown(view.summary(run))
     if not run.rows:
         st.warning("No file could be scored.", icon=":material/warning:")
-        return
-    table = view.display_table(run)
-    config = {c: st.column_config.NumberColumn(c, format="%.3f", help="Calibrated probability")
-              for c in view.probability_columns(run)}
-    config.update({c: st.column_config.NumberColumn(c, format=view.PERCENT_FORMAT, help=view.LUNG_HELP)
-                   for c in view.lung_columns(run)})
-    config[view.FILE_COLUMN] = st.column_config.TextColumn(view.FILE_COLUMN, pinned=True, help=view.FILE_HELP)
-    config[view.REASON_COLUMN] = st.column_config.TextColumn(view.REASON_COLUMN, width="large")
-    st.dataframe(table, hide_index=True, width="stretch", height=table_height(table, 15), column_config=config,
-                 key=scoped(exp, "batch_table"))
-    st.caption(view.TABLE_NOTE.format(cli=view.CLI_COMMAND))
+    else:
+        if banner := view.weak_banner(exp, run):
+            st.warning(banner, icon=":material/warning:")
+        st.table(view.styled_table(run), hide_index=True, height=view.table_height(run))
+        if found := view.shortcut_lines(run):
+            st.markdown(view.SHORTCUT_TITLE + "  \n" + "  \n".join(found), help=view.SHORTCUT_HELP)
+        if flagged := view.flagged_reasons(run):
+            with st.expander(f"Why {len(flagged)} file(s) were flagged as unlike the training X-rays"):
+                st.markdown("\n".join(f"- **{name}**: {why}" for name, why in flagged))
+        st.caption(view.table_note(run))
     st.download_button("Download the table (CSV)", view.csv_bytes(run), file_name=view.file_name(exp.name, "predictions", "csv"),
                        mime="text/csv", key=scoped(exp, "batch_csv"), icon=":material/download:", on_click="ignore")
 
@@ -56,10 +56,9 @@ def bad_files(run: view.BatchRun) -> None:
     if not run.bad:
         return
     st.subheader("Files that could not be used")
-    st.warning(view.bad_heading(run) + "; the others were scored.", icon=":material/error:")
-    bad = view.bad_table(run)
-    st.dataframe(bad, hide_index=True, width="stretch", height=table_height(bad, 10),
-                 column_config={"Problem": st.column_config.TextColumn("Problem", width="large")})
+    st.warning(view.bad_heading(run) + "; the others were scored. The CSV lists them with their error.",
+               icon=":material/error:")
+    st.table(view.styled_bad_table(run), hide_index=True)
 
 
 def contact_sheet(exp, run: view.BatchRun) -> None:
@@ -84,6 +83,11 @@ def render(exp) -> None:
     st.title(f"Batch: {exp.name}")
     st.caption(view.INTRO)
     uploads = pick_files(exp)
+    try:  # the models load (and warm up) as the page opens, so the first batch is scored at once
+        ui.diagnose_predictor(exp)
+    except Exception as exc:  # noqa: BLE001 - missing/corrupt weights: say so, keep the app usable
+        st.error(view.batch_error(exp.name, exc), icon=":material/error:")
+        return
     if not uploads:
         return
     try:

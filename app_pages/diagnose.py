@@ -68,6 +68,8 @@ def probabilities(exp, predictor, diag, shown: bool, findings: dict) -> tuple[di
             st.caption(calls_view.one_vs_rest_note(calls[arch], exp.labels.task))
         table = calls_view.calls_table(calls[arch], findings, arch)
         st.table(calls_view.styled_calls(table, calls_view.decimals(calls[arch]), greyed=diag.ood), hide_index=True)
+        if raw := calls_view.raw_thresholds_line(calls[arch]):
+            st.caption(raw)
     if not predictor.analysed:
         st.caption(view.NOT_ANALYSED)
         return calls, point
@@ -104,7 +106,7 @@ def where_it_falls(exp, predictor, diag) -> None:
             col.caption(f"{arch_label(arch)}: no stored maps.")
             continue
         fig = view.placement_figure(images, predictor.map_coords(arch, method), list(exp.labels.names), b, method)
-        col.plotly_chart(fig, width="stretch", key=scoped(exp, f"diagnose_map_{arch}"))
+        ui.plotly_chart(fig, where=col, width="stretch", key=scoped(exp, f"diagnose_map_{arch}"))
         col.caption(view.placement_caption(b.ood))
         som = view.som_caption(b.som_node, predictor.som_grid(arch))
         if som:
@@ -121,15 +123,15 @@ def report(exp, case: report_view.CaseReport, shown) -> None:
 def render(exp) -> None:
     st.title(f"Diagnose: {exp.name}")
     busy = st.empty()  # the busy state, where the eye is after an upload (not below the fold)
-    name, data, gray = pick_input(exp)
-    gray, decoded, digest = ui.input_film(name, data, gray)
-    if gray is None:
-        return
-    try:
-        with busy.container():  # "Loading the models…" shows up there too
+    name, data, gray, source = pick_input(exp)
+    try:  # as the page opens, under the uploader: the first upload then runs as fast as the next
+        with busy.container():  # "Loading the models of EXP…" where the eye is
             predictor = ui.diagnose_predictor(exp)
     except Exception as exc:  # noqa: BLE001 - missing/corrupt weights: say so, keep the app usable
         st.error(view.load_error(exp, exc), icon=":material/error:")
+        return
+    gray, decoded, digest = ui.input_film(name, data, gray)
+    if gray is None:
         return
     top, banner = st.container(), st.container()  # the reading, filled once the sections' widgets have run
     warned = bool(view.file_warnings(decoded))
@@ -140,7 +142,7 @@ def render(exp) -> None:
     key = view.prediction_key(exp, digest or name, window)
     try:
         diag = ui.diagnosis_in_session(predictor, film, name, key, busy, view.busy_text(predictor.archs, name), METHODS,
-                                       image=decoded)
+                                       image=decoded, source=source)
     except Exception as exc:  # noqa: BLE001 - show a message, keep the app usable
         top.error(view.process_error(exc), icon=":material/error:")
         return
@@ -175,7 +177,8 @@ def render(exp) -> None:
                                   {a: arch_label(a) for a in diag.backbones},
                                   report_view.report_identity(exp, diag.backbones), shown.method,
                                   shown.explained or None, calls, point, show_anyway=show and diag.ood,
-                                  lung_weights=shown.lung_weights if show else {}, findings=findings, weak=weak)
+                                  lung_weights=shown.lung_weights if show else {}, findings=findings, weak=weak,
+                                  som_grids={a: predictor.som_grid(a) for a in diag.backbones})
     with sections["report"]:
         report(exp, case, shown)
 

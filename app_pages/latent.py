@@ -17,7 +17,8 @@ import streamlit as st
 from covidviz import runs, ui
 from covidviz.data.labels import MULTILABEL
 from covidviz.ui import external as external_ui
-from covidviz.views import latent
+from covidviz.ui import latent_opened as opened_ui
+from covidviz.views import image_name, latent
 from covidviz.views import latent_selection as selection
 from covidviz.views.style import analyse_command, arch_label
 
@@ -26,6 +27,7 @@ SIGS = "latent_signatures"      # chart key -> signature of the selection last s
 OPEN = "latent_open"            # the opened image's row, or None
 PAGE = "latent_gallery_page"
 PICK = "latent_open_pick"       # the gallery's "Open an image" picker
+ORIGIN = "latent_open_origin"   # where the opened image was opened (selection.GALLERY or MAP): it is drawn there
 DRAWN = "latent_drawn"          # backbone -> selection.MapDrawing shown last run
 FOLLOWUP = "latent_followup"    # True during the run that draws the maps' deferred overlays
 CHART_KEY = "latent_map_{}"     # a backbone's map (its selection events)
@@ -42,7 +44,7 @@ def sync_selection(exp, archs: list[str]) -> None:
     sigs, rows, opened = selection.selection_change(st.session_state.get(key(exp, SIGS)), charts)
     st.session_state[key(exp, SIGS)] = sigs
     if opened is not None:  # a click: open that image, keep the current selection
-        st.session_state[key(exp, OPEN)] = opened
+        open_row(exp, opened)
     if rows is not None:
         set_selection(exp, rows)
 
@@ -53,13 +55,14 @@ def set_selection(exp, rows) -> None:
 
 
 def open_row(exp, row: int | None, picked: bool = False) -> None:
-    """Open ``row`` (None: close), or with ``picked`` the gallery picker's choice."""
+    """Open ``row`` (None: close), or with ``picked`` the gallery picker's choice (drawn in the gallery)."""
     row = st.session_state.get(key(exp, PICK)) if picked else row
     st.session_state[key(exp, OPEN)] = None if row is None else int(row)
+    st.session_state[key(exp, ORIGIN)] = selection.GALLERY if picked else selection.MAP
 
 
 def controls(exp, analysed: list[str]) -> dict:
-    c1, c2, c3, c4 = st.columns([2, 2, 3, 2])
+    c1, c2, c3, c4 = st.columns([3, 2, 3, 2])  # c1: room for "Tiny CNN (test model)" at 1280 px
     both = False
     with c1:
         arch = st.selectbox("Backbone", analysed, format_func=arch_label, key=key(exp, "latent_arch"))
@@ -98,10 +101,11 @@ def plan_maps(exp, opts: dict, rows: np.ndarray) -> dict:
 def draw_map(exp, arch: str, opts: dict, plan: selection.MapDrawing) -> None:
     method = opts["method"]
     base = ui.latent_figure(exp, arch, method, opts["colour_by"], opts["cls"], opts["height"], opts["sites"])
-    fig = latent.drawn_figure(base, ui.latent_maps(exp, arch).coords[method], plan.rings, plan.others, plan.revision)
-    st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"),
+    fig = latent.drawn_figure(base, ui.latent_maps(exp, arch).coords[method], plan.rings, plan.others, plan.revision,
+                              image_name.short_label(ui.upload_for(exp)))  # a picked test image is not "your upload"
+    ui.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"),
                     key=key(exp, CHART_KEY.format(arch)), width="stretch",
-                    config={"scrollZoom": True, "displaylogo": False})
+                    config={"scrollZoom": True})
 
 
 def draw_maps(exp, opts: dict, plans: dict) -> None:
@@ -121,13 +125,11 @@ def quality_panel(exp, arch: str, method: str) -> None:
 
 
 def upload_notice(exp, opts: dict) -> None:
-    notice = latent.upload_notice(ui.upload_for(exp), opts["shown"], opts["method"])
-    if notice is None:
-        return
-    text, nbrs = notice
-    st.info(text, icon=":material/star:")
-    if len(nbrs) and st.button(f"Select the upload's {len(nbrs)} neighbours", key=key(exp, "latent_select_neighbours")):
-        set_selection(exp, nbrs)
+    record = ui.upload_for(exp)
+    notice = latent.upload_notice(record, opts["shown"], opts["method"])
+    rows = opened_ui.upload_notice(record, opts["shown"], notice, key(exp, "latent_select_neighbours"))
+    if rows is not None:
+        set_selection(exp, rows)
         st.rerun()
 
 
@@ -173,40 +175,19 @@ def gallery(exp, rows: np.ndarray, opts: dict) -> None:
     top[1].selectbox("Open an image", list(labels), index=None, format_func=labels.get, key=key(exp, PICK),
                      placeholder="Choose one to see it full size…", on_change=open_row, args=(exp, None, True))
     st.caption(f"{selection.gallery_range(page, len(shown), len(rows))}; predictions by {arch_label(opts['arch'])}.")
+    detail_section(exp, opts, selection.GALLERY, rows)  # right under the picker, where the user is looking
     st.html(selection.gallery_html(ui.thumbnails(exp), shown, captions, first))
 
 
-def detail_section(exp, opts: dict) -> None:
-    row, images = st.session_state.get(key(exp, OPEN)), exp.images()
-    if row is None or not 0 <= int(row) < len(images):
+def detail_section(exp, opts: dict, where: str | None, rows=()) -> None:
+    """The opened image, drawn where it was opened (``where``: ``selection.MAP``, under the maps, or
+    ``GALLERY``, under the gallery's picker; None: wherever, as there is no gallery)."""
+    row, origin = st.session_state.get(key(exp, OPEN)), st.session_state.get(key(exp, ORIGIN), selection.MAP)
+    if row is None or not 0 <= int(row) < len(exp.images()) or where not in (None, origin):
         return
-    row, names, archs = int(row), list(exp.labels.names), opts["shown"]
-    rec = images.iloc[row]
-    st.header(f"Image {rec['image_id']}")
-    st.markdown(selection.detail_meta(rec))
-    cls_idx = names.index(opts["cls"]) if opts.get("cls") else None
-    probs = selection.probability_table({arch_label(a): ui.latent_points(exp, a)[1][row] for a in archs}, names)
-    cols = st.columns([2] + [2] * len(archs) + [3])
-    details = {a: ui.latent_detail(exp, a, row, cls_idx) for a in archs}
-    gray = next((d[0] for d in details.values() if d[0] is not None), None)
-    with cols[0]:
-        if gray is not None:
-            st.image(gray, caption=f"Original ({gray.shape[1]}×{gray.shape[0]})", width="stretch")
-        else:
-            st.image(np.asarray(ui.thumbnails(exp)[row]), caption="Thumbnail (64×64)", width="stretch")
-    for k, a in enumerate(archs):
-        _, problem, p, heat = details[a]
-        with cols[k + 1]:
-            if heat is not None:
-                st.image(heat, caption=f"{arch_label(a)} CAM for {selection.explained_class(names, cls_idx, p)}",
-                         width="stretch")
-            else:
-                st.caption(problem)
-    with cols[-1]:
-        st.html(selection.table_html(probs, "latent-probs", "{:.3f}"))
-        st.caption(f"Heatmaps: CAM of {opts['cls'] or 'its top class'}; red = the regions that raised that class's "
-                   "score most.")
-    if st.button("Close image", key=key(exp, "latent_close")):
+    at = np.flatnonzero(np.asarray(rows, np.int64) == int(row))  # its number in the gallery, as the picker lists it
+    number = int(at[0]) + 1 if len(at) else None
+    if opened_ui.opened_image(exp, opts, int(row), selection.opened_note(origin, number), key(exp, "latent_close")):
         open_row(exp, None)
         st.session_state.pop(key(exp, PICK), None)
         st.rerun()
@@ -239,7 +220,7 @@ def render(exp) -> None:
     # without the maps (the browser keeps showing them: a run stopped for a rerun removes nothing) and
     # the follow-up run draws them, so a selection on a 100k map shows its images first.
     with below:
-        detail_section(exp, opts)
+        detail_section(exp, opts, selection.MAP if len(rows) else None)  # under the maps, after a click
         selection_section(exp, opts, rows)
     if st.session_state.get(key(exp, FOLLOWUP)):
         st.rerun()

@@ -17,8 +17,11 @@ import streamlit as st
 from covidviz import runs, ui
 from covidviz.runs.records import ManifestInfo
 from covidviz.ui import external as external_ui
+from covidviz.ui import overview_remedies
+from covidviz.views import external as external_view
 from covidviz.views import overview as view
 from covidviz.views import reliability
+from covidviz.views.compare import below_chance_note
 from covidviz.views.style import arch_label, table_height, task_label
 
 WIDE_INDEX = {"_index": st.column_config.Column(width="medium")}  # long finding names, e.g. Pleural_Thickening
@@ -90,7 +93,7 @@ def sources_and_skipped(info: ManifestInfo) -> None:
     sources = view.sources_table(info)
     if len(sources):
         with st.expander(f"Data sources ({len(sources)})"):
-            st.dataframe(sources, width="stretch", hide_index=True)
+            st.table(sources.set_index(sources.columns[0]))  # a few rows; long descriptions wrap
     skipped = view.skipped_table(info)
     st.markdown(f"**Skipped images:** {len(skipped)}" + ("" if len(skipped) else " (every image could be read)"))
     if len(skipped):
@@ -119,10 +122,13 @@ def model_card(exp) -> None:
     small = view.small_test_warning(n_test)
     if small:
         st.warning(small, icon=":material/info:")
-    left, right = st.columns([2, 3])
-    left.dataframe(aucs.style.format("{:.3f}", na_rep="—"), width="stretch", height=table_height(aucs),
-                   column_config=WIDE_INDEX)
-    right.plotly_chart(view.auc_chart(aucs, exp.backbones), width="stretch")
+    shown = view.auc_display(aucs)
+    spec = view.auc_columns(shown)  # beside the chart when the table fits its column, else above it
+    left, right = st.columns(spec) if spec else (st.container(), st.container())
+    left.table(shown)
+    if note := below_chance_note(shown):
+        left.caption(note)
+    ui.plotly_chart(view.auc_chart(aucs, exp.backbones), where=right, width="stretch")
     try:
         analysis = ui.compare_analysis(exp)
     except runs.RunFormatError:  # the dataset card already says the analysis cannot be read
@@ -131,12 +137,28 @@ def model_card(exp) -> None:
         st.markdown(sentence)
 
 
+def external_sets(exp) -> None:
+    """``train.py evaluate``'s sets: what each is, then one row per set and backbone (AUC and drop)."""
+    st.header("External test sets")
+    sets, problems = external_ui.external_sets(exp)
+    if text := external_view.problems_text(problems):
+        st.warning(text, icon=":material/warning:")
+    if not sets:
+        st.caption(external_view.NO_SETS)
+        return
+    st.caption(external_view.OVERVIEW_CAPTION)
+    st.markdown(view.external_sets_text(sets))
+    table = view.external_table(sets, list(exp.backbones))
+    st.dataframe(table, width="stretch", hide_index=True, height=table_height(table))
+
+
 def render(exp) -> None:
     identity(exp)
     dataset_card(exp)
     sample_images(exp)
     model_card(exp)
-    external_ui.sets_section(exp)
+    overview_remedies.section(exp)
+    external_sets(exp)
     ui.training_curves(exp)
 
 

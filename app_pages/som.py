@@ -18,8 +18,8 @@ import streamlit as st
 
 from covidviz import runs, ui
 from covidviz.ui import external as external_ui
+from covidviz.views import formats, som_figure
 from covidviz.views import som as som_view
-from covidviz.views import som_figure
 from covidviz.views.style import analyse_command, arch_label, table_height
 
 NODE_KEY = "som_node_{}"        # a backbone's selected node (the number input): the one source of truth
@@ -54,7 +54,8 @@ def controls(exp) -> som_view.Choice:
     protos = c4.toggle("Prototype pictures", key=key(exp, "som_prototypes"),
                        help="Show in each hexagon the image closest to the node's weights (its prototype); "
                             "the layer's colour stays visible as a rim.")
-    sites = external_ui.sets_filter(exp, "som_sites", c3)  # other hospitals' images, placed on the stored maps
+    # Other hospitals' images on the stored maps: off by default (they would sit on most hexagons).
+    sites = external_ui.sets_filter(exp, "som_sites", c3, shown=False)
     st.caption(som_view.LAYER_HELP[layer])
     return som_view.choice(exp.labels, layer, cls_name, split, protos, sites)
 
@@ -82,10 +83,10 @@ def backbone_map(exp, arch: str, som: dict, ctl: som_view.Choice, upload: dict |
                                      highlight=st.session_state.get(node_key), upload=up_node,
                                      mosaic=ui.som_mosaic(exp, arch) if ctl.prototypes else None, width=width,
                                      external=external, splits=exp.images()["split"])
-    st.plotly_chart(fig, width="stretch", key=key(exp, CHART_KEY.format(arch)), selection_mode="points",
+    ui.plotly_chart(fig, width="stretch", key=key(exp, CHART_KEY.format(arch)), selection_mode="points",
                     on_select=functools.partial(_on_select, exp, arch, som_figure.centres_trace_index(fig)),
-                    config={"scrollZoom": True, "displaylogo": False})
-    left, right = st.columns([1, 1])
+                    config={"scrollZoom": True})
+    left, right = st.columns([1, 1], vertical_alignment="bottom")  # the button level with the input, not its label
     left.number_input("Node", min_value=0, max_value=n_nodes - 1, value=None, step=1, key=node_key,
                       placeholder="click a hexagon", help=f"0 … {n_nodes - 1}; click a hexagon to choose it.")
     if up_node is not None:
@@ -108,13 +109,13 @@ def upload_qe(exp, arch: str, a: dict, up: som_view.MapUpload) -> None:
     else:
         st.info(up.text, icon=":material/star:")
     fig = som_figure.qe_histogram(a["qe_train_sorted"], up.qe, f"upload ({up.pct_text} %)")
-    st.plotly_chart(fig, width="stretch", key=key(exp, f"som_upload_qe_{arch}"))
+    ui.plotly_chart(fig, width="stretch", key=key(exp, f"som_upload_qe_{arch}"))
 
 
 def node_panel(exp, arch: str, a: dict, nd, node: int, ctl: som_view.Choice, thresholds: dict, grid) -> None:
     rows = som_view.node_rows(nd, node)
     st.markdown(f"#### Node {node}")
-    st.caption(f"Node {node} is at {som_view.node_position(node, grid)} on the map above.")
+    st.caption(f"Node {node} is at {formats.som_position(node, grid)} on the map above.")
     for col, (label, value, help_text) in zip(st.columns(4), som_view.node_metrics(a, node, rows, ctl.split_label)):
         col.metric(label, value, help=help_text)
     if not len(rows):
@@ -144,14 +145,21 @@ def class_relations(exp, soms: dict, ctl: som_view.Choice) -> None:
             rel = som_view.class_relations(ui.som_nodes(exp, arch, ctl.splits))
             st.subheader(arch_label(arch))
             st.markdown(rel.headline)
-            st.plotly_chart(som_figure.relation_heatmap(rel.similarity, rel.classes), width="stretch",
+            ui.plotly_chart(som_figure.relation_heatmap(rel.similarity, rel.classes), width="stretch",
                             key=key(exp, f"som_rel_{arch}"))
             with st.expander("Share of each class's images on nodes dominated by another class"):
-                st.caption("Row = the class of the images, column = the dominant class of the node they sit on; "
-                           "rows sum to 100 %. A large off-diagonal share means the row class is mostly mapped "
-                           "among the column class's images.")
-                st.dataframe(rel.share.style.format("{:.0%}", na_rep="—"), width="stretch",
-                             height=table_height(rel.classes))
+                if len(rel.classes) <= som_view.MATRIX_MAX_CLASSES:
+                    st.caption("Row = the class of the images, column = the dominant class of the node they sit on; "
+                               "rows sum to 100 %. A large off-diagonal share means the row class is mostly mapped "
+                               "among the column class's images.")
+                    st.dataframe(rel.share.style.format("{:.0%}", na_rep="—"), width="stretch",
+                                 height=table_height(rel.classes))
+                else:  # a 14×14 matrix cannot fit a column at 1280 px: its non-zero off-diagonal cells as rows
+                    pairs = som_view.share_pairs(rel.share)
+                    st.caption("Each row: images of one class, the dominant class of the nodes they sit on, and "
+                               "the share of the class's images that sit there (largest first; shares on the "
+                               "class's own nodes left out).")
+                    st.dataframe(pairs, width="stretch", hide_index=True, height=table_height(pairs))
 
 
 def not_analysed(exp, archs: list[str]) -> None:
@@ -178,10 +186,8 @@ def render(exp) -> None:
     if elsewhere:
         st.caption(f"The image uploaded on the diagnose page was scored with experiment "
                    f"'{elsewhere}'; choose that experiment to see it on its maps.")
-    width = 1100 if len(soms) == 1 else 540  # plot area of a map in a wide layout, px (without colour bar)
-    for col, (arch, som) in zip(st.columns(len(soms)), soms.items()):
-        with col:
-            backbone_map(exp, arch, som, ctl, upload, width)
+    for arch, som in soms.items():  # one below the other, each as wide as the page (side by side: 300 px at 1280)
+        backbone_map(exp, arch, som, ctl, upload, som_figure.MAP_WIDTH)
     class_relations(exp, soms, ctl)
 
 

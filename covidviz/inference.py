@@ -36,7 +36,8 @@ latent-space and SOM pages to mark the upload)::
             "som_qe": float,                 # quantisation error (distance to that node)
             "som_qe_pct": float,             # percentile of that QE among the training images' QEs
             "ood": bool}},                   # the image's one verdict (the same for every backbone)
-        "verdict": dict}             # OodVerdict.to_json(): status, reasons, score, cut-off
+        "verdict": dict,             # OodVerdict.to_json(): status, reasons, score, cut-off
+        "source": str}               # added by the page: "upload" | "test" | "external" (views.image_name)
 
 Backbones whose analysis artefacts are missing get empty coords/neighbours and None for the SOM keys.
 """
@@ -65,6 +66,7 @@ log = logging.getLogger(__name__)
 K_SIMILAR = 8
 FIXED_SCALE_IMAGES = 16
 TEST_RATES = ("sensitivity", "specificity", "ppv", "npv")  # what a call's threshold achieved on test
+WARM_UP_FILM = 256  # side (px) of the phantom film ``Predictor.warm_up`` predicts on
 
 
 @dataclass
@@ -319,6 +321,21 @@ class Predictor:
             res.ood = verdict.is_ood
             res.lung_weight = diag.lung_weight(next(iter(res.cams.values())).raw[0])
         return diag
+
+    def warm_up(self, methods=METHODS) -> float:
+        """Pay ``predict``'s one-time costs now, on one phantom film; returns the seconds spent.
+
+        The first prediction of a process is several times slower than the next: each backbone's first
+        forward and backward passes (the allocator, the convolution kernels chosen for the input size),
+        the lung segmenter's load and first pass, the input gate's and the detector's first calls. The app
+        calls this once per experiment as Diagnose or Batch opens (``ui.diagnose_predictor``), so that
+        the first upload of a session is as fast as the next (``bench/cold_start.py`` measures it)."""
+        from covidviz.data.synthetic import render_phantom
+
+        t0 = time.perf_counter()
+        film = np.asarray(render_phantom(0, (), size=WARM_UP_FILM)[0], np.uint8)
+        self.predict(film, "warm-up", methods=methods)
+        return time.perf_counter() - t0
 
     def _place(self, arch: str, feats: np.ndarray, res: BackboneResult) -> None:
         """The image among the training images (``ood.reference``): maps, neighbours, SOM."""

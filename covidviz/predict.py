@@ -1,18 +1,17 @@
-"""Score many X-rays with a trained experiment: one CSV row per readable file.
+"""Score many X-rays with a trained experiment: one CSV row per file.
 
     python -m covidviz.predict runs/EXP FILES_OR_FOLDERS_OR_ZIPS... --out preds.csv [--heatmaps DIR]
                                [--batch-size N] [--arch ARCH ...] [--point youden] [--quiet]
 
 Folders are searched recursively for PNG/JPEG/TIFF/BMP/WebP/DICOM files; ZIP archives are read in
-memory (limits: ``covidviz.batch.MAX_ZIP_MEMBERS`` files, ``MAX_ZIP_BYTES`` uncompressed). Columns:
-``file``, per backbone ``<arch>::top``, ``<arch>::p::<class>`` (calibrated probabilities) and
-``<arch>::call::<class>`` (at the validation-chosen operating point), ``<arch>::lung_share`` (the share of
-the top class's CAM weight inside the lung fields) and ``<arch>::lung_outside`` (where most of it lies when
-most is outside the lungs), ``lung_area`` (the lungs' share of the film: chance), ``lung_quality``, ``ood``
-and ``ood_reason`` (``covidviz.batch.BatchPredictor.columns``). Files
-that cannot be read get one line each on stderr and no row. ``--heatmaps DIR`` writes contact sheets
-(``contact-0001.png``, ... ``SHEET_SIZE`` images each: the film and every backbone's CAM overlay).
-The CSV is written to a temporary name and renamed when complete.
+memory (limits: ``covidviz.batch.MAX_ZIP_MEMBERS`` files, ``MAX_ZIP_BYTES`` uncompressed). The CSV is
+``covidviz.batch.export``'s, the same the Batch page offers: identity columns on every row (experiment,
+when it was trained, backbones, operating point), ``file``, ``error``, the out-of-distribution verdict
+(``ood``, ``ood_kind``, ``ood_reason``), per backbone and class the calibrated probability, the
+threshold on that scale, the call and the validation threshold on the raw score, the lung shares.
+A file that cannot be read gets a row with its message in ``error`` (and one line on stderr).
+``--heatmaps DIR`` writes contact sheets (``contact-0001.png``, ... ``SHEET_SIZE`` images each: the film
+and every backbone's CAM overlay). The CSV is written to a temporary name and renamed when complete.
 
 Exit status: 0 when at least one file was scored, 1 when none could be, 2 on usage errors (a missing
 or unreadable experiment, bad options).
@@ -21,7 +20,6 @@ or unreadable experiment, bad options).
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import os
 import sys
@@ -37,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     from covidviz.runs.records import POINTS
 
     p = argparse.ArgumentParser(prog=PROG, description="Score X-ray files, folders and ZIP archives with a trained "
-                                "experiment (one CSV row per readable file).")
+                                "experiment (one CSV row per file; unreadable files with their error).")
     p.add_argument("experiment", help="experiment folder, e.g. runs/demo")
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER", help="image/DICOM files, folders (recursive), ZIP archives")
     p.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
@@ -69,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     from covidviz import batch, runs
+    from covidviz.batch import export
     from covidviz.inference import Predictor
 
     try:
@@ -105,20 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     with batch.collect_inputs(args.inputs) as inputs:
         bar = tqdm(total=len(inputs.sources), unit="img", desc=f"scoring with {', '.join(scorer.archs)}",
                    disable=True if args.quiet else None, file=sys.stderr)
-        for bad in inputs.bad:
-            n_bad += 1
-            bar.write(_bad_line(bad), file=sys.stderr)
         try:
             with open(tmp, "w", newline="", encoding="utf-8") as fh:
-                writer = csv.DictWriter(fh, fieldnames=scorer.columns())
-                writer.writeheader()
+                writer = export.writer(fh, scorer)
+                for bad in inputs.bad:
+                    n_bad += 1
+                    bar.write(_bad_line(bad), file=sys.stderr)
+                    writer.writerow(export.csv_row(scorer, bad))
                 for item in scorer.iter_scored(inputs.sources, progress=bar.update):
+                    writer.writerow(export.csv_row(scorer, item))
                     if isinstance(item, batch.BadFile):
                         n_bad += 1
                         bar.write(_bad_line(item), file=sys.stderr)
                         continue
                     n_ok += 1
-                    writer.writerow({k: ("" if v is None else v) for k, v in scorer.record(item).items()})
                     if heat_dir is not None:
                         sheet.append(item)
                         if len(sheet) >= SHEET_SIZE:
@@ -132,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                 tmp.unlink()
     ignored = f", {inputs.ignored} non-image files ignored" if inputs.ignored else ""
     sheets = f"; {n_sheets} contact sheet(s) in {heat_dir}" if n_sheets else ""
-    print(f"scored {n_ok} file(s), {n_bad} unreadable{ignored} -> {out}{sheets}")
+    print(f"scored {n_ok} file(s), {n_bad} unreadable (in the CSV with their error){ignored} -> {out}{sheets}")
     if not n_ok:
         print(f"{PROG}: no file could be scored", file=sys.stderr)
         return 1

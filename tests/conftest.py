@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest-xdist workers on a 2-core machine: one torch thread each, or the two
+    # workers' convolutions fight over the cores (and every test gets slower than without workers).
+    import torch
+
+    torch.set_num_threads(1)
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 
 

@@ -111,9 +111,10 @@ def test_batch_scores_equal_predictor(predictor, films):
         flags.append(row.ood)
     assert all(t is not None for t in scorer._thresholds["densenet121"])  # calls were really made
     assert flags[-1] is True and not any(flags[:4])  # noise films are far, training images are not
-    table = scorer.table(result.rows)
-    assert list(table.columns) == scorer.columns() and len(table) == len(films)
+    table = batch.export.table(scorer, result.rows)
+    assert list(table.columns) == batch.export.columns(scorer) and len(table) == len(films)
     assert table["ood"].tolist() == flags
+    assert table["error"].isna().all() and set(table["experiment"]) == {predictor.exp.name}
     lung = [f"{a}::lung_share" for a in scorer.archs]
     assert table.loc[:3, lung + ["lung_area"]].notna().all().all()  # the training phantoms' lungs are found
     assert table[lung].stack().dropna().between(0, 1).all() and table.loc[:3, "lung_quality"].ge(0.5).all()
@@ -312,6 +313,12 @@ def test_contact_sheet(predictor, films):
     assert np.ptp(heat_part.astype(int), axis=2).max() > 30
     heat = batch.cam_heat(rows[0].backbones["densenet121"], 32)
     assert heat.shape == (32, 32) and heat.min() >= 0 and heat.max() <= 1
+    # a flagged row is withheld as on Diagnose: grey panels, no heat map, no class named
+    rows[0].ood = True
+    arr = np.asarray(Image.open(io.BytesIO(batch.contact_sheet_png(rows[:1], scorer.names, tile=64, labels=["x.png"]))))
+    panel = arr[6:70, 70:134].reshape(-1, 3)
+    assert np.ptp(panel.astype(int), axis=1).max() == 0  # gray: no colour map
+    assert (panel == batch.sheet.WITHHELD_GREY).all(axis=1).mean() > 0.9
 
 
 # ---------------------------------------------------------------- command line
@@ -324,19 +331,42 @@ def test_cli_rows_stderr_and_heatmaps(tiny_experiment, folder, tmp_path, films, 
     assert rc == 0
     captured = capsys.readouterr()
     with open(out, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+        every = list(csv.DictReader(fh))
+    rows = [r for r in every if r["error"] == ""]
+    errors = {Path(r["file"]).name: r["error"] for r in every if r["error"]}
     assert len(rows) == GOOD_IN_FOLDER + 2
+    # every unreadable file is a row with its message (and one line on stderr), nothing else filled in
+    assert set(errors) == {"nope.dcm", "garbage.png", "empty.png", "notes.png", "truncated.jpg"}
+    assert "no such file" in errors["nope.dcm"] and "not a readable image" in errors["notes.png"]
+    assert all(r["densenet121::top"] == "" and r["ood"] == "" for r in every if r["error"])
     assert {Path(r["file"].split(":")[-1]).name for r in rows} == {n for n, _ in films[:4]} | {"scan"} | {n for n, _ in films[5:]}
     skipped = [line for line in captured.err.splitlines() if line.startswith("covidviz.predict: skipped")]
     assert len(skipped) == BAD_IN_FOLDER + 1, captured.err
     assert sum("nope.dcm" in line for line in skipped) == 1 and sum("notes.png" in line for line in skipped) == 1
-    assert f"scored {GOOD_IN_FOLDER + 2} file(s)" in captured.out
-    columns = batch.BatchPredictor(inference.Predictor(runs.read_experiment(tiny_experiment))).columns()
-    assert list(rows[0]) == columns
-    names = runs.read_experiment(tiny_experiment).labels.names
+    assert f"scored {GOOD_IN_FOLDER + 2} file(s), {BAD_IN_FOLDER + 1} unreadable" in captured.out
+    exp = runs.read_experiment(tiny_experiment)
+    predictor = inference.Predictor(exp)
+    scorer = batch.BatchPredictor(predictor)
+    assert list(every[0]) == batch.export.columns(scorer)
+    # the identity of the model and its thresholds on every row
+    assert {(r["experiment"], r["backbones"], r["operating_point"]) for r in every} == {
+        (exp.name, " ".join(exp.backbones), "youden")}
+    assert {r["trained"] for r in every} == {exp.info.completed or exp.info.created} and every[0]["trained"]
+    names = exp.labels.names
+    for arch in exp.backbones:
+        for j, c in enumerate(names):
+            raw = scorer.thresholds(arch)[j]
+            assert {r[f"{arch}::raw_threshold::{c}"] for r in rows} == {str(round(raw, 6))}
     assert all(r["densenet121::top"] in names and r["tinycnn::top"] in names for r in rows)
     assert all(abs(sum(float(r[f"tinycnn::p::{c}"]) for c in names) - 1) < 1e-4 for r in rows)
+    for r in rows:  # the call is p >= the threshold on the same calibrated scale, as on Diagnose
+        for arch in exp.backbones:
+            for c in names:
+                p, t = float(r[f"{arch}::p::{c}"]), float(r[f"{arch}::threshold::{c}"])
+                if abs(p - t) > 1e-5:
+                    assert r[f"{arch}::call::{c}"] == str(p >= t), (r["file"], arch, c, p, t)
     assert {r["ood"] for r in rows} <= {"True", "False"}
+    assert {r["ood_kind"] for r in rows} <= set(batch.export.OOD_KINDS)
     for r in rows:  # the lung columns: a share in [0, 1] per backbone and the lungs' share of the film, or empty
         for col in ("densenet121::lung_share", "tinycnn::lung_share", "lung_area"):
             assert r[col] == "" or 0.0 <= float(r[col]) <= 1.0
@@ -344,6 +374,11 @@ def test_cli_rows_stderr_and_heatmaps(tiny_experiment, folder, tmp_path, films, 
     sheets = sorted(heat.glob("contact-*.png"))
     assert len(sheets) == 1 and Image.open(sheets[0]).width > 0
     assert not list(out.parent.glob(".*partial"))
+    # pandas reads it as it is
+    import pandas as pd
+
+    frame = pd.read_csv(out)
+    assert len(frame) == len(every) and frame["error"].notna().sum() == len(errors)
 
 
 def test_cli_exit_codes(tiny_experiment, tmp_path, capsys):
@@ -354,6 +389,8 @@ def test_cli_exit_codes(tiny_experiment, tmp_path, capsys):
     assert predict_cli.main([str(tiny_experiment), str(bad), "--out", str(tmp_path / "b.csv"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "skipped" in err and "no file could be scored" in err
-    assert (tmp_path / "b.csv").read_text().startswith("file,")  # header only
+    lines = (tmp_path / "b.csv").read_text().splitlines()
+    assert lines[0].startswith("experiment,trained,backbones,operating_point,file,error,")
+    assert len(lines) == 2 and "bad.png" in lines[1] and "not a readable image" in lines[1]  # the bad file's row
     assert predict_cli.main([str(tiny_experiment)]) == 2  # no inputs: usage error
     assert predict_cli.main([str(tiny_experiment), str(bad), "--batch-size", "0"]) == 2

@@ -45,9 +45,8 @@ def test_compare_page_renders_charts_and_heatmaps(tmp_path):
     from playwright.sync_api import expect
 
     root = tmp_path / "runs"
-    # Two experiments: 14 findings (multi-label) and a 3-class one with real images and weights (for the
-    # heatmaps), which the address names (the app never picks the newest by itself).
-    make_analysed(root, "nih14", list(NIH_FINDINGS), MULTILABEL, ["densenet121", "resnet50"], n=300)
+    # A 3-class experiment with real images and weights (for the heatmaps), which the address names (the
+    # app never picks the newest by itself). The 14-finding one is walked by the slow test below.
     make_analysed(root, "covid3-demo", ["COVID-19", "Normal", "Pneumonia"], MULTICLASS,
                   ["densenet121", "tinycnn"], n=160, images_dir=tmp_path / "images")
     expect.set_options(timeout=60_000)
@@ -74,14 +73,6 @@ def test_compare_page_renders_charts_and_heatmaps(tmp_path):
         assert page.locator("[data-testid='stException']").count() == 0
         for heading, name in SECTIONS:
             _shot(page, heading, name)
-
-        # The sidebar picker: the 14-finding experiment renders too.
-        page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").click()
-        page.get_by_role("option", name="nih14", exact=False).click()
-        expect(page.get_by_role("heading", name="Compare backbones: nih14")).to_be_visible()
-        _wait_charts(page, 5)
-        assert page.locator("[data-testid='stException']").count() == 0
-        _shot(page, "Per-class AUC and paired tests", "compare-nih14-table.png")
 
 
 # ---------------------------------------------------------------- no clipped tables at two widths

@@ -3,9 +3,9 @@ tiny phantom-trained experiment: at 1280×800 and 1920×1080 the reading (the fi
 verdict and both calls) lies inside the first screen, the page is at most 2.5 screens tall with its
 sections closed, and no table is clipped with them open; a colour photo and a real chest X-ray each get
 ONE out-of-distribution verdict with the calls withheld behind "Show the predictions anyway"; the "Test
-this explanation" panel runs on a real X-ray and its box, moved with the keyboard, changes the
-probabilities. Saves ``$COVIDVIZ_SHOTS/diagnose-{1280,1920}.png``, ``diagnose-whatif.png`` and
-``diagnose-*.png`` for a human to look at."""
+this explanation" panel runs on a real X-ray as ONE chart with its sentences in a closed expander, and
+its box, moved with the keyboard, is redrawn and rescored. Saves ``$COVIDVIZ_SHOTS/diagnose-{1280,1920}.png``,
+``diagnose-whatif.png`` and ``diagnose-*.png`` for a human to look at."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import pytest
 from covidviz import inference, runs
 from covidviz.ood import samples
 from covidviz.views import diagnose as diagnose_view
+from covidviz.views import whatif as whatif_view
 from tests.browser_support import CHROMIUM_MARKS, SCREENSHOTS, chromium_page, streamlit_server
 
 pytestmark = CHROMIUM_MARKS
@@ -50,6 +51,7 @@ CLIPPED_TABLES = """() => [...document.querySelectorAll('[data-testid="stTable"]
 SIZES = ((1280, 800), (1920, 1080))
 CALL_LINE = re.compile(r"test AUC (\d|—)")  # a backbone's call in the reading, with what the model knows
 MAX_SCREENS = 2.5
+THUMB_SOURCE = "e => e.getAttribute('href') || e.getAttribute('xlink:href')"  # a plotly image's data URI
 
 
 def _in_distribution_film(exp) -> bytes:
@@ -161,20 +163,30 @@ def test_a_real_xray_verdict_and_the_what_if_box_in_chromium(tiny_experiment, sh
         expect(page.get_by_text(re.compile(r"cells, each"))).to_have_count(len(exp.backbones))  # each map's grid
 
         page.get_by_role("button", name="Run the what-ifs").click()
-        expect(page.get_by_text("Hottest 10 % of the heat map hidden")).to_be_visible()
-        expect(page.get_by_text("Centre hidden (lung fields)")).to_be_visible()
-        expect(page.get_by_text("with the box hidden").first).to_be_visible()
-        outline = page.locator("[data-testid='stImage']", has_text="Your box (blue)").locator("img").first
-        before = outline.get_attribute("src")
+        chart = page.get_by_test_id("stPlotlyChart").filter(has_text="the regions it hid")
+        expect(chart).to_have_count(1)  # ONE chart: conditions x backbones, grey random bands, thumbnails
+        expect(chart.get_by_text("Centre (lungs) hidden")).to_be_visible()
+        expect(chart.get_by_text("Your box hidden")).to_be_visible()
+        words = page.get_by_test_id("stExpander").filter(has_text=whatif_view.SENTENCES_LABEL).last
+        expect(words.get_by_text("with the box hidden").first).not_to_be_visible()  # the sentences: closed
+        words.locator("summary").click()
+        expect(words.get_by_text("with the box hidden").first).to_be_visible()
+        thumb = chart.locator("image").first  # a thumbnail, the user's box outlined on it
+        before = thumb.evaluate(THUMB_SOURCE)
         # move the box's left edge to the far right: a thin box at the right border replaces the central one
-        thumb = page.locator("input[type='range'][aria-label^='Box, left to right']").first  # the box's left edge
-        thumb.focus()
+        slider = page.locator("input[type='range'][aria-label^='Box, left to right']").first  # the box's left edge
+        slider.focus()
         for _ in range(20):
             page.keyboard.press("ArrowRight")
         # the box moved (its outline is redrawn) and the models scored the new box: its row is back, no error
         # (this phantom-trained tiny model barely moves on a real film, so the 2-decimal numbers may not)
-        expect(outline).not_to_have_attribute("src", before)
-        expect(page.get_by_text("with the box hidden").first).to_be_visible()
+        for _ in range(240):  # the page reruns, rescores the box and redraws the chart
+            if chart.locator("image").first.evaluate(THUMB_SOURCE) != before:
+                break
+            page.wait_for_timeout(500)
+        else:
+            raise AssertionError("the box's outline was not redrawn on the thumbnails")
+        expect(words.get_by_text("with the box hidden").first).to_be_visible()
         assert page.locator("[data-testid='stException']").count() == 0
         page.get_by_role("heading", name="Test this explanation").scroll_into_view_if_needed()
         page.wait_for_timeout(1000)

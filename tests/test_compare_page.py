@@ -287,7 +287,8 @@ def test_roc_legend_class_selector_and_macro(tiny):
         for arch in exp.backbones:
             d = analysis["backbones"][arch]["test"]
             d = d["macro"] if cls == compare.MACRO else d["per_class"][cls]
-            want = f"{ui.arch_label(arch)}: AUC {d['auc']:.3f} (95% CI {d['ci_low']:.3f}–{d['ci_high']:.3f})"
+            want = (f"{ui.arch_label(arch)}: AUC {d['auc']:.3f} (95% CI {d['ci_low']:.3f}–{d['ci_high']:.3f})"
+                    + compare.chance_mark(d["auc"]))  # "— worse than chance" below 0.5
             assert want in legend, (want, legend)
         assert roc["layout"]["xaxis"]["title"]["text"].startswith("1 − specificity")
     # Macro: no PR curve (per class only); a class: PR curve with AP in its legend.
@@ -305,12 +306,15 @@ def test_class_table_matches_analysis(tiny):
     names = list(exp.labels.names)
     a, b = exp.backbones
     table = frame_with(at, "Difference (95% CI)", "Macro average")
+    if any(compare.WORSE_THAN_CHANCE in str(v) for v in table.to_numpy().ravel()):
+        assert compare.BELOW_CHANCE_CAPTION in [c.value for c in at.caption]
     cmp = analysis["comparisons"][0]
     assert (cmp["a"], cmp["b"]) == (a, b)
     for cls in names:
         c = cmp["per_class"][cls]
         d = analysis["backbones"][a]["test"]["per_class"][cls]
-        assert table.loc[cls, f"{ui.arch_label(a)} AUC (95% CI)"] == f"{d['auc']:.3f} ({d['ci_low']:.3f}–{d['ci_high']:.3f})"
+        assert table.loc[cls, f"{ui.arch_label(a)} AUC (95% CI)"] == (f"{d['auc']:.3f} ({d['ci_low']:.3f}–{d['ci_high']:.3f})"
+                                                                    + compare.chance_mark(d["auc"]))
         assert table.loc[cls, "Difference (95% CI)"] == f"{c['diff']:+.3f} ({c['ci_low']:+.3f}, {c['ci_high']:+.3f})"
         p = "<0.001" if c["p_value"] < 0.001 else f"{c['p_value']:.3f}"
         h = "<0.001" if c["p_holm"] < 0.001 else f"{c['p_holm']:.3f}"
@@ -694,7 +698,8 @@ def test_external_test_set_switches_curves_table_and_counts(tiny_experiment, tmp
     ok(at)
     legend = [t["name"] for t in charts(at)["cmp_roc"]["data"] if t.get("mode") == "lines"]
     m = ext.auc(arch, names[0])
-    assert f"{ui.arch_label(arch)}: AUC {m.auc:.3f} (95% CI {m.ci_low:.3f}–{m.ci_high:.3f})" in legend
+    assert (f"{ui.arch_label(arch)}: AUC {m.auc:.3f} (95% CI {m.ci_low:.3f}–{m.ci_high:.3f})"
+            + compare.chance_mark(m.auc)) in legend
     drops = frame_with(at, "Internal test AUC (95% CI)", f"{SITE} AUC (95% CI)")
     d = ext.drop(arch, names[0])
     assert drops.loc[(ui.arch_label(arch), names[0]), "Drop (95% CI)"].startswith(f"{d['drop']:+.3f}")
@@ -709,3 +714,61 @@ def test_external_test_set_switches_curves_table_and_counts(tiny_experiment, tmp
     site_lungs = external_lungs(ext, arch)
     assert site_lungs is not None and site_lungs.split == "external" and site_lungs.n_candidates == ext.n_images
     assert any(c.value.startswith("Share of each class's heat map") and f"films of {SITE}" in c.value for c in at.caption)
+
+
+def test_external_test_set_every_section_says_which_test_set_it_reads(tiny_experiment, tmp_path_factory, monkeypatch):
+    from covidviz.runs.external import list_external
+    from tests.external_fixtures import SITE, tiny_with_external
+
+    folder = tiny_with_external(tiny_experiment, tmp_path_factory)
+    monkeypatch.setenv(ui.RUNS_ENV, str(folder.parent))
+    exp, ext = runs.read_experiment(folder), list_external(folder)[0][0]
+    analysis, arch = exp.analysis(), exp.backbones[0]
+    at = run_page()
+    assert any(c.value.startswith("Test split: ") for c in at.caption)  # the internal split, as before
+    widget(at, "selectbox", "cmp_test_set").set_value(SITE).run()
+    ok(at)
+    captions, headers = [c.value for c in at.caption], [h.value for h in at.header]
+    # The page's header names the external set, not the internal split's counts.
+    assert not any(c.startswith("Test split: ") for c in captions)
+    assert any(c.startswith(f"Test set: external site **{SITE}**, {ext.n_images} images") for c in captions)
+    # Sections that switch say so in their header ...
+    for title in ("ROC and precision–recall", "Per-class AUC", "Operating point", "Calibration",
+                  "Where the backbones disagree", "Subgroups"):
+        assert f"{title} on {SITE}" in headers, (title, headers)
+    cal = frame_with(at, "ECE before")
+    stored = ext.metrics["backbones"][arch]["calibration"]["before"]["ece"]
+    assert cal.loc["ECE before", ui.arch_label(arch)] == f"{stored:.3f}"  # the site's calibration, not the test split's
+    assert any(f"of {ext.n_images} {SITE} images" in c for c in captions)  # the gallery reads the site's images
+    # ... the others carry the internal split's caption.
+    internal = compare.internal_split_text(analysis)
+    assert f"The shortcut audit is on {internal}: {SITE} is not measured here." in captions
+    # The site's images come from the training hospitals: no evidence of transfer, and it says so.
+    shared = sorted(set(compare.image_sources(exp.images(), "train")) & set(compare.image_sources(ext.images())))
+    assert shared, "the fixture's site is drawn from the training hospitals"
+    warning = next(w.value for w in at.warning if "shares the hospital" in w.value)
+    assert all(h in warning for h in shared) and "a small drop is not evidence of transfer" in warning
+
+
+def test_shared_sources_and_below_chance_texts():
+    images = pd.DataFrame({"source": ["hospital-A", "hospital-B", "", "x"], "dataset": ["d", "d", "nih", "d"],
+                           "split": ["train", "train", "train", "test"]})
+    assert compare.image_sources(images, "train") == ["hospital-A", "hospital-B", "nih"]  # empty source: the dataset
+    text = compare.shared_sources_text(["hospital-A", "hospital-B"], ["hospital-B", "site-c"])
+    assert text.startswith("This external set shares the hospital hospital-B with the training data (besides site-c)")
+    assert "a small drop is not evidence of transfer" in text
+    assert compare.shared_sources_text(["hospital-A"], ["site-c"]) is None
+    assert "carry no source" in compare.no_source_text("site-c")
+    # AUCs below 0.5 are marked wherever an AUC cell or legend is written.
+    assert compare.auc_ci_text(0.45, 0.38, 0.52) == "0.450 (0.380–0.520) — worse than chance"
+    assert compare.auc_ci_text(0.8, 0.7, 0.9) == "0.800 (0.700–0.900)" and compare.auc_ci_text(np.nan, 0, 1) == "n/a"
+    table = pd.DataFrame({"A AUC": [0.45, 0.9], "A CI low": [0.4, 0.8], "A CI high": [0.5, 1.0],
+                          "Test positives": [3.0, 4.0]}, index=pd.Index(["x", "y"], name="Class"))
+    shown = compare.display_table(table, ["A"], label=str)
+    assert shown.loc["x", "A AUC (95% CI)"].endswith("worse than chance")
+    assert not shown.loc["y", "A AUC (95% CI)"].endswith("worse than chance")
+    assert compare.below_chance_note(shown) == compare.BELOW_CHANCE_CAPTION
+    assert compare.below_chance_note(shown.loc[["y"]]) is None
+    from covidviz.runs.records import ClassMetrics
+
+    assert compare.auc_text(ClassMetrics.of({"auc": 0.4, "ci_low": 0.3, "ci_high": 0.5})).endswith("worse than chance")

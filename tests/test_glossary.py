@@ -56,3 +56,27 @@ def test_glossary_page_renders_every_entry_and_filters(runs_root):
     at.text_input(key="glossary_search").input("calibration").run()
     shown = {s.value for s in at.subheader}
     assert "ECE" in shown and "Calibration" in shown and "U-matrix" not in shown
+
+
+def test_contents_list_links_every_group_and_term_to_its_anchor():
+    links = re.findall(r"\[([^\]]+)\]\(#([a-z0-9-]+)\)", glossary.contents_markdown())
+    assert [a for _, a in links] == [a for g in glossary.GROUPS
+                                     for a in (glossary.group_anchor(g), *(glossary.slug(e.term) for e in glossary.entries(g)))]
+    assert {t: a for t, a in links if t in glossary.ENTRIES} == {t: glossary.slug(t) for t in glossary.ENTRIES}
+    anchors = glossary.anchors()
+    assert len(anchors) == len(glossary.GROUPS) + len(glossary.ENTRIES)  # no group shares a term's anchor
+    # What link() points at is an anchor the page draws.
+    for term in glossary.ENTRIES:
+        assert glossary.link(term).split("#", 1)[1].rstrip(")") in anchors
+
+
+def test_glossary_page_draws_the_contents_and_the_anchors_links_target(runs_root):
+    at = AppTest.from_file(str(REPO / "app_pages" / "glossary.py"), default_timeout=60).run()
+    assert not at.exception
+    assert any(glossary.contents_markdown() == m.value for m in at.markdown)
+    drawn = {h.proto.anchor: h.value for h in [*at.main.header, *at.main.subheader]}
+    assert glossary.anchors().items() <= drawn.items()
+    assert at.title[0].proto.anchor == glossary.CONTENTS_ANCHOR
+    assert sum(m.value == glossary.BACK_TO_CONTENTS for m in at.markdown) == len(glossary.GROUPS)
+    at.text_input(key="glossary_search").input("calibration").run()
+    assert not any(glossary.contents_markdown() == m.value for m in at.markdown)  # a search shows only what it finds

@@ -92,6 +92,64 @@ def test_base_figure_draws_every_row_once_and_hover_has_probabilities():
     assert fig.layout.dragmode == "select"
 
 
+def _fourteen_findings():
+    """A 14-finding multi-label table with 30 label combinations (14 single findings, 14 pairs, one triple,
+    none), singles common and combinations ever rarer, and its probabilities."""
+    from covidviz.data.labels import NIH_FINDINGS
+
+    names = list(NIH_FINDINGS)
+    cells = ([(n, 30) for n in names] + [(f"{names[i]}|{names[(i + 1) % 14]}", 2 + i) for i in range(14)]
+             + [(f"{names[0]}|{names[2]}|{names[5]}", 3), ("", 40)])
+    labels = [c for c, k in cells for _ in range(k)]
+    n = len(labels)
+    images = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "labels": labels, "dataset": "nih", "source": "nih",
+                           "sex": "M", "age": 50.0, "split": ["train", "val", "test"] * (n // 3) + ["train"] * (n % 3)})
+    probs = np.random.default_rng(0).random((n, 14)).astype(np.float32)
+    return names, images, probs, len({c for c, _ in cells})
+
+
+def test_legend_colours_never_repeat_on_14_findings_with_30_combinations():
+    from covidviz.views import palette
+    from covidviz.views.style import class_colours
+
+    names, images, probs, n_cells = _fourteen_findings()
+    assert n_cells == 30
+    t = latent.point_table(images, probs, names, "multilabel")
+    coords = np.random.default_rng(1).normal(size=(len(t), 2)).astype(np.float32)
+    for colour_by in ("label", "prediction", "source"):
+        fig = latent.base_figure(coords, t, probs, names, colour_by, order=names + [latent.NO_FINDING], reserve=1)
+        colours = [str(tr.marker.color).lower() for tr in fig.data]
+        assert len(colours) == len(set(colours)), (colour_by, colours)
+        rows = np.concatenate([np.asarray(tr.customdata)[:, 0] for tr in fig.data]).astype(int)
+        assert sorted(rows) == list(range(len(t))), colour_by  # every image drawn once, the rare ones as "other"
+    fig = latent.base_figure(coords, t, probs, names, "label", order=names + [latent.NO_FINDING], reserve=1)
+    legend = {tr.name.split(" (")[0]: str(tr.marker.color) for tr in fig.data}
+    # Each finding keeps its colour of every page; "No finding" its grey; the rarest combinations are one entry.
+    assert all(legend[n] == class_colours(names)[n] for n in names) and legend[latent.NO_FINDING] == "#8c8c8c"
+    other = [tr for tr in fig.data if tr.name.startswith(palette.OTHER)]
+    assert len(other) == 1 and other[0].marker.color == palette.OTHER_COLOUR and len(fig.data) <= 18
+    # An external set drawn over it: an outline (open symbol) in a colour the legend does not show yet.
+    placed = {"site-b": {"coords": {"tsne": coords[:5]}, "image_id": np.array([f"e{k}" for k in range(5)]),
+                         "labels": np.array(["Edema"] * 5), "probs": probs[:5]}}
+    ext = latent.external_traces(placed, "tsne", names, "label", used=latent.used_colours(fig))
+    assert len(ext) == 1 and ext[0].marker.symbol.endswith("-open")
+    assert str(ext[0].marker.color).lower() not in {str(tr.marker.color).lower() for tr in fig.data}
+
+
+def test_legend_colours_keep_fixed_colours_and_group_the_rest():
+    from covidviz.views import palette
+
+    cats = ["A", "B", "unknown"] + [f"c{k}" for k in range(20)]
+    colours, others = palette.legend_colours(cats, {"A": "#0072B2", "B": "#0072B2"})
+    assert colours["A"] == "#0072B2" and colours["B"] != "#0072B2"  # a fixed colour taken first is not reused
+    assert colours["unknown"] == "#BBBBBB" and len(set(colours.values())) == len(colours)
+    assert others == cats[len(colours):] and len(colours) + len(others) == len(cats)
+    # ``reserve`` leaves the last free colours (never the highlights') for what is drawn over the map.
+    kept, _ = palette.legend_colours(cats, reserve=2)
+    spare = palette.free_colours(kept.values(), 2)
+    assert len(spare) == 2 and not set(spare) & set(kept.values()) and not set(spare) & palette.HIGHLIGHTS
+
+
 def test_selection_rows_from_plotly_points():
     sel = {"points": [{"curve_number": 1, "point_index": 4, "customdata": [7.0, 0.1, 0.8, 0.1]},
                       {"curve_number": 0, "point_index": 0, "customdata": [2.0, 0.8, 0.1, 0.1]},

@@ -17,8 +17,8 @@ from streamlit.testing.v1 import AppTest
 from covidviz import runs, ui
 from covidviz.analysis.experiment import _som as write_som
 from covidviz.data.labels import MULTILABEL
+from covidviz.views import formats, som_figure
 from covidviz.views import som as som_view
-from covidviz.views import som_figure
 from tests.app_fixtures import make_fake_experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -239,7 +239,7 @@ def test_selecting_a_node_shows_exactly_its_images(tiny):
     assert sorted(table["Image"]) == sorted(ids[a["node"] == node])
     assert any(m.value == f"#### Node {node}" for m in at.markdown)
     grid = tuple(som_arrays(tiny, arch)[1]["grid"])
-    assert any(som_view.node_position(node, grid) in c.value for c in at.caption)  # where it is, in map terms
+    assert any(formats.som_position(node, grid) in c.value for c in at.caption)  # where it is, in map terms
     stats = next(t.value for t in at.table if "Images" in t.value.columns)
     assert int(stats["Images"].sum()) == int((a["node"] == node).sum())
     # The selected hexagon is outlined on that backbone's map, exactly around the node's centre.
@@ -346,9 +346,21 @@ def test_external_set_sits_on_its_som_nodes_and_the_set_layer(tiny_experiment, t
     folder = tiny_with_external(tiny_experiment, tmp_path_factory)
     monkeypatch.setenv(ui.RUNS_ENV, str(folder.parent))
     at = run_page()
-    maps = [f for f in figures(at) if any(t.get("name") == "nodes" for t in f["data"])]
-    ext = [[t for t in f["data"] if str(t.get("name")).startswith(f"External: {SITE}")] for f in maps]
+
+    def maps_and_sites():
+        maps = [f for f in figures(at) if any(t.get("name") == "nodes" for t in f["data"])]
+        return maps, [[t for t in f["data"] if str(t.get("name")).startswith(f"External: {SITE}")] for f in maps]
+
+    # Off by default: on most hexagons they would hide the map; chosen, they are outlines, not fills.
+    maps, ext = maps_and_sites()
+    assert maps and all(not t for t in ext) and at.multiselect(key=sk(folder, "som_sites")).value == []
+    at.multiselect(key=sk(folder, "som_sites")).set_value([SITE]).run()
+    maps, ext = maps_and_sites()
     assert maps and all(len(t) == 1 and t[0]["name"] == f"External: {SITE} (45)" for t in ext)
+    assert all(t[0]["marker"]["symbol"] == "diamond-open" for t in ext)
+    legend_colours = [str(t["marker"].get("color")).lower() for t in maps[0]["data"] if t.get("showlegend")
+                      and isinstance((t.get("marker") or {}).get("color"), str)]
+    assert len(legend_colours) == len(set(legend_colours))  # the site's colour is none of the layer's
     at.selectbox(key=sk(folder, "som_layer")).select("set").run()
     assert not at.exception, [e.value for e in at.exception]
     legend = {t["name"] for t in figures(at)[0]["data"] if t.get("showlegend")}

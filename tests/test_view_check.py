@@ -206,6 +206,7 @@ def test_lateral_films_and_ct_slices_are_flagged(shared_data):
         assert r["summary"].startswith(KIND_WORDS[CT]) and "mid-grey" in r["summary"]
 
 
+@pytest.mark.slow   # every real film (~25 s); tests/test_ood.py's test_gate_accepts_real_xrays stays in the default suite
 @pytest.mark.needs_data
 def test_frontal_films_are_rarely_flagged(shared_data):
     """Every real frontal film of ../shared/data (covid3 per source, nih14; adults and children): false

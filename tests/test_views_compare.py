@@ -272,7 +272,7 @@ def test_rates_table_and_ppv_at_prevalence_by_hand():
     se, sp = 3 / 4, 5 / 6
     table = operating.rates_table({"densenet121": c}, prevalence=0.02)
     col = table["DenseNet121"]
-    assert col["Threshold"] == "0.500"
+    assert col["Threshold"] == "0.500 (raw score)"  # on the page's one scale, and saying so
     assert col["Sensitivity"].startswith("75.0% (3/4) [") and col["Specificity"].startswith("83.3% (5/6) [")
     assert col["PPV"].startswith("75.0% (3/4)") and col["NPV"].startswith("83.3% (5/6)")
     ppv = se * 0.02 / (se * 0.02 + (1 - sp) * 0.98)

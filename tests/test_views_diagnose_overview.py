@@ -205,6 +205,40 @@ def test_auc_table_and_chart():
     assert fig.layout.shapes[0].x0 == 0.5  # the chance line
 
 
+def test_auc_table_display_and_layout_fit_the_narrowest_window():
+    exp = FakeExp(BACKBONES)
+    shown = ov.auc_display(ov.auc_table(exp))
+    assert shown.loc["COVID-19", "DenseNet121"] == "0.900" and shown.loc["Pneumonia", "DenseNet121"] == "—"
+    assert ov.auc_display(pd.DataFrame({"A": [0.42]})).iloc[0, 0] == "0.420 — worse than chance"
+    assert ov.auc_columns(shown) == [2, 3]  # three short classes, two backbones: beside the chart
+    # 14 findings: "Pleural_Thickening" cannot wrap; two backbones need half the page, four more than that.
+    wide = pd.DataFrame({a: ["0.812"] for a in ("DenseNet121", "ResNet50")}, index=pd.Index(["Pleural_Thickening"], name="Class"))
+    assert ov.auc_columns(wide) == [1, 1]
+    wide["Tiny CNN (test model)"] = "0.512"
+    wide["EfficientNetB0"] = "0.5"
+    assert ov.auc_columns(wide) is None and ov.auc_columns(wide, width=1460) == [2, 3]
+
+
+def test_every_chart_gets_a_modebar_strip_on_top():
+    import plotly.graph_objects as go
+
+    from covidviz.views.style import MODEBAR_PX, PLOTLY_DEFAULT_HEIGHT, PLOTLY_DEFAULT_TOP, with_modebar_room
+
+    fig = with_modebar_room(go.Figure(layout=dict(height=300, margin=dict(t=40), title="ROC")))
+    assert fig.layout.margin.t == 40 + MODEBAR_PX and fig.layout.height == 300 + MODEBAR_PX  # plot area unchanged
+    # The title stays centred on the old top margin, now below the strip (not in it).
+    assert fig.layout.title.y * fig.layout.height == pytest.approx(fig.layout.height - MODEBAR_PX - 20)
+    bare = with_modebar_room(go.Figure())
+    assert bare.layout.margin.t == PLOTLY_DEFAULT_TOP + MODEBAR_PX and bare.layout.height == PLOTLY_DEFAULT_HEIGHT + MODEBAR_PX
+    assert bare.layout.title.y is None
+    # A figure dict (the latent maps' fast path, on a cached base) is copied, never changed.
+    base = {"data": [], "layout": {"title": {"text": "PCA"}, "margin": {"t": 40, "l": 10}, "height": 300}}
+    out = with_modebar_room(base)
+    assert out["layout"]["margin"] == {"t": 40 + MODEBAR_PX, "l": 10} and out["layout"]["height"] == 300 + MODEBAR_PX
+    assert out["layout"]["title"]["y"] == pytest.approx(fig.layout.title.y)
+    assert base["layout"] == {"title": {"text": "PCA"}, "margin": {"t": 40, "l": 10}, "height": 300}
+
+
 # ------------------------------------------------------------------------------ diagnose: input
 
 def test_picker_choices_filter_test_images_by_label_and_prediction():
@@ -258,11 +292,15 @@ def test_calls_table_has_one_score_column_and_the_threshold_on_its_scale():
     b = _result()
     calls = dc.calls_table(b.calls)
     # one score column (no second "model score"), then what the model knows about each class
-    assert list(calls.columns) == ["Class", "Probability", "Threshold", "Call", "Test AUC [95 % CI]", "Sensitivity",
-                                   "Specificity"]
+    # both score columns name their one scale (calibrated: the threshold was mapped onto the probability's)
+    assert list(calls.columns) == ["Class", "Probability (calibrated)", "Threshold (calibrated)", "Call",
+                                   "Test AUC [95 % CI]", "Sensitivity", "Specificity"]
     assert list(calls["Call"]) == ["Positive", "Negative", "—"]
-    assert calls.loc[0, "Probability"] == pytest.approx(0.7) and calls.loc[0, "Threshold"] == pytest.approx(0.5)
-    assert np.isnan(calls.loc[2, "Threshold"])
+    P, T = dc.prob_column(), dc.threshold_column()
+    assert calls.loc[0, P] == pytest.approx(0.7) and calls.loc[0, T] == pytest.approx(0.5)
+    assert np.isnan(calls.loc[2, T])
+    raw = dc.calls_table([{**c, "scale": "raw"} for c in b.calls])  # an experiment without calibration
+    assert list(raw.columns)[1:3] == ["Probability (raw score)", "Threshold (raw score)"]
     assert calls.loc[0, ["Test AUC [95 % CI]", "Sensitivity", "Specificity"]].tolist() == ["—", "0.80", "0.75"]
 
 
@@ -285,8 +323,9 @@ def test_a_call_never_contradicts_the_probability_and_threshold_shown(task):
             t = float(np.clip(raw[j] + rng.normal(0, 0.1), 0.001, 0.999))
             calls.append(_call(f"c{j}", float(probs[j]), calibrated_threshold(raw, j, t, temp, task), bool(raw[j] >= t)))
         table = dc.calls_table(calls)
-        shown = table["Probability"] >= table["Threshold"]
-        near = (table["Probability"] - table["Threshold"]).abs() < rel.BAND
+        P, T = dc.prob_column(), dc.threshold_column()
+        shown = table[P] >= table[T]
+        near = (table[P] - table[T]).abs() < rel.BAND
         # Positive only above, Negative only below the threshold shown; within the band: indeterminate
         assert list(table["Call"] == "Positive") == list(shown & ~near)
         assert list(table["Call"] == "Negative") == list(~shown & ~near)
@@ -305,8 +344,9 @@ def test_printed_numbers_never_contradict_the_call():
     calls = [_call("COVID-19", 0.3350, 0.3353, False), _call("Normal", 0.3346, 0.31, True),
              _call("Pneumonia", 0.3304, 0.3349, False)]
     text = dc.screening_sentence(calls, 0, MULTICLASS, "youden")
-    assert text.startswith("COVID-19 is the most likely class (0.3350) but below its balanced threshold (0.3353)")
-    assert "Normal (0.33, threshold 0.31) is above" in text
+    assert text.startswith("COVID-19 is the most likely class (0.3350) but below its balanced threshold, "
+                           "0.3353 (calibrated),")
+    assert "Normal at 0.335, threshold 0.310 (calibrated), is above" in text
     rng = np.random.default_rng(11)
     for _ in range(500):  # as printed (decimals() digits, like the page's NumberColumn format), never contradicting
         p, t = rng.uniform(0.3, 0.31, 2).round(int(rng.integers(3, 8)))
@@ -346,13 +386,14 @@ def test_the_issue_case_gets_a_sentence_saying_why():
     calls = [_call("COVID-19", 0.43, 0.61, False), _call("Normal", 0.35, 0.30, True), _call("Pneumonia", 0.22, 0.5, False)]
     assert dc.contradicts(calls, 0, MULTICLASS)
     text = dc.screening_sentence(calls, 0, MULTICLASS, "high_specificity")
-    assert text.startswith("COVID-19 is the most likely class (0.43) but below its rule-in threshold (0.61)")
-    assert "Normal (0.35, threshold 0.30) is above its rule-in threshold although less likely" in text
+    assert text.startswith("COVID-19 is the most likely class (0.430) but below its rule-in threshold, "
+                           "0.610 (calibrated),")
+    assert "Normal at 0.350, threshold 0.300 (calibrated), is above its rule-in threshold although less likely" in text
     assert "screened on its own" in text and "set high" in text
     agree = [_call("COVID-19", 0.7, 0.5, True), _call("Normal", 0.2, 0.3, False), _call("Pneumonia", 0.1, 0.5, False)]
     assert not dc.contradicts(agree, 0, MULTICLASS)
     assert dc.screening_sentence(agree, 0, MULTICLASS, "youden") == (
-        "COVID-19 is the most likely class (0.70) and the only one above its balanced threshold (0.50).")
+        "COVID-19 is the most likely class (0.700) and the only one above its balanced threshold, 0.500 (calibrated).")
     nothing = [_call("COVID-19", 0.4, 0.5, False), _call("Normal", 0.35, 0.4, False), _call("Pneumonia", 0.25, 0.5, False)]
     assert dc.screening_sentence(nothing, 0, MULTICLASS, "youden").endswith("No class is flagged at this operating point.")
     assert dc.screening_sentence([_call("A", 0.5, None, None)], 0, MULTICLASS, "youden") is None
@@ -374,7 +415,7 @@ def test_every_contradiction_of_the_headline_is_explained():
                 assert "but below its" in text and "does not flag it" in text
             for j, c in enumerate(calls):
                 if j != top and c["positive"]:
-                    shown = re.search(rf"class{j} \((\d\.\d+), threshold (\d\.\d+)\)", text)
+                    shown = re.search(rf"class{j} at (\d\.\d+), threshold (\d\.\d+) \(calibrated\)", text)
                     assert shown and float(shown[1]) > float(shown[2]), text  # printed so that it reads right
                     assert "although less likely" in text
         else:
@@ -479,8 +520,9 @@ def test_case_report_text_uses_sentence_case_and_names_its_sections():
     assert "are withheld" not in text  # shown anyway: not "withheld" and then printed
     assert "shown only at the user's request, not as calls" in text and "Shown at the user's request" in text
     assert "Most likely: COVID-19 (probability 0.43)." in text and "**" not in text
-    assert "but below its rule-in threshold (0.61)" in text  # the contradiction is explained in the report too
-    assert [name for name, _ in table["columns"]] == list(rv.REPORT_COLUMNS)
+    assert "but below its rule-in threshold, 0.610 (calibrated)," in text  # explained in the report too
+    assert [name for name, _ in table["columns"]] == ["Class", "Probability (calibrated)", "Threshold (calibrated)",
+                                                      "Call", "Test AUC [95 % CI]", "Sens.", "Spec."]
     assert table["rows"] == [["COVID-19", "0.430", "0.610", "Negative", "—", "0.80", "0.75"],
                              ["Normal", "0.350", "0.300", "Positive", "—", "0.80", "0.75"],
                              ["Pneumonia", "0.220", "—", "—", "—", "0.80", "0.75"]]
@@ -515,7 +557,7 @@ def test_case_report_says_the_evidence_on_the_lungs_and_outlines_them():
     weight = lungshare.lung_weight(heat, mask)
     blocks = rv.report_blocks(rv.CaseReport(diag, NAMES, lung_weights={"densenet121": weight}))
     lines = [p for k, p in blocks if k == "text" and "Evidence on the lungs" in str(p)]
-    assert lines == ["densenet121: " + dv.lung_text(weight, diag.lungs).replace("**", "")]
+    assert lines == ["DenseNet121: " + dv.lung_text(weight, diag.lungs).replace("**", "")]  # display names
     assert "0 % of this map's weight lies inside the lung fields" in lines[0]
     assert "Most of it lies outside the lungs, the largest part below the diaphragm (the abdomen: 100 %" in lines[0]
     # no map drawn for a backbone: no line; unreliable fields: the reason instead of a share
@@ -613,7 +655,9 @@ def test_placement_figure_draws_training_images_by_label_and_the_image_as_a_star
 
 
 def test_som_caption():
-    assert dv.som_caption(7, (4, 5)).startswith("SOM node 7 (row 1, column 2 of 4×5).")
+    # as the SOM page draws and names it: node = column_index * rows + row_index, rows counted from the top
+    assert dv.som_caption(7, (4, 5)).startswith(
+        "SOM node 7, at column 2 of 4 (left to right), row 3 of 5 (top to bottom).")
     assert dv.som_caption(None, (4, 5)) is None and dv.som_caption(3, None) is None
 
 

@@ -11,7 +11,7 @@ from covidviz import runs
 from covidviz.data.labels import MULTICLASS, LabelSpace
 from covidviz.runs.external import ExternalSet, list_external
 from covidviz.stats.projection import MapPlacer
-from covidviz.views import compare, latent, som, som_figure
+from covidviz.views import compare, latent, overview, som, som_figure
 from covidviz.views import external as view
 from tests.app_fixtures import make_fake_experiment
 from tests.external_fixtures import write_fake_external
@@ -26,13 +26,13 @@ def fake(tmp_path):
     return runs.read_experiment(folder), list_external(folder)[0][0], metrics
 
 
-def test_overview_table_has_one_row_per_site_with_auc_and_drop(fake):
+def test_overview_table_has_one_row_per_site_and_backbone_with_auc_and_drop(fake):
     exp, ext, _ = fake
-    table = view.overview_table([ext], exp.backbones)
-    assert list(table["Site"]) == ["site-b"] and list(table["Images"]) == [20] and list(table["Left out"]) == [1]
-    assert table.loc[0, "Data"] == "folder:/data/site-b"
-    assert table.loc[0, "DenseNet121 macro AUC (95% CI)"] == "0.700 (0.650–0.750)"
-    assert table.loc[0, "DenseNet121 drop (95% CI)"] == "+0.100 (+0.000, +0.200)"
+    table = overview.external_table([ext], exp.backbones)
+    assert list(table["Site"]) == ["site-b", "site-b"] and list(table["Backbone"]) == ["DenseNet121", "ResNet50"]
+    assert table.loc[0, "Macro AUC (95% CI)"] == "0.700 (0.650–0.750)"
+    assert table.loc[0, "Drop from internal (95% CI)"] == "+0.100 (+0.000, +0.200)"
+    assert overview.external_sets_text([ext]) == "**site-b**: `folder:/data/site-b` · 20 images scored, 1 left out"
     assert "train.py evaluate runs/EXP --data KIND:PATH --name SITE" in view.OVERVIEW_CAPTION
     assert view.problems_text([]) is None
     assert "2 external test set folder(s)" in view.problems_text(["a: broken", "b: broken"])

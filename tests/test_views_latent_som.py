@@ -9,7 +9,7 @@ import pytest
 
 from covidviz.data.labels import MULTICLASS, MULTILABEL, LabelSpace
 from covidviz.runs.records import Analysis, ProjectionsInfo, SomInfo
-from covidviz.views import glossary, latent, som, som_figure
+from covidviz.views import formats, glossary, latent, som, som_figure
 from covidviz.views import latent_selection as selection
 from covidviz.views.style import NO_FINDING, OKABE_ITO, PALETTE, SELECTION_COLOUR, UPLOAD_COLOUR
 
@@ -31,12 +31,13 @@ def _point(row: int) -> dict:
 
 def test_youden_threshold_and_caption_read_the_analysis():
     analysis = _analysis({"densenet121": {"COVID-19": 0.31, "Normal": None}, "resnet50": {"COVID-19": float("nan")}})
-    assert latent.youden_threshold(analysis, "densenet121", "COVID-19") == (0.31, "0.310 (Youden, validation)")
+    assert latent.youden_threshold(analysis, "densenet121", "COVID-19") == (0.31, "0.310 (raw score), Youden on validation")
     for arch, cls in (("densenet121", "Normal"), ("resnet50", "COVID-19"), ("densenet121", "Pneumonia")):
         assert latent.youden_threshold(analysis, arch, cls)[0] == 0.5  # none stored, or not finite
-    assert latent.youden_threshold(None, "densenet121", "COVID-19") == (0.5, "0.5 (no Youden threshold stored)")
+    assert latent.youden_threshold(None, "densenet121", "COVID-19") == (0.5, "0.500 (raw score), no Youden threshold stored")
     caption = latent.thresholds_caption(analysis, ["densenet121", "resnet50"], "COVID-19")
-    assert caption == "Thresholds: DenseNet121 0.310 (Youden, validation); ResNet50 0.5 (no Youden threshold stored)"
+    assert caption == ("Thresholds: DenseNet121 0.310 (raw score), Youden on validation; ResNet50 0.500 (raw score), "
+                       "no Youden threshold stored")
 
 
 def _maps(methods, quality=None) -> latent.Maps:
@@ -245,10 +246,11 @@ def test_node_position_uses_the_pictures_columns_and_rows():
         assert row == 1 + len(np.unique(np.round(ys[ys > ys[node] + 1e-6], 3)))  # rows above it, drawn higher
     top_left = int(np.lexsort((xs, -ys))[0])       # the highest row, its leftmost hexagon
     bottom_right = int(np.lexsort((-xs, ys))[0])   # the lowest row, its rightmost hexagon
-    assert som.node_position(top_left, (gx, gy)) == "column 1 of 15 (left to right), row 1 of 7 (top to bottom)"
-    assert som.node_position(bottom_right, (gx, gy)) == "column 15 of 15 (left to right), row 7 of 7 (top to bottom)"
+    assert formats.som_position(top_left, (gx, gy)) == "column 1 of 15 (left to right), row 1 of 7 (top to bottom)"
+    assert formats.som_position(bottom_right, (gx, gy)) == "column 15 of 15 (left to right), row 7 of 7 (top to bottom)"
     # The issue's example: a map 15 wide x 7 high; node 13 * 7 + 2 = 93 is in the 14th column, 5th row from the top.
-    assert som.node_position(93, (15, 7)) == "column 14 of 15 (left to right), row 5 of 7 (top to bottom)"
+    assert formats.som_position(93, (15, 7)) == "column 14 of 15 (left to right), row 5 of 7 (top to bottom)"
+    assert som.node_cell is formats.som_cell  # one definition, the figure's hover text included
     fig = som_figure.som_figure(hex_xy, {"values": np.zeros(gx * gy), "kind": "continuous", "title": "", "range": (0, 1)},
                                 "hits", [""] * (gx * gy), [])
     assert fig.layout.yaxis.autorange != "reversed" and fig.layout.yaxis.range[0] < fig.layout.yaxis.range[1]  # y up
@@ -335,11 +337,17 @@ def test_upload_on_map_and_elsewhere():
         "b": {"som_node": None, "som_qe": None, "som_qe_pct": None, "ood": False}}}
     a = som.upload_on_map(up, "a", (3, 5))
     assert (a.node, a.has_qe, a.pct_text) == (4, True, "99.5")
-    assert a.text == ("**chest.png** (★) sits on node 4, column 1 of 3 (left to right), row 1 of 5 (top to bottom); "
-                      "its [quantization error](/glossary#qe) 1.25 is larger than 99.5 % of the training images'. It is "
-                      "unlike the training images ([out of distribution](/glossary#out-of-distribution)): treat the "
-                      "model's output with extra caution.")
-    assert som.upload_on_map(up, "a").position is None and "sits on node 4; its" in som.upload_on_map(up, "a").text
+    assert a.text == ("**chest.png** (★) sits on node 4, at column 1 of 3 (left to right), row 1 of 5 (top to bottom). "
+                      "[Out-of-distribution](/glossary#out-of-distribution) verdict: unlike the training images. Treat "
+                      "the model's output with extra caution. A detail behind the verdict, not a second test: its SOM "
+                      "[quantization error](/glossary#qe) 1.25 is larger than that of 99.5 % of the training images.")
+    assert som.upload_on_map(up, "a").position is None and "sits on node 4. " in som.upload_on_map(up, "a").text
+    # with the verdict the Diagnose page stored: its status and THE yardstick (its stated false-alarm rate)
+    verdict = {"status": "in-distribution", "checked": True, "false_alarm_rate": 0.05, "detector": "mahalanobis"}
+    fine = som.upload_on_map({**up, "verdict": verdict}, "a", (3, 5))
+    assert ("verdict: like the training images. An image is flagged when it lies farther from the training images "
+            "than the farthest 5 % of the validation images") in fine.text
+    assert fine.text.index("verdict:") < fine.text.index("A detail behind the verdict")
     b = som.upload_on_map(up, "b")
     assert b.node is None and not b.has_qe and not b.ood
     assert som.upload_on_map(up, "c") is None and som.upload_on_map(None, "a") is None

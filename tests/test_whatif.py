@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from covidviz import runs
 from covidviz.analysis import shortcuts
 from covidviz.cam import occlusion as O
 from covidviz.cam import whatif as W
+from covidviz.cam import whatif_effects as fx
 from covidviz.data.labels import MULTICLASS
 from covidviz.data.preprocess import Preprocessing
 from covidviz.data.synthetic import render_phantom
@@ -194,14 +196,16 @@ def test_panel_rows_numbers_and_one_forward_per_backbone(untrained):
     try:
         scorer = W.Scorer(untrained, prep, names=NAMES, temperatures=temps)
         panel = W.what_if_panel(scorer, W.WhatIfRequest(film, 0, heats=heats),
-                                W.PanelDesign(box={"x": 0.0, "y": 0.0, "w": 0.3, "h": 0.3}, draws=3))
+                                W.PanelDesign(box={"x": 0.0, "y": 0.0, "w": 0.3, "h": 0.3}))
     finally:
         for h in handles:
             h.remove()
-    n_images = 3 + 3 * 3 + 1 + 2 + 1  # hot x3, random 3x3, keep, border, centre, box
-    assert {a: c for a, c in calls.items()} == {a: [n_images + 1] for a in untrained}  # + the original, ONE forward
+    draws = W.RANDOM_DRAWS
+    n_images = (3 + 1 + 2 + 1) * (1 + draws) + 1  # (hot x3, keep, border, centre, box) x (itself + band), original
+    for c in calls.values():  # every image of a backbone in one batch, in forwards of at most MAX_BATCH
+        assert sum(c) == n_images and len(c) == -(-n_images // W.MAX_BATCH) and max(c) <= W.MAX_BATCH
     kinds = [r.kind for r in panel.rows]
-    assert kinds == [W.HIDE_HOT] * 3 + [W.HIDE_RANDOM] * 3 + [W.KEEP_HOT, W.HIDE_BORDER, W.HIDE_CENTRE, W.HIDE_BOX]
+    assert kinds == [W.HIDE_HOT] * 3 + [W.KEEP_HOT, W.HIDE_BORDER, W.HIDE_CENTRE, W.HIDE_BOX]
     assert panel.class_name == "COVID-19" and panel.archs == ["tinycnn", "other"]
     assert (panel.pixels == pixels).all()
 
@@ -214,27 +218,42 @@ def test_panel_rows_numbers_and_one_forward_per_backbone(untrained):
 
     for arch in untrained:
         assert panel.before[arch] == pytest.approx(prob(arch, pixels), abs=1e-5)
+        assert 1 / (1 + np.exp(-panel.z_before[arch])) == pytest.approx(panel.before[arch], abs=1e-5)
     for r in panel.rows:
         assert set(r.images) == set(untrained) and r.image.dtype == np.uint8 and r.image.shape == (SIZE, SIZE)
-        assert all(len(r.draws[a]) == (3 if r.kind == W.HIDE_RANDOM else 1) for a in untrained)
+        assert r.n_random == draws and all(len(r.draws[a]) == 1 for a in untrained)
         assert r.shared_image == (r.kind not in (W.HIDE_HOT, W.KEEP_HOT))
         for a in untrained:
-            assert view.row_reading(r, a).startswith("The COVID-19 score") and r.after[a] == pytest.approx(np.mean(r.draws[a]))
-            if r.kind not in (W.HIDE_RANDOM,):
-                assert r.after[a] == pytest.approx(prob(a, r.images[a]), abs=1e-5)
+            assert view.row_reading(r, a).startswith("The COVID-19 score")
+            assert r.after[a] == pytest.approx(prob(a, r.images[a]), abs=1e-5)
+            assert r.reference[a] == pytest.approx(np.mean(r.random[a]))
+            assert len(set(np.round(r.random[a], 8))) > 1  # different places, different scores
+            assert 1 / (1 + np.exp(-np.array(r.z_random[a]))) == pytest.approx(r.random[a], abs=1e-5)
+            assert r.masks[a].shape == (SIZE, SIZE) and r.masks[a].mean() == pytest.approx(r.fraction, abs=1e-3)
     for f in W.FRACTIONS:
         assert panel.row(W.HIDE_HOT, f).fraction == pytest.approx(f, abs=1e-3)
-        assert panel.row(W.HIDE_HOT, f).reference == panel.row(W.HIDE_RANDOM, f).after
     assert panel.row(W.KEEP_HOT).fraction == pytest.approx(0.8, abs=1e-3)
     assert panel.row(W.HIDE_BOX).fraction == pytest.approx(0.09, abs=0.01)
+    hot = [panel.row(W.HIDE_HOT, f).masks["tinycnn"] for f in W.FRACTIONS]
+    assert not (hot[0] & ~hot[1]).any() and not (hot[1] & ~hot[2]).any()  # nested: 5 % inside 10 % inside 20 %
     table = view.panel_table(panel)
     assert len(table) == len(panel.rows) * 2 and {"before", "after", "change", "reading"} <= set(table[0])
     json.dumps([r.to_dict() for r in panel.rows], allow_nan=False)
 
-    # the box alone (as the page redraws it) gives the panel's box row
+    # the box alone (as the page redraws it) gives the panel's box row, its band too
     row = W.box_what_if(scorer, W.WhatIfRequest(pixels, 0, before=panel.before), {"x": 0.0, "y": 0.0, "w": 0.3, "h": 0.3})
+    assert row.n_random == draws
     for a in untrained:
         assert row.after[a] == pytest.approx(panel.row(W.HIDE_BOX).after[a], abs=1e-6)
+        assert row.random[a] == pytest.approx(panel.row(W.HIDE_BOX).random[a], abs=1e-6)
+
+
+def test_the_panel_uses_at_least_ten_random_regions_per_condition():
+    """Issue 24: a verdict on 3 random draws (0.47 ± 0.29) says nothing; the bands rest on >= 10."""
+    assert W.RANDOM_DRAWS >= 10 and W.PanelDesign().draws >= 10
+    import inspect
+
+    assert inspect.signature(W.box_what_if).parameters["draws"].default >= 10
 
 
 def test_panel_computes_its_own_cam_and_checks_arguments(untrained):
@@ -247,8 +266,8 @@ def test_panel_computes_its_own_cam_and_checks_arguments(untrained):
     finally:
         for h in handles:
             h.remove()
-    assert all(c == [1, 1 + 2 + 2] for c in calls.values())  # the CAM forward, then one batch
-    assert [r.kind for r in panel.rows] == [W.HIDE_HOT, W.HIDE_RANDOM, W.HIDE_BORDER, W.HIDE_CENTRE]
+    assert all(c == [1, 3 * (1 + 2) + 1] for c in calls.values())  # the CAM forward, then one batch
+    assert [r.kind for r in panel.rows] == [W.HIDE_HOT, W.HIDE_BORDER, W.HIDE_CENTRE]
     scorer = W.Scorer(untrained, prep)
     with pytest.raises(ValueError):
         W.what_if_panel(scorer, W.WhatIfRequest(pixels.astype(np.float32), 0))
@@ -260,6 +279,165 @@ def test_panel_computes_its_own_cam_and_checks_arguments(untrained):
         W.what_if_panel(W.Scorer({}, prep), W.WhatIfRequest(pixels, 0))
     with pytest.raises(ValueError):
         W.mask_what_if(scorer, W.WhatIfRequest(pixels, 0), np.zeros((8, 8), bool))
+    with pytest.raises(ValueError):  # the whole film: nothing left to fill it from
+        W.box_what_if(scorer, W.WhatIfRequest(pixels, 0), {"x": 0.0, "y": 0.0, "w": 1.0, "h": 1.0})
+
+
+@pytest.mark.parametrize("task, temperature", [(MULTICLASS, None), (MULTICLASS, 1.7), ("multilabel", None),
+                                               ("multilabel", [0.8, 1.3, 2.0])])
+def test_log_odds_match_the_calibrated_probability_and_stay_finite_when_saturated(task, temperature):
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 2, (20, 3))
+    for k in range(3):
+        odds = W.log_odds(z, k, task, temperature)
+        p = W._probs(z, k, task, temperature)
+        assert 1 / (1 + np.exp(-odds)) == pytest.approx(p, abs=1e-6)
+    sat = np.array([[60.0, 0.0, -3.0], [80.0, 0.0, -3.0]])  # p rounds to 1.0 in float64, the log-odds do not
+    odds = W.log_odds(sat, 0, task, temperature)
+    assert np.isfinite(odds).all() and odds[1] > odds[0] > 20
+
+
+# ------------------------------------------------------------------------------------------------
+# the chart's reading: scale, band, contradictions (synthetic numbers)
+# ------------------------------------------------------------------------------------------------
+
+S = 40
+ARCHS = ("densenet121", "resnet50")
+
+
+def _cond(kind, mask, before, after, random, *, target=None, z_before=None, z_after=None, z_random=None):
+    """A what-if row of synthetic numbers: the same for both backbones unless given per arch (dicts)."""
+    def per(v):
+        return v if isinstance(v, dict) else {a: v for a in ARCHS}
+
+    before, after, random = per(before), per(after), per(random)
+    row = dict(kind=kind, fraction=float(np.mean(mask)), images={a: np.zeros((S, S), np.uint8) for a in ARCHS},
+               before=before, after=after, spread={a: 0.0 for a in ARCHS}, draws={a: [after[a]] for a in ARCHS},
+               class_name="COVID-19", target=target, random={a: list(random[a]) for a in ARCHS},
+               reference={a: float(np.mean(random[a])) for a in ARCHS} if len(random[ARCHS[0]]) else None,
+               masks={a: mask for a in ARCHS})
+    if z_before is not None:
+        zb, za, zr = per(z_before), per(z_after), per(z_random)
+        row.update(z_before=zb, z_draws={a: [za[a]] for a in ARCHS}, z_random={a: list(zr[a]) for a in ARCHS})
+    return W.WhatIfRow(**row)
+
+
+def _panel(rows, before=0.8):
+    return W.WhatIfPanel(0, "COVID-19", np.full((S, S), 100, np.uint8), {a: before for a in ARCHS}, rows)
+
+
+CENTRE_M = O.centre_mask((S, S))
+BOX_M = O.box_mask((S, S), {"x": 0.4, "y": 0.4, "w": 0.2, "h": 0.2})   # inside the centre
+CORNER_M = O.box_mask((S, S), {"x": 0.0, "y": 0.0, "w": 0.1, "h": 0.1})  # outside it
+BAND = np.linspace(-0.04, 0.02, 10)
+
+
+def test_a_region_inside_another_that_changes_the_score_more_is_flagged():
+    """Issue 24's case: centre hidden, no change; the user's box inside the centre: 1.00 -> 0.00."""
+    centre = _cond(W.HIDE_CENTRE, CENTRE_M, 0.8, 0.79, 0.8 + BAND)
+    box = _cond(W.HIDE_BOX, BOX_M, 0.8, 0.05, 0.8 + BAND)
+    reading = view.read_panel(_panel([centre]), box)
+    assert [(c.arch, reading.rows[c.inner].kind, reading.rows[c.outer].kind) for c in reading.found] == \
+        [(a, W.HIDE_BOX, W.HIDE_CENTRE) for a in ARCHS]
+    flags = reading.flags()
+    assert len(flags) == 1  # one sentence for the pair, both backbones' numbers in it
+    assert flags[0].startswith("Contradiction: hiding your box (inside the centre) changes the COVID-19 score more")
+    assert "DenseNet121: −0.75 vs −0.01" in flags[0] and "ResNet50" in flags[0]
+    assert "1 contradiction between conditions" in reading.summary()
+    # the same drop outside the centre, or a drop within the band: nothing to flag
+    corner = _cond(W.HIDE_BOX, CORNER_M, 0.8, 0.05, 0.8 + BAND)
+    assert view.read_panel(_panel([centre]), corner).found == []
+    small = _cond(W.HIDE_BOX, BOX_M, 0.8, 0.75, 0.8 + BAND)
+    assert view.read_panel(_panel([centre]), small).found == []
+    # a wide random band (chance moves the score a lot) raises the bar
+    wide = _cond(W.HIDE_CENTRE, CENTRE_M, 0.8, 0.79, 0.8 + np.linspace(-0.8, 0.1, 10))
+    assert view.read_panel(_panel([wide]), box).found == []
+    assert fx.inside(BOX_M, CENTRE_M) and not fx.inside(CENTRE_M, BOX_M) and not fx.inside(CORNER_M, CENTRE_M)
+
+
+def test_the_band_and_beyond_chance():
+    e = fx.effect(_cond(W.HIDE_CENTRE, CENTRE_M, 0.8, 0.5, 0.8 + BAND), "densenet121")
+    assert e.scale == fx.PROBABILITY and e.change == pytest.approx(-0.3) and e.n_random == 10
+    assert e.band == pytest.approx(tuple(np.percentile(BAND, fx.BAND))) and e.beyond
+    assert not fx.effect(_cond(W.HIDE_CENTRE, CENTRE_M, 0.8, 0.79, 0.8 + BAND), "densenet121").beyond
+    assert fx.effect(_cond(W.HIDE_CENTRE, CENTRE_M, 0.8, 0.79, []), "densenet121").beyond is None
+    # outside a narrow band by a few thousandths: beyond chance, but not a change worth reading
+    tiny = _cond(W.HIDE_CENTRE, CENTRE_M, 0.8, 0.79, 0.8 + np.linspace(-0.002, 0.002, 10))
+    e = fx.effect(tiny, "densenet121")
+    assert e.beyond and not e.clear and "beyond chance but small (under 0.05)" in view.band_text(e)
+    assert "no hidden region moves the score beyond chance by 0.05 or more" in view.read_panel(_panel([tiny])).summary()
+    line = view.row_lines(_cond(W.HIDE_CENTRE, CENTRE_M, 0.8, 0.5, 0.8 + BAND), {"densenet121": "DenseNet121"})[0]
+    assert "random regions of the same size: −0.04 to +0.02 (5th–95th percentile of 10): beyond chance" in line
+
+
+def test_a_saturated_score_is_read_in_log_odds_and_said_so():
+    """Issue 24: calibrated 1.00 everywhere, and every row said "does not depend on the region"."""
+    assert fx.saturated(0.995) and fx.saturated(0.004) and not fx.saturated(0.5) and not fx.saturated(0.99)
+    assert fx.scale_for(1.0) == fx.LOG_ODDS and fx.scale_for(0.98) == fx.PROBABILITY
+    zb = 9.0
+    zr = zb + np.linspace(-0.6, 0.2, 10)
+    sat = {"densenet121": 0.9999, "resnet50": 0.8}  # one backbone saturated, the other not
+    rows = [_cond(W.HIDE_CENTRE, CENTRE_M, sat, {"densenet121": 0.9998, "resnet50": 0.5},
+                  {"densenet121": 1 / (1 + np.exp(-zr)), "resnet50": 0.8 + BAND},
+                  z_before={"densenet121": zb, "resnet50": 1.39}, z_after={"densenet121": 5.0, "resnet50": 0.0},
+                  z_random={"densenet121": zr, "resnet50": 1.39 + BAND})]
+    reading = view.read_panel(_panel(rows, 0.9999))
+    d, r = reading.effects["densenet121"][0], reading.effects["resnet50"][0]
+    assert d.scale == fx.LOG_ODDS and d.change == pytest.approx(-4.0) and d.beyond  # a real effect, in log-odds
+    assert r.scale == fx.PROBABILITY and r.change == pytest.approx(-0.3)
+    summary = reading.summary()
+    assert "DenseNet121 (p = 1.00, saturated: uninformative on the probability scale, read in log-odds)" in summary
+    assert "−4.00 log-odds" in summary and summary.count("saturated") == 1
+    line = reading.sentences()[0]
+    assert "saturated (1.00 → 1.00): uninformative on the probability scale; log-odds 9.00 → 5.00 (−4.00 log-odds)" in line
+    assert "does not depend" not in line.split("  \n")[1]
+    fig = reading.figure()
+    titles = [fig.layout[f"xaxis{i}"].title.text for i in (3, 4)]  # row 2 (row 1: the thumbnails)
+    assert titles == ["change of the COVID-19 log-odds (saturated)", "change of the COVID-19 probability"]
+
+
+def test_the_chart_has_one_trace_group_per_backbone_and_a_grey_band_per_condition():
+    hot = [_cond(W.HIDE_HOT, O.top_fraction_mask(np.random.default_rng(0).random((5, 5)), f, (S, S)), 0.8, 0.8 - f,
+                 0.8 + BAND, target=f) for f in W.FRACTIONS]
+    rows = [*hot, _cond(W.HIDE_BORDER, O.border_mask((S, S)), 0.8, 0.7, 0.8 + BAND),
+            _cond(W.HIDE_CENTRE, CENTRE_M, 0.8, 0.79, 0.8 + BAND)]
+    reading = view.read_panel(_panel(rows), _cond(W.HIDE_BOX, BOX_M, 0.8, 0.1, 0.8 + BAND))
+    fig = reading.figure({"x": 0.4, "y": 0.4, "w": 0.2, "h": 0.2})
+    labels = ["Hottest 5 % hidden", "Hottest 10 % hidden", "Hottest 20 % hidden", "Borders hidden",
+              "Centre (lungs) hidden", "Your box hidden"]
+    points = [t for t in fig.data if t.type == "scatter" and getattr(t, "legendgroup", None) in ARCHS]
+    assert sorted(t.legendgroup for t in points) == sorted(ARCHS)  # one trace group per backbone
+    for t in points:
+        assert list(t.y) == labels and len(t.x) == len(labels)
+        assert list(t.marker.symbol).count("circle") == sum(e.clear for e in reading.effects[t.legendgroup])
+    bands = [t for t in fig.data if t.type == "bar"]
+    assert len(bands) == len(ARCHS) and all(t.legendgroup == "random" and t.marker.color == view.BAND_COLOUR
+                                            and list(t.y) == labels for t in bands)  # a grey band per condition
+    assert np.allclose(bands[0].base, [np.percentile(BAND, 5)] * len(labels))
+    assert [t.type for t in fig.data].count("image") == len(ARCHS)  # each backbone's own hidden region
+    flags = [t for t in fig.data if getattr(t, "legendgroup", None) == "contradiction"]
+    assert sum(len(t.x) for t in flags) == len(reading.found) > 0
+    assert reading.sentences()[0].startswith("**Hottest 5 % of the heat map hidden")
+    json.dumps(fig.to_plotly_json(), default=str)
+    from covidviz.views.diagnose import SHOWN_LABEL
+
+    assert SHOWN_LABEL not in [a.text for a in fig.layout.annotations]
+    assert SHOWN_LABEL in [a.text for a in reading.figure(shown_anyway=True).layout.annotations]  # an OOD image
+
+
+def test_the_thumbnail_tints_each_backbones_own_region_and_outlines_the_box():
+    import base64
+    import io
+
+    from PIL import Image
+
+    m = np.zeros((S, S), bool)
+    m[:10, :10] = True
+    uri = view.thumbnail(np.full((S, S), 100, np.uint8), [m], "#0072B2", {"x": 0.5, "y": 0.5, "w": 0.4, "h": 0.4})
+    img = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+    assert img.shape == (view.THUMB_PX, view.THUMB_PX, 3)
+    assert img[5, 5, 2] > img[5, 5, 0] and tuple(img[100, 100]) == (100, 100, 100)  # tinted blue / untouched
+    assert tuple(img[64, 80]) == (0xF0, 0xE4, 0x42)  # the box's yellow edge
 
 
 # ------------------------------------------------------------------------------------------------
@@ -319,7 +497,7 @@ def test_hiding_the_marker_changes_the_covid_prediction(confounded):
         request = W.WhatIfRequest(film, 0)
         row = W.mask_what_if(scorer, request, box, region="the marker")
         ctrl = W.mask_what_if(scorer, request, np.flipud(box))  # same box, bottom
-        panel = W.what_if_panel(scorer, request, W.PanelDesign(fractions=(), keep_fraction=None))
+        panel = W.what_if_panel(scorer, request, W.PanelDesign(fractions=(), keep_fraction=None, draws=1))
         before.append(row.before["tinycnn"])
         marker.append(row.after["tinycnn"])
         control.append(ctrl.after["tinycnn"])
@@ -543,3 +721,52 @@ def test_audit_skips_unreadable_images_with_a_warning(confounded, caplog):
     assert any("missing.png" in r.getMessage() for r in caplog.records)
     with pytest.raises(ValueError):
         shortcuts.shortcut_audit(exp, images=table.loc[test_rows[:1]], n_boot=20)
+# ------------------------------------------------------------------------------------------------
+# the Diagnose page (AppTest, the tiny phantom experiment)
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.usefixtures("app_like_server")
+def test_the_page_shows_one_summary_one_chart_and_the_sentences_in_a_closed_expander(tiny_experiment, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from covidviz import ui
+    from tests.test_diagnose import PAGE, _png, _rows, key
+
+    exp = runs.read_experiment(tiny_experiment)
+    monkeypatch.setenv(ui.RUNS_ENV, str(tiny_experiment.parent))
+    at = AppTest.from_file(PAGE, default_timeout=180).run()
+    film = _png(np.asarray(exp.thumbnails()[_rows(exp, "test")[0]]))
+    at.file_uploader(key=key("diagnose_upload")).set_value(("chest.png", film, "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+
+    def charts():
+        return [json.loads(c.proto.spec) for c in at.get("plotly_chart") if "the regions it hid" in c.proto.spec]
+
+    assert charts() == []  # runs on request only
+    at.button(key=key("diagnose_whatif_run")).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    (spec,) = charts()  # ONE chart
+    traces = spec["data"]
+    assert sorted(t["legendgroup"] for t in traces if t.get("legendgroup") in exp.backbones) == sorted(exp.backbones)
+    bars = [t for t in traces if t["type"] == "bar"]
+    assert len(bars) == len(exp.backbones) and all(len(t["y"]) == 7 for t in bars)  # hot x3, keep, border, centre, box
+    assert sum(t["type"] == "image" for t in traces) == len(exp.backbones)
+    summary = [m.value for m in at.markdown if re.match(r"\*\*[^*]+\*\*: ", m.value) and "beyond chance" in m.value]
+    assert len(summary) == 1, summary  # ONE summary line
+    (words,) = [e for e in at.expander if e.label == view.SENTENCES_LABEL]
+    assert not words.proto.expanded  # closed
+    inside = [m.value for m in words.markdown]
+    assert len(inside) == 7 and inside[0].startswith("**Hottest 5 % of the heat map hidden")
+    assert sum("with the box hidden" in m for m in inside) == 1
+    assert all("random regions of the same size" in m for m in inside)
+    assert not [m.value for m in at.markdown if "random regions of the same" in m.value and m.value not in inside]
+
+    at.slider(key=key("diagnose_box_x")).set_value((0.0, 0.5))
+    at.slider(key=key("diagnose_box_y")).set_value((0.0, 1.0)).run()  # the left half hidden: rescored
+    assert not at.exception
+    (spec2,) = charts()
+    assert [t for t in spec2["data"] if t["type"] == "scatter"] != [t for t in traces if t["type"] == "scatter"]
+    at.slider(key=key("diagnose_box_x")).set_value((0.0, 1.0)).run()  # everything hidden: said, not a crash
+    assert not at.exception and any("outside the box" in i.value for i in at.info)
+    (spec3,) = charts()
+    assert all(len(t["y"]) == 6 for t in spec3["data"] if t["type"] == "bar")  # the chart without the box

@@ -262,7 +262,7 @@ def lung_analysis(exp: runs.Experiment, *, archs=None, max_images: int = MAX_IMA
 
 def run_lungs(path_or_exp, *, save: bool = True, **kw) -> dict:
     """Analyse an experiment (folder or ``Experiment``) and store each backbone's ``runs.lungs.LUNGS``."""
-    exp = path_or_exp if isinstance(path_or_exp, runs.Experiment) else runs.read_experiment(path_or_exp)
+    exp = runs.as_experiment(path_or_exp)
     result = lung_analysis(exp, **kw)
     if save:
         for arch, rec in result.items():

@@ -94,11 +94,13 @@ def analyse_predictions(images: pd.DataFrame, labels: LabelSpace, probs: dict[st
 
 # ---------------------------------------------------------------------- text summary
 
-def _auc_ci(d: dict | None) -> str:
+def auc_ci(d: dict | None, digits: int = 3) -> str:
+    """'0.812 [0.780-0.843]' from a stored ``{"auc", "ci_low", "ci_high"}`` ('n/a' when not measured):
+    the one format of the command-line summaries (metrics, source evidence, shortcut audit)."""
     if not d or d.get("auc") is None:
         return "n/a"
-    ci = "" if d.get("ci_low") is None else f" [{d['ci_low']:.3f}-{d['ci_high']:.3f}]"
-    return f"{d['auc']:.3f}{ci}"
+    ci = "" if d.get("ci_low") is None else f" [{d['ci_low']:.{digits}f}-{d['ci_high']:.{digits}f}]"
+    return f"{d['auc']:.{digits}f}{ci}"
 
 
 def _p(p: float | None) -> str:
@@ -125,7 +127,7 @@ def format_summary(result: dict, labels: LabelSpace) -> str:
             d = test["macro"] if name == "macro" else test["per_class"][name]
             if name != "macro":
                 n_pos = str(d["n_pos"])
-            cells.append(_auc_ci(d))
+            cells.append(auc_ci(d))
         lines.append(name.ljust(w0) + n_pos.rjust(6) + "  " + "".join(c.ljust(w) for c, w in zip(cells, cols)))
     for cmp in result.get("comparisons", []):
         lines.append("")
@@ -149,7 +151,7 @@ def format_summary(result: dict, labels: LabelSpace) -> str:
     if base:
         lines.append("")
         lines.append("Trivial baseline (logistic regression on 32x32 thumbnails): "
-                     + ", ".join(f"{n} {_auc_ci(base['test']['per_class'].get(n))}" for n in names)
+                     + ", ".join(f"{n} {auc_ci(base['test']['per_class'].get(n))}" for n in names)
                      + f"; macro {'n/a' if base['test'].get('macro_auc') is None else format(base['test']['macro_auc'], '.3f')}")
         src = base.get("source")
         if src and src.get("accuracy") is not None:

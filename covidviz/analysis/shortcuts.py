@@ -9,7 +9,9 @@ choice) are scored seven ways, each altered image filled with its own blurred ba
 - ``centre``: the central box hidden (roughly the lung fields);
 - ``lungs_hidden``: the film's own lung fields hidden (``covidviz.analysis.lungs``: the dataset's
   annotator masks when it ships them, else the segmenter);
-- ``lungs_only``: everything but the lung fields hidden (only the lungs kept);
+- ``lungs_only``: everything but the lung fields hidden (only the lungs kept), filled from the lungs
+  themselves (``keep_only_sealed``, the ``lung-mask`` input's fill): a fill made from the rest of the
+  film would carry a blurred corner marker or text into the film the model scores;
 - ``hot10``: the hottest 10 % of the backbone's own classic CAM for its top-scoring class hidden;
 - ``random10``: the same area hidden at a random place (the reference for ``hot10``).
 
@@ -41,6 +43,7 @@ import pandas as pd
 
 from covidviz import runs
 from covidviz.analysis.lungs import LOW_QUALITY, NO_MASK, lung_source, read_films
+from covidviz.analysis.report import auc_ci
 from covidviz.anatomy import QUALITY_OK
 from covidviz.cam.methods import DEFAULT_METHOD, compute_cams
 from covidviz.cam.occlusion import (
@@ -49,11 +52,11 @@ from covidviz.cam.occlusion import (
     border_mask,
     centre_mask,
     hide,
-    keep_only,
     random_region_mask,
     top_fraction_mask,
 )
 from covidviz.cam.whatif import batch_logits
+from covidviz.data.background import keep_only_sealed
 from covidviz.io import to_json_ready
 from covidviz.models import probabilities
 from covidviz.stats.metrics import PatientBootstrap, _f, has_both_outcomes, percentile_ci, rank_auc
@@ -184,13 +187,18 @@ def shortcut_signs(row: dict, close: float = CLOSE, min_auc: float = MIN_AUC) ->
     return out
 
 
+def _not_needed(arch: str, cls: str, cell: dict, hidden: str, original: float) -> str:
+    """The sentence for a score that survives the lung fields (or the centre box) hidden."""
+    return (f"{arch}, {cls}: the test AUC stays {cell['auc']:.2f}{_ci(cell)} {hidden} (original {original:.2f}): the "
+            f"model does not need the lung fields to rank {cls}; look for a shortcut outside them (markers, borders, "
+            "hospital-specific processing).")
+
+
 def _lung_verdicts(arch: str, cls: str, hidden: dict, only: dict, signs: list[str], close: float) -> list[str]:
     """The sentences the mask conditions support (``hidden``: lungs hidden; ``only``: only the lungs kept)."""
     out = []
     if "lungs_not_needed" in signs:
-        out.append(f"{arch}, {cls}: the test AUC stays {hidden['auc']:.2f}{_ci(hidden)} with the lungs hidden "
-                   f"(original {_base(hidden):.2f}): the model does not need the lung fields to rank {cls}; look for a "
-                   "shortcut outside them (markers, borders, hospital-specific processing).")
+        out.append(_not_needed(arch, cls, hidden, "with the lungs hidden", _base(hidden)))
     if "outside_lungs" in signs:
         out.append(f"{arch}, {cls}: with only the lungs kept the test AUC falls from {_base(only):.2f} to "
                    f"{only['auc']:.2f}{_ci(only)}: the model relies on what lies outside the lungs (markers, "
@@ -219,9 +227,7 @@ def verdicts(arch: str, per_class: dict, names, close: float = CLOSE, min_auc: f
         if hidden.get("auc") is not None or only.get("auc") is not None:
             out.extend(_lung_verdicts(arch, cls, hidden, only, signs, close))
         elif "centre_not_needed" in signs:
-            out.append(f"{arch}, {cls}: the test AUC stays {c['auc']:.2f}{_ci(c)} with the centre of every film hidden "
-                       f"(original {o:.2f}): the model does not need the lung fields to rank {cls}; look for a "
-                       "shortcut outside them (markers, borders, hospital-specific processing).")
+            out.append(_not_needed(arch, cls, c, "with the centre of every film hidden", o))
         if "borders" in signs:
             out.append(f"{arch}, {cls}: hiding the film's borders lowers the test AUC from {o:.2f} to {b['auc']:.2f}: "
                        "the model uses the outer strip of the films (markers, text, collimation edges; on tightly "
@@ -239,7 +245,7 @@ def verdicts(arch: str, per_class: dict, names, close: float = CLOSE, min_auc: f
 def _lung_images(pixels: np.ndarray, fields) -> dict[str, np.ndarray]:
     """The two lung conditions' images (a film without usable fields stays as it is: scored, then dropped)."""
     hidden = np.stack([hide(p, f.mask) if f.ok else p for p, f in zip(pixels, fields)])
-    only = np.stack([keep_only(p, f.mask) if f.ok else p for p, f in zip(pixels, fields)])
+    only = np.stack([keep_only_sealed(p, f.mask) if f.ok and f.mask.any() else p for p, f in zip(pixels, fields)])
     return {"lungs_hidden": hidden, "lungs_only": only}
 
 
@@ -344,20 +350,13 @@ def shortcut_audit(exp: runs.Experiment, *, archs=None, max_images: int = MAX_IM
 
 def run_audit(path_or_exp, *, save: bool = True, **kw) -> dict:
     """Audit an experiment (folder or ``Experiment``) and store it as ``runs.SHORTCUTS``."""
-    exp = path_or_exp if isinstance(path_or_exp, runs.Experiment) else runs.read_experiment(path_or_exp)
-    result = shortcut_audit(exp, **kw)
-    if save:
-        exp.save_json(runs.SHORTCUTS, result)
-    return result
+    return runs.measure_and_store(path_or_exp, shortcut_audit, runs.SHORTCUTS, save=save, **kw)
 
 
 # ---------------------------------------------------------------------- text
 
 def _fmt(d: dict | None) -> str:
-    if not d or d.get("auc") is None:
-        return "n/a"
-    ci = "" if d.get("ci_low") is None else f" [{d['ci_low']:.2f}-{d['ci_high']:.2f}]"
-    return f"{d['auc']:.3f}{ci}"
+    return auc_ci(d, digits=3)
 
 
 def lung_note(result: dict) -> str:

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from covidviz import runs
-from covidviz.analysis.report import _thumb_features, thumbnail_probabilities
+from covidviz.analysis.report import _thumb_features, auc_ci, thumbnail_probabilities
 from covidviz.data.labels import MULTICLASS
 from covidviz.io import to_json_ready
 from covidviz.runs.sources import BASELINE, SOURCES
@@ -99,20 +99,13 @@ def source_evidence(exp: runs.Experiment, *, seed: int = 0, n_boot: int = 1000, 
 
 def run_sources(path_or_exp, *, save: bool = True, **kw) -> dict | None:
     """Measure an experiment (folder or ``Experiment``) and store ``SOURCES`` (nothing without a source column)."""
-    exp = path_or_exp if isinstance(path_or_exp, runs.Experiment) else runs.read_experiment(path_or_exp)
-    result = source_evidence(exp, **kw)
-    if save and result is not None:
-        exp.save_json(SOURCES, result)
-    return result
+    return runs.measure_and_store(path_or_exp, source_evidence, SOURCES, save=save, **kw)
 
 
 # ---------------------------------------------------------------------- text
 
 def _auc(c: dict | None) -> str:
-    if not c or c.get("auc") is None:
-        return "n/a"
-    ci = "" if c.get("ci_low") is None else f" [{c['ci_low']:.2f}, {c['ci_high']:.2f}]"
-    return f"{c['auc']:.2f}{ci}"
+    return auc_ci(c, digits=2)
 
 
 def format_sources(result: dict | None) -> str:

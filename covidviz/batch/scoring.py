@@ -10,10 +10,11 @@ probabilities (``Predictor.probabilities``), the top class, and the calls at the
 operating point (Youden's J by default; the raw probability against the threshold, as ``Predictor``
 does).
 
-Out-of-distribution: each image gets ``Predictor.verdict`` (``covidviz.ood``: the input gate on the
-decoded film with its decoder statistics, colour and DICOM modality included, and the experiment's
-detector over every backbone's features), so a file gets the same verdict in a batch as on the Diagnose
-page. ``ood_fn(gray, {arch: features}, info) -> (ood, reason)`` replaces it (tests, experiments).
+Out-of-distribution: each image gets ``Predictor.verdict`` called exactly as the Diagnose page calls it
+(``Predictor.predict(..., image=decoded)``): on the upload's ``DecodedImage`` itself (the input gate reads
+its colour statistics and DICOM tags, the view check its film) and every backbone's pooled features, so a
+file gets the same verdict in a batch as on the Diagnose page (``tests/test_batch_verdict.py``).
+``ood_fn(gray, {arch: features}, info) -> (ood, reason)`` replaces it (tests, experiments).
 
 Lungs: each film's lung fields are found once (``inference.lung_fields``: the input gate's, else
 ``anatomy.segment_lungs``) and mapped onto the model input as ``Predictor`` does; each backbone's top-class
@@ -27,12 +28,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
 from covidviz.batch.inputs import BadFile, Inputs, Source
 from covidviz.cam.lungshare import LungWeight, lung_weight
-from covidviz.data.imageio import ImageDecodeError, decode_upload
+from covidviz.data.imageio import DecodedImage, ImageDecodeError, decode_upload
 from covidviz.inference import forward_with_features, lung_fields, lung_mask_for
 from covidviz.ood import OodVerdict
 from covidviz.runs.records import POINTS
@@ -121,26 +123,32 @@ class BatchPredictor:
         cam = cams["cam"]
         return cam.logits.astype(np.float64), feats, cam
 
-    def _judge(self, row: ScoredImage, gray: np.ndarray, features: dict, info: dict) -> None:
-        """The row's out-of-distribution verdict (a failing check must not lose the scores)."""
+    def _judge(self, row: ScoredImage, image, features: dict, info: dict) -> None:
+        """The row's out-of-distribution verdict (a failing check must not lose the scores). ``image``: the
+        upload's ``DecodedImage`` (what Diagnose judges) or a gray film with its decoder ``info``."""
         try:
             if self.ood_fn is None:
-                row.verdict = self.predictor.verdict(gray, features, info)
+                row.verdict = (self.predictor.verdict(image, features) if isinstance(image, DecodedImage)
+                               else self.predictor.verdict(image, features, info))
                 row.ood, row.ood_reason = row.verdict.flag, row.verdict.reason
             else:
+                gray = image.gray if isinstance(image, DecodedImage) else image
                 flag, reason = self.ood_fn(gray, features, info)
                 row.ood, row.ood_reason = (None if flag is None else bool(flag)), str(reason or "")
         except Exception as exc:  # noqa: BLE001 - say so on the row, keep the batch going
             log.warning("OOD check failed on %s: %s", row.name, exc)
             row.ood, row.ood_reason = None, f"OOD check failed ({type(exc).__name__}: {exc})"
 
-    def score(self, images: Sequence[tuple[str, np.ndarray]], infos: Sequence[dict] | None = None) -> list[ScoredImage]:
-        """Decoded (H, W) uint8 films ``(name, gray)`` -> one ``ScoredImage`` each, in order; one forward
-        pass per backbone for all of them (call it with at most ``batch_size`` images). ``infos``: each
-        film's ``DecodedImage.info`` (its colour statistics and DICOM modality feed the input gate)."""
+    def score(self, images: Sequence[tuple[str, np.ndarray | DecodedImage]], infos: Sequence[dict] | None = None
+              ) -> list[ScoredImage]:
+        """Films ``(name, film)`` -> one ``ScoredImage`` each, in order; one forward pass per backbone for all
+        of them (call it with at most ``batch_size`` images). ``film``: the upload's ``DecodedImage`` (best:
+        the verdict is then judged exactly as on the Diagnose page) or a decoded (H, W) uint8 gray film,
+        whose ``DecodedImage.info`` ``infos`` may give (its colour statistics and DICOM tags feed the gate)."""
         if not len(images):
             return []
-        inputs = [self.predictor.prepare(g) for _, g in images]
+        grays = [f.gray if isinstance(f, DecodedImage) else f for _, f in images]
+        inputs = [self.predictor.prepare(g) for g in grays]
         pixels = np.stack([inp.pixels for inp in inputs])
         per_arch = {}
         for arch in self.archs:
@@ -148,7 +156,7 @@ class BatchPredictor:
             raw, probs = self.predictor.probabilities(arch, logits)
             per_arch[arch] = (raw, probs, feats, cam)
         rows = []
-        for i, (name, gray) in enumerate(images):
+        for i, ((name, film), gray) in enumerate(zip(images, grays)):
             backbones = {}
             for arch, (raw, probs, feats, cam) in per_arch.items():
                 thr = self._thresholds[arch]
@@ -157,9 +165,9 @@ class BatchPredictor:
                     calls=[None if t is None else bool(raw[i, j] >= t) for j, t in enumerate(thr)], thresholds=list(thr),
                     cam_class=int(cam.class_idx[i]), cam=cam.low_res[i].copy(),
                     features=feats[i].copy() if self.keep_features else None)
-            info = dict(infos[i]) if infos else {}
+            info = dict(film.info) if isinstance(film, DecodedImage) else dict(infos[i]) if infos else {}
             row = ScoredImage(name, pixels[i].copy(), backbones, info={k: info[k] for k in ROW_INFO if k in info})
-            self._judge(row, gray, {a: per_arch[a][2][i] for a in per_arch}, info)
+            self._judge(row, film, {a: per_arch[a][2][i] for a in per_arch}, info)
             self._weigh(row, gray, {a: per_arch[a][3].raw[i] for a in per_arch}, inputs[i])
             rows.append(row)
         return rows
@@ -187,23 +195,19 @@ class BatchPredictor:
         """Read, decode and score ``sources`` batch by batch: yields each ``BadFile`` as it is found and
         the ``ScoredImage``s of a batch once it has run. ``progress(n)`` is called with the number of
         sources done (scored or bad) after each."""
-        pending: list[tuple[str, np.ndarray]] = []
-        infos: list[dict] = []
+        pending: list[tuple[str, DecodedImage]] = []
 
         def flush():
-            done = self.score(pending, infos)
+            done = self.score(pending)
             n = len(pending)
             pending.clear()
-            infos.clear()
             if progress:
                 progress(n)
             return done
 
         for src in sources:
             try:
-                decoded = decode_upload(src.read(), src.name)
-                pending.append((src.name, decoded.gray))
-                infos.append(dict(decoded.info))
+                pending.append((src.name, decode_upload(src.read(), src.name)))
             except ImageDecodeError as exc:
                 log.debug("skipping %s: %s", src.name, exc)
                 if progress:
@@ -230,39 +234,15 @@ class BatchPredictor:
             (bad if isinstance(item, BadFile) else rows).append(item)
         return BatchResult(rows, bad)
 
-    # ---------------------------------------------------------------- tables
+    # ---------------------------------------------------------------- calls
 
-    def columns(self) -> list[str]:
-        """The table's columns: ``file``, then per backbone ``<arch>::top``, ``<arch>::p::<class>`` (calibrated),
-        ``<arch>::call::<class>`` (at ``point``; empty without a threshold), ``<arch>::lung_share`` (the share of
-        its top-class CAM's weight inside the lung fields) and ``<arch>::lung_outside`` (where most of the rest
-        lies, when most of the weight is outside the lungs); then ``lung_area`` (the lungs' share of the film:
-        chance for a lung share) and ``lung_quality`` (how sure the lung segmentation is; below
-        ``anatomy.QUALITY_OK`` no share is given), ``ood``, ``ood_reason``."""
-        cols = ["file"]
-        for arch in self.archs:
-            cols += [f"{arch}::top", *(f"{arch}::p::{c}" for c in self.names), *(f"{arch}::call::{c}" for c in self.names),
-                     f"{arch}::lung_share", f"{arch}::lung_outside"]
-        return cols + ["lung_area", "lung_quality", "ood", "ood_reason"]
+    def thresholds(self, arch: str) -> list[float | None]:
+        """The validation-chosen threshold of each class at ``point``, on the model's raw probability."""
+        return list(self._thresholds[arch])
 
-    def record(self, row: ScoredImage) -> dict:
-        """One ``ScoredImage`` as a flat dict of ``columns()`` (plain Python values; None for empty)."""
-        out = {"file": row.name}
-        for arch in self.archs:
-            b = row.backbones[arch]
-            out[f"{arch}::top"] = self.names[b.top]
-            out.update({f"{arch}::p::{c}": round(float(b.probs[j]), 6) for j, c in enumerate(self.names)})
-            out.update({f"{arch}::call::{c}": b.calls[j] for j, c in enumerate(self.names)})
-            lw = b.lung_weight
-            out[f"{arch}::lung_share"] = round(lw.share_inside, 4) if lw is not None and lw.measured else None
-            out[f"{arch}::lung_outside"] = lw.where_outside if lw is not None and lw.mostly_outside else None
-        out["lung_area"] = None if row.lung_area is None else round(row.lung_area, 4)
-        out["lung_quality"] = None if row.lung_quality is None else round(row.lung_quality, 4)
-        out["ood"], out["ood_reason"] = row.ood, row.ood_reason
-        return out
-
-    def table(self, rows: Iterable[ScoredImage]):
-        """A pandas DataFrame with one row per scored image (``columns()``)."""
-        import pandas as pd
-
-        return pd.DataFrame([self.record(r) for r in rows], columns=self.columns())
+    def calls(self, row: ScoredImage, arch: str) -> list[dict]:
+        """A row's calls for one backbone, as ``Predictor.calls`` gives them to the Diagnose page (per class:
+        ``prob``, ``threshold`` on that calibrated scale for this film, ``positive``, ``raw_threshold``, the
+        test rates of the threshold...) at this scorer's operating point: no model runs."""
+        b = row.backbones[arch]
+        return self.predictor.calls(SimpleNamespace(arch=arch, probs=b.probs, raw_probs=b.raw_probs), self.point)

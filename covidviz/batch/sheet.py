@@ -1,5 +1,8 @@
 """The contact sheet of a batch: a selection of scored rows drawn as one PNG, per image the film and each
-backbone's CAM overlay for its top class, captioned with the file name and each backbone's top class."""
+backbone's CAM overlay for its top class, captioned with the file name and each backbone's top class.
+
+An out-of-distribution row is withheld as on the Diagnose page: its tile shows the film, grey panels
+stamped "withheld" instead of heat maps, and names no class."""
 
 from __future__ import annotations
 
@@ -28,10 +31,18 @@ def _fit_text(draw, text: str, font, width: int) -> str:
     return "…" + text  # keep the end of a long path: the file name
 
 
+WITHHELD = "withheld"
+WITHHELD_GREY = (225, 225, 225)
+
+
 def contact_sheet(rows: Sequence[ScoredImage], names: Sequence[str], archs: Sequence[str] | None = None,
-                  columns: int = 3, tile: int = 160, colormap: str = DEFAULT_COLORMAP, alpha: float = OVERLAY_ALPHA):
+                  columns: int = 3, tile: int = 160, colormap: str = DEFAULT_COLORMAP, alpha: float = OVERLAY_ALPHA,
+                  labels: Sequence[str] | None = None, captions: Sequence[Sequence[str]] | None = None):
     """A PIL RGB image: one tile per row (the film, then each backbone's CAM overlay for its top class),
-    captioned with the file name and each backbone's top class and probability ("OOD" when flagged)."""
+    captioned with the file name (``labels``: one per row; default the rows' names) and each backbone's
+    top class, probability and call (``captions``: per row one line per backbone instead, e.g. the call
+    as the Batch page reads it). An out-of-distribution row: the film, grey "withheld" panels, no class
+    named."""
     from PIL import Image, ImageDraw, ImageFont
 
     if not rows:
@@ -51,16 +62,26 @@ def contact_sheet(rows: Sequence[ScoredImage], names: Sequence[str], archs: Sequ
         film = np.asarray(Image.fromarray(row.pixels).resize((tile, tile), Image.BILINEAR))
         sheet.paste(Image.fromarray(film).convert("RGB"), (x0, y0))
         for j, arch in enumerate(archs):
+            x = x0 + (j + 1) * tile
+            if row.ood:
+                draw.rectangle([x, y0, x + tile - 1, y0 + tile - 1], fill=WITHHELD_GREY)
+                w = draw.textlength(WITHHELD, font=font)
+                draw.text((x + (tile - w) / 2, y0 + tile / 2 - 6), WITHHELD, fill=(110, 110, 110), font=font)
+                continue
             heat = cam_heat(row.backbones[arch], tile)
-            sheet.paste(Image.fromarray(overlay(film, heat, alpha, colormap)), (x0 + (j + 1) * tile, y0))
+            sheet.paste(Image.fromarray(overlay(film, heat, alpha, colormap)), (x, y0))
         y = y0 + tile + 2
-        title = row.name + ("  [OOD]" if row.ood else "")
+        title = (row.name if labels is None else labels[k]) + ("  [out of distribution]" if row.ood else "")
         draw.text((x0 + 2, y), _fit_text(draw, title, font, tw - 4), fill=(200, 0, 0) if row.ood else (0, 0, 0), font=font)
         for j, arch in enumerate(archs):
+            if row.ood:
+                text = f"{arch}: {WITHHELD} (see the verdict)"
+                draw.text((x0 + 2, y + line * (j + 1)), _fit_text(draw, text, font, tw - 4), fill=(120, 120, 120), font=font)
+                continue
             b = row.backbones[arch]
             call = b.calls[b.top]
             mark = "" if call is None else (" (call +)" if call else " (call -)")
-            text = f"{arch}: {names[b.top]} {b.probs[b.top]:.2f}{mark}"
+            text = captions[k][j] if captions is not None else f"{arch}: {names[b.top]} {b.probs[b.top]:.2f}{mark}"
             draw.text((x0 + 2, y + line * (j + 1)), _fit_text(draw, text, font, tw - 4), fill=(40, 40, 40), font=font)
     return sheet
 

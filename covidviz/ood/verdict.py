@@ -14,7 +14,8 @@ backbone's pooled features. The detector kinds:
 
 ``covidviz.ood.load_detector(exp)`` picks the kind. ``Predictor``, ``BatchPredictor``, ``train.py
 evaluate`` and the pages all judge through it, and every sentence about a verdict is written here
-(``OodVerdict.summary``, ``.reason``, ``.rule``) from the verdict's own numbers.
+(``OodVerdict.summary``, ``.measured``, ``.reason``, ``.rule``, ``rule_text``) from the verdict's own numbers;
+the pages name the backbones through ``OodVerdict.explain(label)``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,19 @@ LEGACY = "legacy"  # OodVerdict.detector of a LegacyDetector's verdicts
 def pct(x: float) -> str:
     """A share in [0, 1] as a whole percentage ("5 %")."""
     return f"{100 * x:.0f} %"
+
+
+def rule_text(false_alarm_rate: float | None, detector: str | None) -> str | None:
+    """THE out-of-distribution yardstick in one sentence, from a verdict's stated false-alarm rate and
+    detector kind (``OodVerdict.rule``; the SOM page reads them from the verdict's JSON): None when no
+    rate was stated (no feature-space check)."""
+    if false_alarm_rate is None:
+        return None
+    if detector == LEGACY:
+        return (f"An image is flagged when, for a backbone, its distance to the nearest training image or its SOM "
+                f"quantisation error is larger than for {pct(1 - false_alarm_rate)} of the training images.")
+    return (f"An image is flagged when it lies farther from the training images than the farthest "
+            f"{pct(false_alarm_rate)} of the validation images, in the models' feature space.")
 
 
 @dataclass(frozen=True)
@@ -88,21 +102,55 @@ class OodVerdict:
 
     @property
     def rule(self) -> str | None:
-        """The rule this verdict applied, in one sentence (None without a feature-space check)."""
-        if not self.checked or self.false_alarm_rate is None:
-            return None
-        if self.detector == LEGACY:
-            return (f"An image is flagged when, for a backbone, its distance to the nearest training image or its SOM "
-                    f"quantisation error is larger than for {pct(1 - self.false_alarm_rate)} of the training images.")
-        return (f"An image is flagged when it lies farther from the training images than the farthest "
-                f"{pct(self.false_alarm_rate)} of the validation images, in the models' feature space.")
+        """The rule this verdict applied, in one sentence (None without a feature-space check): THE
+        out-of-distribution yardstick every page cites (``rule_text``)."""
+        return rule_text(self.false_alarm_rate, self.detector) if self.checked else None
 
-    @property
-    def summary(self) -> str:
-        """One or two plain sentences for the top of the results and the case report."""
+    def measured(self, label=str) -> list[str]:
+        """What was measured for THIS image, one sentence per check that fired, each with the image's own
+        number against its cut-off: the input gate's sentence (it names the kind of image and its
+        numbers), then the feature-space check's score against its cut-off; when the gate passed and
+        only the feature check fired, the gate's "it looks like a frontal chest radiograph" leads, so a
+        real film is not told it may be a photo. A check that could not be made says why (``reasons``).
+        ``label``: backbone id -> the name a sentence uses (the pages pass ``views.style.arch_label``)."""
+        gate_failed = self.gate is not None and not self.gate.passed
+        out = [self.gate.summary] if gate_failed else []
+        fired = self._feature_sentences(label) if self.checked else []
+        if fired and self.gate is not None and not gate_failed:  # a real film: say so before what fired
+            out.append(f"{self.gate.summary.rstrip('.')}, but the models find it unlike their training images.")
+        out += fired
+        if not self.checked:  # why no feature-space check was made (the gate's sentence is already first)
+            out += [r for r in self.reasons if not (gate_failed and r == self.gate.summary)]
+        return out
+
+    def _feature_sentences(self, label) -> list[str]:
+        """The feature-space check's sentences when it fired (none when it passed)."""
+        rate = self.false_alarm_rate or 0.0
+        if self.detector == LEGACY:
+            # The legacy rule's own sentences ("arch: its distance ... is larger than for 99.6 % of the
+            # training images"), with the backbone named for people and the cut-off it was held against.
+            out = []
+            for r in self.reasons:
+                arch = next((a for a in self.per_backbone if r.startswith(f"{a}: ")), None)
+                text = r if arch is None else f"{label(arch)}: {r[len(arch) + 2:]}"
+                out.append(text.rstrip(".") + f" (the check flags what is larger than for {pct(1 - rate)} of them).")
+            return out
+        if self.score is None or self.cutoff is None or self.score <= self.cutoff:
+            return []
+        pctile = self.percentile if self.percentile is not None else 100.0
+        than = "every validation image" if pctile >= 99.5 else f"{pctile:.0f} % of the validation images"
+        text = (f"In the models' feature space its distance score is {self.score:.2f}, above the cut-off of "
+                f"{self.cutoff:.2f}: it lies farther from the training images than {than} (the check flags only "
+                f"the farthest {pct(rate)})")
+        if len(self.per_backbone) > 1:
+            text += f", most of all for {label(max(self.per_backbone, key=self.per_backbone.get))}"
+        return [text + "."]
+
+    def explain(self, label=str) -> str:
+        """``summary`` with the backbones named by ``label``."""
         if self.is_ood:
-            return ("This image is unlike the images the models were trained on, so their outputs are not "
-                    "reliable for it. " + " ".join(self.reasons))
+            return " ".join(["This image is unlike the images the models were trained on, so their outputs are not "
+                             "reliable for it.", *self.measured(label)])
         if not self.checked:
             return " ".join(self.reasons) or "No out-of-distribution check could be made for this image."
         if self.detector == LEGACY or self.percentile is None:
@@ -112,6 +160,12 @@ class OodVerdict:
         return (f"To the models this image looks like the training images: {100 - self.percentile:.0f} % of the "
                 f"validation images lie farther from them in the models' feature space (only the farthest "
                 f"{pct(self.false_alarm_rate)} are flagged).")
+
+    @property
+    def summary(self) -> str:
+        """One or two plain sentences for the top of the results and the case report: the verdict and,
+        when it is out of distribution, what was measured (``measured``)."""
+        return self.explain()
 
     def to_json(self) -> dict:
         return {"is_ood": bool(self.is_ood), "status": self.status, "checked": bool(self.checked),

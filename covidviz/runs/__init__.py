@@ -35,11 +35,21 @@ from __future__ import annotations
 from covidviz.runs import names
 from covidviz.runs.manifest import DatasetCard, Deconfounding, ManifestBackbone, ManifestInfo, SplitCard
 from covidviz.runs.names import *  # noqa: F403 (the file names, RunFormatError: names.__all__)
-from covidviz.runs.reader import Experiment, list_experiments, pretrained_state, read_experiment, scan_folders
+from covidviz.runs.reader import (
+    Experiment,
+    as_experiment,
+    list_experiments,
+    measure_and_store,
+    pretrained_state,
+    read_experiment,
+    scan_folders,
+)
 from covidviz.runs.records import Analysis, Localisation, OodInfo, ProjectionsInfo, Shortcuts, SomInfo
 from covidviz.runs.writer import ExperimentWriter, partial_backbone_done, partial_checkpoint
 
 __all__ = [
+    "as_experiment",
+    "measure_and_store",
     *names.__all__,
     "Analysis", "DatasetCard", "Deconfounding", "Experiment", "ExperimentWriter", "Localisation", "ManifestBackbone",
     "ManifestInfo", "OodInfo", "ProjectionsInfo", "Shortcuts", "SomInfo", "SplitCard", "list_experiments",

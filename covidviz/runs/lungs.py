@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from covidviz.runs.records import Record, json_field
+from covidviz.runs.records import Record, _d, as_float, as_int, json_field
 
 LUNGS = "lungs.json"
 ANNOTATOR = "annotator masks"
@@ -36,22 +36,7 @@ SEGMENTER = "covidviz segmenter"
 FILMS = ("all", "positives")
 
 
-def _d(value) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-def _int(value, default: int | None = 0) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
-def _float(value) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
+_int, _float = as_int, as_float
 
 
 def _count():

@@ -201,6 +201,22 @@ def _read_parquet(path: Path, folder: Path) -> pd.DataFrame:
         raise RunFormatError(f"{folder}: cannot read {path.name} ({type(exc).__name__}: {exc})") from exc
 
 
+def as_experiment(path_or_exp) -> Experiment:
+    """An ``Experiment`` as given, or read from its folder."""
+    return path_or_exp if isinstance(path_or_exp, Experiment) else read_experiment(path_or_exp)
+
+
+def measure_and_store(path_or_exp, measure, name: str, *, save: bool = True, **kw):
+    """Run ``measure(exp, **kw)`` on an experiment (folder or ``Experiment``) and, with ``save``, store its
+    result (unless None) as the experiment-level JSON artefact ``name``; returns the result. The shape of
+    every ``analysis.*.run_*`` entry point."""
+    exp = as_experiment(path_or_exp)
+    result = measure(exp, **kw)
+    if save and result is not None:
+        exp.save_json(name, result)
+    return result
+
+
 def read_experiment(path: str | Path) -> Experiment:
     """Open an experiment folder; raise ``RunFormatError`` naming the folder if it is not one."""
     path = Path(path)

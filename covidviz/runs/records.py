@@ -51,6 +51,22 @@ def _same(value):
     return value
 
 
+# Converters shared by the records of the lung-share and source-evidence files (tolerant: an absent or
+# unreadable value reads as the default, never raises).
+def as_int(value, default: int | None = 0) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def as_float(value) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def json_field(*path: str, conv=_same, repr: bool = True):
     """A record field read from the JSON object at ``path`` (keys into nested objects; none: the field's
     own key) through ``conv``, which receives None for a missing part and gives the field's default."""

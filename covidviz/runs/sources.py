@@ -23,28 +23,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from covidviz.runs.records import Record, json_field
+from covidviz.runs.records import Record, _d, as_float, as_int, json_field
 
 SOURCES = "sources.json"
 BASELINE = "thumbnails"   # the key of the thumbnail features / thumbnail baseline beside the backbones
 
 
-def _d(value) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-def _int(value, default: int | None = 0) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
-def _float(value) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
+_int, _float = as_int, as_float
 
 
 def _counts(value) -> dict[str, int]:
@@ -70,22 +55,34 @@ class Score(Record):
         return self.auc is not None or self.diff is not None
 
 
+def _score_in(table: dict, key: str) -> Score:
+    """``table[key]`` as a ``Score`` (empty when not measured)."""
+    return Score.from_json(_d(table.get(key)))
+
+
 @dataclass(frozen=True)
-class ProbeClass(Record):
-    """The source probe inside one class: its films, sources, and one ``Score`` per feature set."""
+class _Measured(Record):
+    """What a probe class and a within-source pair share: the patients behind them and, when they could
+    not be measured, why (``reason``, empty otherwise)."""
 
     raw: dict = field(default_factory=dict, repr=False)
-    n: int = json_field(conv=_int)
     n_patients: int = json_field(conv=_int)
+    reason: str = json_field(conv=_text)
+
+
+@dataclass(frozen=True)
+class ProbeClass(_Measured):
+    """The source probe inside one class: its films, sources, and one ``Score`` per feature set."""
+
+    n: int = json_field(conv=_int)
     sources: dict = json_field(conv=_counts)
     patients: dict = json_field(conv=_counts)
     left_out: dict = json_field(conv=_counts)
     folds: int = json_field(conv=_int)
-    reason: str = json_field(conv=_text)
     scores: dict = json_field(conv=_d, repr=False)
 
     def score(self, key: str) -> Score:
-        return Score.from_json(_d(self.scores.get(key)))
+        return _score_in(self.scores, key)
 
     @property
     def fewest_patients(self) -> int | None:
@@ -94,26 +91,23 @@ class ProbeClass(Record):
 
 
 @dataclass(frozen=True)
-class WithinPair(Record):
+class WithinPair(_Measured):
     """Two classes inside one source: films of each, and one ``Score`` per model (+ the baseline)."""
 
-    raw: dict = field(default_factory=dict, repr=False)
+    aucs: dict = json_field(conv=_d, repr=False)    # model (or the baseline) -> Score
+    diffs: dict = json_field(conv=_d, repr=False)   # model -> its AUC minus the baseline's
     source: str = json_field(conv=_text)
     a: str = json_field(conv=_text)
     b: str = json_field(conv=_text)
     n_a: int = json_field(conv=_int)
     n_b: int = json_field(conv=_int)
-    n_patients: int = json_field(conv=_int)
-    reason: str = json_field(conv=_text)
-    aucs: dict = json_field(conv=_d, repr=False)
-    diffs: dict = json_field(conv=_d, repr=False)
 
     def auc(self, key: str) -> Score:
-        return Score.from_json(_d(self.aucs.get(key)))
+        return _score_in(self.aucs, key)
 
     def diff(self, key: str) -> Score:
         """``key``'s AUC minus the baseline's, with the paired CI (empty when not measured)."""
-        return Score.from_json(_d(self.diffs.get(key)))
+        return _score_in(self.diffs, key)
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,10 @@ from covidviz.ui.compare_cache import _compare_analysis
 from covidviz.ui.compare_shortcuts import shortcut_section
 from covidviz.ui.diagnose_cache import *
 from covidviz.ui.latent_cache import *
+from covidviz.ui.navigation import asked_experiment, explain_fallback
 from covidviz.ui.som_cache import *
 from covidviz.ui.state import CHROME_KEY, EXPERIMENT_KEY, UPLOAD_KEY, scoped, upload_for
-from covidviz.ui.widgets import show_thumbnails, training_curves
+from covidviz.ui.widgets import plotly_chart, show_thumbnails, training_curves
 from covidviz.views.overview import (  # noqa: F401
     auc_table,
     label_split_counts,

@@ -1,6 +1,7 @@
 """The Batch page's session cache: the last scored batch of this session (``st.session_state``, one), so
-that sorting, picking rows for the contact sheet or downloading never scores the files again. Uploads
-are read in memory (``covidviz.batch.sources_from_bytes``); nothing is written to disk."""
+that picking rows for the contact sheet or downloading never scores the files again. Uploads are read in
+memory (``covidviz.batch.sources_from_bytes``); nothing is written to disk. The scorer is the Diagnose
+page's shared ``Predictor`` (``diagnose_predictor``): the same models, the same verdict."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import streamlit as st
 
 from covidviz import batch, runs
 from covidviz.ui.cache import _stamp
-from covidviz.ui.diagnose_cache import diagnose_predictor
+from covidviz.ui.diagnose_cache import diagnose_predictor, shortcut_audit
 from covidviz.views import batch as view
+from covidviz.views.reliability import shortcut_findings
 
 BATCH_CACHE = "_batch_cache"  # {"key": ..., "run": views.batch.BatchRun}: this session's last batch
 
@@ -40,6 +42,7 @@ def batch_in_session(exp: runs.Experiment, uploads) -> view.BatchRun:
 
         result = scorer.run(inputs, progress)
         bar.empty()
-        run = view.BatchRun(scorer, result.rows, result.bad, inputs.ignored)
+        # The shortcut audit's findings, as Diagnose shows them beside the affected class's calls.
+        run = view.BatchRun(scorer, result.rows, result.bad, inputs.ignored, shortcut_findings(shortcut_audit(exp)))
     st.session_state[BATCH_CACHE] = {"key": key, "run": run}
     return run

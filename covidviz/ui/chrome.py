@@ -21,6 +21,7 @@ RUNS_ENV = "COVIDVIZ_RUNS"
 DEMO_COMMAND = "python train.py --demo"
 DEMO_NAME = "demo"                  # the demo experiment: the default when present
 EXPERIMENT_PARAM = "exp"            # the URL query parameter holding the chosen experiment
+PICKER_CHARS = 30                   # characters the sidebar picker shows uncut at its default width (206 px)
 REAL_DATA_COMMAND = "python train.py --data csv:../shared/data/covid3 --arch densenet121 resnet50 --epochs 1"
 
 
@@ -35,10 +36,35 @@ def research_notice() -> None:
     st.info(NOTICE, title=NOTICE_TITLE, icon=":material/info:")
 
 
+def _finished(exp: runs.Experiment) -> str:
+    """"2026-11-25 19:00": when the experiment was completed (created, if never); '' when unknown."""
+    return str(exp.manifest.get("completed") or exp.manifest.get("created") or "").replace("T", " ")[:16]
+
+
 def _experiment_label(exp: runs.Experiment, newest: bool = False) -> str:
-    when = str(exp.manifest.get("completed") or exp.manifest.get("created") or "").replace("T", " ")[:16]
+    """The experiment as listed in the main column: "name · date", "· newest" for the newest."""
+    when = _finished(exp)
     label = f"{exp.path.name} · {when}" if when else exp.path.name
     return label + (" · newest" if newest else "")
+
+
+def _picker_label(name: str, newest: bool = False) -> str:
+    """The experiment as the sidebar picker shows it: the name (and "· newest"), no date, which cut the
+    label in the sidebar's width ("… · newes"); a long name shortened in its middle (the caption below
+    gives it whole, with the chosen one's date)."""
+    mark = " · newest" if newest else ""
+    room = PICKER_CHARS - len(mark)
+    if len(name) > room:
+        name = name[: (room - 1) // 2] + "…" + name[-(room - 1 - (room - 1) // 2):]
+    return name + mark
+
+
+def _picker_caption(exp: runs.Experiment | None, n: int, root: Path) -> str:
+    when = _finished(exp) if exp is not None else ""
+    long = exp is not None and len(exp.path.name) > PICKER_CHARS - len(" · newest")
+    parts = ([f"`{exp.path.name}`"] if long else []) + ([f"completed {when}"] if when else [])
+    said = ", ".join(parts)
+    return (said[:1].upper() + said[1:] + ". " if said else "") + f"{n} experiment(s) in `{root}`"
 
 
 def default_experiment(names: list[str], url_choice: str | None) -> str | None:
@@ -83,11 +109,11 @@ def sidebar_experiment_picker() -> runs.Experiment | None:
             # A new session, or the chosen experiment was deleted: the URL's, demo, or the only one.
             st.session_state[EXPERIMENT_KEY] = default_experiment(names, st.query_params.get(EXPERIMENT_PARAM))
         chosen = st.selectbox("Experiment", names, key=EXPERIMENT_KEY, on_change=_remember_choice,
-                              format_func=lambda n: _experiment_label(by_name[n], newest=n == names[0] and len(names) > 1),
+                              format_func=lambda n: _picker_label(n, newest=n == names[0] and len(names) > 1),
                               placeholder="Choose an experiment…",
                               help=f"Experiments found in {root} (set ${RUNS_ENV} to look elsewhere). The choice is "
                                    "kept in the page address, so a link opens the same experiment.")
-        st.caption(f"{len(experiments)} experiment(s) in `{root}`")
+        st.caption(_picker_caption(by_name.get(chosen), len(experiments), root))
     if chosen is None:
         st.query_params.pop(EXPERIMENT_PARAM, None)
         return None

@@ -8,10 +8,13 @@ from covidviz import runs
 from covidviz.anatomy.inputs import model_input
 from covidviz.cam import DEFAULT_COLORMAP, OVERLAY_ALPHA, compute_cam, overlay
 from covidviz.data.imageio import ImageDecodeError, read_image
+from covidviz.runs.external import list_external
 from covidviz.runs.lungs import LUNGS, LungShares, read_lungs
 from covidviz.runs.sources import SOURCES, SourceEvidence, read_sources
 from covidviz.ui.cache import _experiment, _model, _stamp
+from covidviz.ui.external import site_stamp
 from covidviz.ui.state import scoped  # noqa: F401  (re-exported as ``ui.scoped`` for the Compare page's widget keys)
+from covidviz.views.external import find_set
 
 
 def _analysis_stamp(exp: runs.Experiment) -> int:
@@ -94,13 +97,26 @@ def compare_test(exp: runs.Experiment):
     return _compare_test(str(exp.path), _stamp(exp.path))
 
 
+def _image_path(path: str, stamp: int, row: int, site: str | None) -> str:
+    """The original file of row ``row`` of the experiment's images, or of the external set ``site``'s."""
+    if site is None:
+        return str(_experiment(path, stamp).images().iloc[row]["path"])
+    ext = find_set(list_external(path)[0], site)
+    if ext is None:
+        raise OSError(f"the external set {site} is gone")
+    images = ext.images()
+    if "path" not in images:
+        raise OSError(f"the external set {site} does not record its images' files")
+    return str(images.iloc[row]["path"])
+
+
 @st.cache_data(show_spinner="Computing heatmaps…", max_entries=64)
-def _compare_heatmap(path: str, stamp: int, arch: str, row: int, cls_idx: int | None):
+def _compare_heatmap(path: str, stamp: int, arch: str, row: int, cls_idx: int | None, site: str | None = None,
+                     site_stamp: int = 0):
     """(CAM overlay RGB uint8 or None, explained class index or None, message)."""
     exp = _experiment(path, stamp)
-    image_path = str(exp.images().iloc[row]["path"])
     try:
-        gray = read_image(image_path)
+        gray = read_image(_image_path(path, stamp, row, site))
     except (ImageDecodeError, OSError, ValueError) as exc:
         return None, None, f"The original image cannot be read ({exc})."
     pre = exp.preprocessing
@@ -112,9 +128,11 @@ def _compare_heatmap(path: str, stamp: int, arch: str, row: int, cls_idx: int | 
             int(res.class_idx[0]), flat)
 
 
-def compare_heatmap(exp: runs.Experiment, arch: str, row: int, cls_idx: int | None):
-    """(overlay RGB or None, explained class, message) of one image (images.parquet row) for class
-    ``cls_idx`` (None: the backbone's top class); message says why there is no map, or that it is flat."""
-    return _compare_heatmap(str(exp.path), _stamp(exp.path), arch, int(row), cls_idx)
+def compare_heatmap(exp: runs.Experiment, arch: str, row: int, cls_idx: int | None, site: str | None = None):
+    """(overlay RGB or None, explained class, message) of one image (images.parquet row; of the external
+    set ``site``'s images.parquet when given) for class ``cls_idx`` (None: the backbone's top class); message
+    says why there is no map, or that it is flat."""
+    return _compare_heatmap(str(exp.path), _stamp(exp.path), arch, int(row), cls_idx, site,
+                            site_stamp(exp.path, site) if site else 0)
 
 

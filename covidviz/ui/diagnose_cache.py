@@ -1,32 +1,89 @@
 """Caches of the Diagnose page: the shared ``Predictor`` of an experiment (``st.cache_resource``, every
-session) and this session's last decoded upload and prediction (``st.session_state``, one of each)."""
+session), loaded and warmed up as Diagnose or Batch opens, and this session's last decoded upload and
+prediction (``st.session_state``, one of each)."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import streamlit as st
 
 from covidviz import runs
 from covidviz.ui.cache import _experiment, _model, _stamp
 from covidviz.ui.state import UPLOAD_KEY
+from covidviz.views import example_image as example_view
+from covidviz.views import image_name
 
+log = logging.getLogger(__name__)
 DIAGNOSE_CACHE = "_diagnose_cache"  # this session's last decoded image and prediction (bounded: one of each)
 DECODE_FAILED = "Upload a frontal chest X-ray as PNG, JPEG or DICOM. The app keeps working: just upload another file."
 
 
-@st.cache_resource(show_spinner="Loading the models…", max_entries=4)
+def loading_text(exp: runs.Experiment) -> str:
+    """The busy line while an experiment's models load (the first open of Diagnose or Batch in the process)."""
+    return f"Loading the models of {exp.name}…"
+
+
+def _warm_decoder() -> None:
+    """Decode one small PNG: the first upload's decoder imports and set-up, paid while the page opens."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from covidviz.data.imageio import decode_upload
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(buf, format="PNG")
+    decode_upload(buf.getvalue(), "warm-up.png")
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
 def _diagnose_predictor(path: str, stamp: int):
     from covidviz.inference import Predictor
 
     exp = _experiment(path, stamp)
     # The models are the shared cached ones (one copy per backbone per process, for every session).
-    return Predictor(exp, models={a: _model(path, stamp, a) for a in exp.backbones})
+    predictor = Predictor(exp, models={a: _model(path, stamp, a) for a in exp.backbones})
+    try:  # one prediction now, so that the first upload of every session is as fast as the next
+        seconds = predictor.warm_up()
+        _warm_decoder()
+        log.info("models of %s warmed up in %.1f s", exp.name, seconds)
+    except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs speed; the upload will say what fails
+        log.warning("warm-up of %s failed (%s: %s); the first upload will be slower", exp.name, type(exc).__name__, exc)
+    return predictor
 
 
 def diagnose_predictor(exp: runs.Experiment):
-    """The shared ``covidviz.inference.Predictor`` of an experiment (models + analysis artefacts)."""
-    return _diagnose_predictor(str(exp.path), _stamp(exp.path))
+    """The shared ``covidviz.inference.Predictor`` of an experiment (models + analysis artefacts), loaded
+    and warmed up once per process (``Predictor.warm_up``); while that runs, ``loading_text`` shows where
+    this is called (Diagnose and Batch call it as they open). Raises what loading the models raises."""
+    with st.spinner(loading_text(exp), show_time=True):
+        return _diagnose_predictor(str(exp.path), _stamp(exp.path))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _typical_rows(path: str, stamp: int) -> list[int]:
+    return example_view.typical_rows(_experiment(path, stamp))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _film_passes(path: str, stamp: int, row: int) -> bool | None:
+    from covidviz.data.imageio import ImageDecodeError, read_image
+
+    try:
+        gray = read_image(_experiment(path, stamp).images()["path"].iloc[row])
+    except (ImageDecodeError, OSError, KeyError, ValueError):
+        return None
+    return example_view.passes_gate(gray)
+
+
+def example_test_row(exp: runs.Experiment, offered) -> int | None:
+    """The test image the picker opens on: among ``offered`` rows, the most typical one that the
+    out-of-distribution verdict passes (``views.example_image``); None: keep the picker's first."""
+    path, stamp = str(exp.path), _stamp(exp.path)
+    return example_view.example_row(_typical_rows(path, stamp), offered, lambda r: _film_passes(path, stamp, int(r)))
 
 
 def _session_cache() -> dict:
@@ -66,11 +123,13 @@ def input_film(name: str, data: bytes | None, gray):
     return (None if decoded is None else decoded.gray), decoded, digest
 
 
-def diagnosis_in_session(predictor, gray, name: str, key, busy, busy_text: str, methods, image=None):
+def diagnosis_in_session(predictor, gray, name: str, key, busy, busy_text: str, methods, image=None,
+                         source: str = image_name.UPLOAD):
     """The prediction of ``gray``, once per ``key`` (experiment, image, window); ``image``: the upload's
     ``DecodedImage`` for the out-of-distribution gate (None: ``gray``). While the models run,
     ``busy`` (a placeholder at the top of the page) shows ``busy_text``; it is emptied when they are done.
-    Publishes the upload record (``state.UPLOAD_KEY``) for the latent-space and SOM pages."""
+    Publishes the upload record (``state.UPLOAD_KEY``) for the latent-space and SOM pages, with its
+    ``source`` (``views.image_name``: an upload, a test image or an external set's image)."""
     cache = _session_cache()
     if cache.get("pred_key") == key:
         return cache["diagnosis"]
@@ -80,7 +139,7 @@ def diagnosis_in_session(predictor, gray, name: str, key, busy, busy_text: str, 
     finally:
         busy.empty()  # replaced by the results
     cache.update(pred_key=key, diagnosis=diag, heat_cache={})
-    st.session_state[UPLOAD_KEY] = diag.session_record()
+    st.session_state[UPLOAD_KEY] = {**diag.session_record(), "source": source}  # how other pages name it
     return diag
 
 

@@ -10,8 +10,11 @@ import streamlit as st
 from covidviz.data.imageio import ImageDecodeError, read_image
 from covidviz.runs.external import list_external
 from covidviz.ui.cache import images_table, predictions_table, thumbnails
+from covidviz.ui.chrome import DEMO_NAME
+from covidviz.ui.diagnose_cache import example_test_row
 from covidviz.ui.state import scoped
 from covidviz.views import diagnose as view
+from covidviz.views import image_name
 from covidviz.views.style import arch_label
 
 UPLOAD_TYPES = None  # accept any file: unknown types get our own clear message rather than a silent refusal
@@ -20,13 +23,16 @@ SOURCE_EXTERNAL = "Pick an image of an external test set"
 UPLOAD_LABEL = "Chest X-ray (frontal view): PNG, JPEG or DICOM"
 
 
-def pick_input(exp) -> tuple[str, bytes | None, np.ndarray | None]:
-    """(name, raw bytes of an upload or None, decoded gray of a picked test image or None)."""
+def pick_input(exp) -> tuple[str, bytes | None, np.ndarray | None, str]:
+    """(name, raw bytes of an upload or None, decoded gray of a picked test image or None, where it comes
+    from: ``views.image_name`` UPLOAD, TEST or EXTERNAL)."""
     sets, _ = list_external(exp.path)
     sources = [SOURCE_UPLOAD, SOURCE_TEST] + ([SOURCE_EXTERNAL] if sets else [])
     # the source beside the uploader: one short row, so that the reading under it fits in the first screen
     c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
-    source = c1.radio(UPLOAD_LABEL, sources, key=scoped(exp, "diagnose_source"), help=view.UPLOAD_HELP)
+    # The demo's films are synthetic (no one has one to upload): it opens on its example test image.
+    start = sources.index(SOURCE_TEST if exp.path.name == DEMO_NAME else SOURCE_UPLOAD)
+    source = c1.radio(UPLOAD_LABEL, sources, index=start, key=scoped(exp, "diagnose_source"), help=view.UPLOAD_HELP)
     if source == SOURCE_TEST:
         return pick_test_image(exp)
     if source == SOURCE_EXTERNAL:
@@ -36,15 +42,15 @@ def pick_input(exp) -> tuple[str, bytes | None, np.ndarray | None]:
     if up is None:
         st.info(view.UPLOAD_PROMPT, icon=":material/upload:")
         st.caption(view.INTRO)
-        return "", None, None
-    return up.name, up.getvalue(), None
+        return "", None, None, image_name.UPLOAD
+    return up.name, up.getvalue(), None, image_name.UPLOAD
 
 
 def pick_test_image(exp):
     images = images_table(exp)
     if not (images["split"] == "test").any():
         st.warning("This experiment has no test images.")
-        return "", None, None
+        return "", None, None, image_name.TEST
     names, arch0 = list(exp.labels.names), exp.backbones[0]
     predicted = view.predicted_classes(predictions_table(exp, arch0), names)
     c1, c2 = st.columns(2)
@@ -53,15 +59,17 @@ def pick_test_image(exp):
     choices = view.picker_choices(images, predicted, want_labels, want_pred)
     if not choices:
         st.warning("No test image matches these filters.")
-        return "", None, None
-    row = st.selectbox(f"Test image ({len(choices)} match)", list(choices), key=scoped(exp, "diagnose_test_row"),
-                       format_func=choices.get)
+        return "", None, None, image_name.TEST
+    rows = list(choices)
+    example = example_test_row(exp, rows)  # opens on a typical one that the verdict passes, not the first listed
+    row = st.selectbox(f"Test image ({len(choices)} match)", rows, index=rows.index(example) if example in choices else 0,
+                       key=scoped(exp, "diagnose_test_row"), format_func=choices.get)
     try:
         gray = read_image(images.at[row, "path"])
     except ImageDecodeError:
         st.warning("The original file of this image is not available here; using its 64 px thumbnail.")
         gray = np.asarray(thumbnails(exp)[row])
-    return f"test image {images.at[row, 'image_id']}", None, gray
+    return image_name.record_name(image_name.TEST, images.at[row, "image_id"]), None, gray, image_name.TEST
 
 
 def preprocessing(exp, decoded, gray: np.ndarray, predictor) -> tuple[np.ndarray, tuple | None]:
@@ -110,7 +118,7 @@ def pick_external_image(exp, sets):
     choices = view.picker_choices(images.assign(split="test"), predicted, want, "Any")
     if not choices:
         st.warning("No image of this set matches the filter.")
-        return "", None, None
+        return "", None, None, image_name.EXTERNAL
     row = st.selectbox(f"Image of {site} ({len(choices)} match)", list(choices), format_func=choices.get,
                        key=scoped(exp, f"diagnose_external_row::{site}"))
     try:
@@ -118,4 +126,4 @@ def pick_external_image(exp, sets):
     except ImageDecodeError:
         st.warning("The original file of this image is not available here; using its 64 px thumbnail.")
         gray = np.asarray(by_name[site].thumbnails()[row])
-    return f"{site} image {images.at[row, 'image_id']}", None, gray
+    return image_name.record_name(image_name.EXTERNAL, images.at[row, "image_id"], site), None, gray, image_name.EXTERNAL

@@ -1,6 +1,6 @@
 """External test sets in the app: cached loaders (keyed like ``ui.cache``, plus each set's own stamp, so
 a set re-evaluated under the same name is re-read) and the widgets that several pages share (the
-Overview's table of sets, the Compare page's "Test set" choice and internal-vs-external table, the maps'
+Compare page's "Test set" choice and internal-vs-external table, the maps'
 "External sets" filter). What is shown is computed by ``covidviz.views.external``."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from covidviz import runs
 from covidviz.runs.external import ExternalSet, external_root, list_external
 from covidviz.ui.cache import _experiment, _stamp
 from covidviz.ui.state import scoped
+from covidviz.views import compare as compare_view
 from covidviz.views import external as view
 from covidviz.views.style import arch_label
 
@@ -70,21 +71,36 @@ def site_arrays(exp: runs.Experiment, site: str):
     return _site_arrays(str(exp.path), _stamp(exp.path), site, site_stamp(exp.path, site))
 
 
-# ---------------------------------------------------------------- widgets
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _site_images(path: str, stamp: int, site: str, stamp_site: int):
+    ext = view.find_set(list_external(path)[0], site)
+    if ext is None:
+        return None
+    return ext.images(), ext.thumbnails()
 
-def sets_section(exp: runs.Experiment) -> None:
-    """The Overview's "External test sets": one table, how to add one, broken folders as a warning."""
-    st.header("External test sets")
-    sets, problems = external_sets(exp)
-    if text := view.problems_text(problems):
+
+def site_images(exp: runs.Experiment, site: str):
+    """(images table, (M, 64, 64) thumbnails) of an external set: shared, read only; None if gone."""
+    return _site_images(str(exp.path), _stamp(exp.path), site, site_stamp(exp.path, site))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _training_sources(path: str, stamp: int) -> list[str]:
+    return compare_view.image_sources(_experiment(path, stamp).images(), "train")
+
+
+def shared_sources(exp: runs.Experiment, ext: ExternalSet) -> None:
+    """Warns when the chosen external set ``ext`` has images from the training hospitals (its images'
+    sources against the training images'), and says so when its images carry no source."""
+    images = (site_images(exp, ext.name) or (None,))[0]
+    external = [] if images is None else compare_view.image_sources(images)
+    if not external:
+        st.caption(compare_view.no_source_text(ext.name))
+    elif text := compare_view.shared_sources_text(_training_sources(str(exp.path), _stamp(exp.path)), external):
         st.warning(text, icon=WARN)
-    if not sets:
-        st.caption(view.NO_SETS)
-        return
-    st.caption(view.OVERVIEW_CAPTION)
-    st.dataframe(view.overview_table(sets, list(exp.backbones)), width="stretch", hide_index=True,
-                 column_config={"Data": st.column_config.TextColumn(width="large")})
 
+
+# ---------------------------------------------------------------- widgets
 
 def test_set_choice(exp: runs.Experiment, analysis, archs: list[str]) -> tuple:
     """The Compare page's "Test set" selector (only when the experiment has external sets): (the chosen
@@ -100,6 +116,7 @@ def test_set_choice(exp: runs.Experiment, analysis, archs: list[str]) -> tuple:
     ext = view.find_set(sets, chosen)
     if ext is not None:
         st.caption(view.site_caption(ext))
+        shared_sources(exp, ext)
     return ext, *view.test_source(analysis, archs, ext)
 
 
@@ -111,13 +128,19 @@ def internal_vs_external(exp: runs.Experiment, analysis, archs: list[str], ext: 
     st.caption(view.DROP_CAPTION)
     if missing := [arch_label(a) for a in archs if a not in ext.archs]:
         st.info(f"{', '.join(missing)} not scored on {ext.name}: re-run `{view.ADD_COMMAND}`.")
-    st.table(view.internal_vs_external(analysis, ext, archs, list(exp.labels.names)))
+    table = view.internal_vs_external(analysis, ext, archs, list(exp.labels.names))
+    st.table(table)
+    if note := compare_view.below_chance_note(table):
+        st.caption(note)
 
 
-def sets_filter(exp: runs.Experiment, key: str, where=st) -> list[str]:
-    """A multiselect of the external sets to show on the maps (all by default; none when there are none)."""
+def sets_filter(exp: runs.Experiment, key: str, where=st, shown: bool = True) -> list[str]:
+    """A multiselect of the external sets to show on the maps (all by default, none with ``shown=False``;
+    no widget when there are none)."""
     names = [s.name for s in external_sets(exp)[0]]
     if not names:
         return []
-    return where.multiselect("External sets", names, default=names, key=scoped(exp, key),
-                             help="Images of other hospitals placed on the stored maps (nothing refitted).")
+    return where.multiselect("External sets", names, default=names if shown else [], key=scoped(exp, key),
+                             placeholder="None shown",
+                             help="Images of other hospitals placed on the stored maps (nothing refitted), drawn "
+                                  "as outlined diamonds.")

@@ -86,9 +86,9 @@ def _latent_figure(path: str, stamp: int, arch: str, method: str, colour_by: str
     elif colour_by == "set":
         order = external_set_order([s for s, _ in sites])
     title = f"{arch_label(arch)} · {latent.METHOD_NAMES.get(method, method)}"
-    fig = latent.base_figure(coords, table, probs, names, colour_by, values, order, title, height)
+    fig = latent.base_figure(coords, table, probs, names, colour_by, values, order, title, height, reserve=len(sites))
     placed = {s: p for s, st_ in sites if (p := _latent_external(path, stamp, s, st_, arch)) is not None}
-    fig.add_traces(latent.external_traces(placed, method, names, colour_by))
+    fig.add_traces(latent.external_traces(placed, method, names, colour_by, used=latent.used_colours(fig)))
     return latent.figure_dict(fig)
 
 

@@ -39,6 +39,10 @@ SUBGROUP_CAPTION = (f"{glossary.link('Subgroup AUC')}: the AUC within one group.
                     "read much into a difference that the intervals cover.")
 NOT_ANALYSED = "This experiment has not been analysed yet, so there are no curves, CIs or tests to compare."
 PAIR_HELP = "The table's differences and the disagreement gallery compare two backbones."
+WORSE_THAN_CHANCE = "worse than chance"
+BELOW_CHANCE_CAPTION = (f"*{WORSE_THAN_CHANCE.capitalize()}*: an {AUC} below 0.5, where the model ranks images with the "
+                        "finding below those without it more often than not (a coin toss scores 0.5). Where its "
+                        f"{CI} reaches 0.5 it may be chance; either way the model has not learnt that class there.")
 CLASS_HELP = (f"Drives every section: curves, operating point, calibration, gallery, subgroups. The {MACRO_LINK} "
               "counts every class the same.")
 
@@ -81,11 +85,43 @@ def _q(v) -> str:
     return "?" if v is None else str(v)
 
 
-def header_caption(analysis: Analysis, labels: LabelSpace) -> str:
-    return (f"Test split: {_q(analysis.n_images('test'))} images from {_q(analysis.n_patients_test)} patients · "
-            f"{task_label(labels)} · {CI}s from {_q(analysis.n_boot)} patient-bootstrap resamples. "
-            f"{glossary.link('Operating point', 'Thresholds')} and {TEMPERATURE} were chosen on the validation split "
-            "and judged on test.")
+def internal_split_text(analysis: Analysis) -> str:
+    """"the internal test split (92 images)": the words every section that stays on it uses."""
+    return f"the internal test split ({_q(analysis.n_images('test'))} images)"
+
+
+def header_caption(analysis: Analysis, labels: LabelSpace, ext=None) -> str:
+    """What the page is measured on: the internal test split, or the external set ``ext`` chosen as the
+    test set (``runs.external.ExternalSet``: its own images and patients, thresholds carried over)."""
+    if ext is None:
+        return (f"Test split: {_q(analysis.n_images('test'))} images from {_q(analysis.n_patients_test)} patients · "
+                f"{task_label(labels)} · {CI}s from {_q(analysis.n_boot)} patient-bootstrap resamples. "
+                f"{glossary.link('Operating point', 'Thresholds')} and {TEMPERATURE} were chosen on the validation "
+                "split and judged on test.")
+    return (f"Test set: external site **{ext.name}**, {ext.n_images} images from "
+            f"{_q(ext.metrics.get('n_patients'))} patients, not {internal_split_text(analysis)} · {task_label(labels)} · "
+            f"{CI}s from {_q(ext.metrics.get('n_boot'))} patient-bootstrap resamples. "
+            f"{glossary.link('Operating point', 'Thresholds')} and {TEMPERATURE} were chosen on the internal "
+            f"validation split and carried over unchanged. Each section below names the test set it uses.")
+
+
+def confounding_scope_text(ext) -> str:
+    """Under the Subgroups header with an external set chosen: what the confounding warnings read."""
+    return (f"The confounding warnings and the source baseline below read the experiment's own images (the "
+            f"thumbnail baseline its test split), not {ext.name}; the subgroup AUCs are {ext.name}'s.")
+
+
+def section_title(title: str, ext=None) -> str:
+    """A section's header, naming the external set when the section reads it."""
+    return title if ext is None else f"{title} on {ext.name}"
+
+
+def internal_only_caption(analysis: Analysis, ext, what: str = "This section") -> str | None:
+    """The caption of a section that stays on the internal test split while ``ext`` is chosen (None: none
+    chosen, the section reads the test set the page names)."""
+    if ext is None:
+        return None
+    return f"{what} is on {internal_split_text(analysis)}: {ext.name} is not measured here."
 
 
 def confounding_banner(n: int) -> str:
@@ -157,6 +193,42 @@ def confounding_for(analysis: Analysis, cls: str | None = None) -> list[str]:
     return [d["sentence"] for d in details if d.get("class") == cls]
 
 
+# ---------------------------------------------------------------- an external set's hospitals
+
+def image_sources(images: pd.DataFrame, split: str | None = None) -> list[str]:
+    """The distinct sources (hospitals) of ``images`` (of one ``split``), as the maps name them: the
+    ``source`` column, else the ``dataset``; empty values left out."""
+    if split is not None and "split" in images:
+        images = images[images["split"].astype(str).str.lower() == split]
+    src = images["source"].astype(str) if "source" in images else pd.Series("", index=images.index)
+    if "dataset" in images:
+        src = src.where(src.str.strip().str.len() > 0, images["dataset"].astype(str))
+    return sorted({s.strip() for s in src if s.strip() and s.strip().lower() not in ("nan", "none", "unknown")})
+
+
+def _and_list(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def no_source_text(site: str) -> str:
+    """The note when an external set's images carry no source to compare with the training hospitals."""
+    return (f"The images of {site} carry no source, so whether they come from the training hospitals cannot be "
+            "checked: a small drop is evidence of transfer only if they do not.")
+
+
+def shared_sources_text(training: list[str], external: list[str]) -> str | None:
+    """The warning when an external set's sources (``external``) include hospitals of the training images
+    (``training``); None when they share none."""
+    shared = sorted(set(training) & set(external))
+    if not shared:
+        return None
+    which = "hospital" if len(shared) == 1 else "hospitals"
+    only = (" (all of its images)" if set(external) <= set(training) else
+            f" (besides {_and_list(sorted(set(external) - set(training)))})")
+    return (f"This external set shares the {which} {_and_list(shared)} with the training data{only}: a small drop is "
+            "not evidence of transfer. A test of transfer needs images from a hospital the model was not trained on.")
+
+
 # ---------------------------------------------------------------- curves
 
 def _metrics(analysis: Analysis, arch: str, cls: str) -> ClassMetrics:
@@ -168,7 +240,7 @@ def auc_text(m: ClassMetrics) -> str:
     if m.auc is None:
         return "AUC n/a"
     ci = "" if m.ci_low is None else f" (95% CI {m.ci_low:.3f}–{m.ci_high:.3f})"
-    return f"AUC {m.auc:.3f}{ci}"
+    return f"AUC {m.auc:.3f}{ci}{chance_mark(m.auc)}"
 
 
 def roc_curves(analysis: Analysis, archs: list[str], cls: str) -> dict[str, dict]:
@@ -251,7 +323,7 @@ def display_table(table: pd.DataFrame, archs: list[str], label=arch_label) -> pd
     out["Test positives"] = [("" if not np.isfinite(v) else f"{int(v)}") for v in table["Test positives"]]
     for arch in archs:
         n = label(arch)
-        out[f"{n} AUC (95% CI)"] = [ci_text(a, lo, hi) for a, lo, hi in
+        out[f"{n} AUC (95% CI)"] = [auc_ci_text(a, lo, hi) for a, lo, hi in
                                     zip(table[f"{n} AUC"], table[f"{n} CI low"], table[f"{n} CI high"])]
     if "Difference" in table:
         out["Winner"] = [w or "—" for w in table["Winner"]]  # beside the AUCs: the first thing to read
@@ -260,6 +332,28 @@ def display_table(table: pd.DataFrame, archs: list[str], label=arch_label) -> pd
         out["p (Holm)"] = [p_text(p) if not np.isfinite(p) else f"{p_text(p)} ({p_text(h)})"
                            for p, h in zip(table["p-value (DeLong)"], table["p-value (Holm)"])]
     return out
+
+
+def below_chance(auc) -> bool:
+    """An AUC below 0.5: the model ranks the images the wrong way round more often than not."""
+    return auc is not None and np.isfinite(auc) and float(auc) < 0.5
+
+
+def chance_mark(auc) -> str:
+    """What follows an AUC below 0.5 wherever one is written ('' otherwise)."""
+    return f" — {WORSE_THAN_CHANCE}" if below_chance(auc) else ""
+
+
+def auc_ci_text(v, lo, hi) -> str:
+    """An AUC cell: '0.812 (0.780–0.843)', '0.452 (0.380–0.520) — worse than chance', 'n/a'."""
+    return ci_text(v, lo, hi) + chance_mark(v)
+
+
+def below_chance_note(*frames) -> str | None:
+    """The caption under AUC tables of which some cell is marked worse than chance (None when none is)."""
+    if not any(WORSE_THAN_CHANCE in str(v) for f in frames for v in np.asarray(f).ravel()):
+        return None
+    return BELOW_CHANCE_CAPTION
 
 
 def ci_text(v, lo, hi, signed: bool = False) -> str:
@@ -301,16 +395,20 @@ def has_calibration(analysis: Analysis, archs: list[str]) -> bool:
     return any(analysis.backbone(a).calibration for a in archs)
 
 
-def reliability_caption(task: str, cls: str) -> str:
+def reliability_caption(task: str, cls: str, ext=None) -> str:
+    """How to read the reliability diagram; on the external set ``ext`` when one is chosen (its images,
+    the temperature fitted on the internal validation split)."""
     per_class = calibration_class(task, cls)
     what = ("top-class probability vs how often the top class is right" if task == MULTICLASS else
             (f"probability of {cls} vs how often {cls} is present" if per_class else
              "every (image, finding) probability pooled vs how often the finding is present"))
-    return (f"{glossary.link('Reliability diagram')} on test: {what}, in 15 equal-width bins (marker size ∝ number "
+    where = "test" if ext is None else f"the {ext.name} images"
+    return (f"{glossary.link('Reliability diagram')} on {where}: {what}, in 15 equal-width bins (marker size ∝ number "
             f"of predictions). On the dotted diagonal the probabilities mean what they say "
             f"({glossary.link('Calibration', 'calibration')}). {glossary.link('ECE')}: the average gap (lower is "
             f"better); {glossary.link('Brier score', 'Brier')}: mean squared error of the probabilities (lower is "
-            f"better). The {glossary.link('Temperature scaling', 'temperature')} is fitted on validation; T > 1 "
+            f"better). The {glossary.link('Temperature scaling', 'temperature')} is fitted on "
+            f"{'validation' if ext is None else 'the internal validation split and carried over'}; T > 1 "
             "softens over-confident probabilities. It changes no ranking, so AUCs stay the same.")
 
 
@@ -320,9 +418,11 @@ def reliability(analysis: Analysis, arch: str, when: str, cls: str | None = None
     return analysis.backbone(arch).reliability(when, cls)
 
 
-def calibration_table(analysis: Analysis, archs: list[str], label=arch_label, cls: str | None = None) -> pd.DataFrame:
-    """Per backbone: temperature, ECE and Brier before/after temperature scaling (test split).
-    ``cls`` (multi-label only): that class's ECE/Brier/temperature instead of the averages."""
+def calibration_table(analysis: Analysis, archs: list[str], label=arch_label, cls: str | None = None,
+                      where: str = "test") -> pd.DataFrame:
+    """Per backbone: temperature, ECE and Brier before/after temperature scaling (on ``where``: the test
+    split, or an external set read through ``views.external.SiteMetrics``). ``cls`` (multi-label only):
+    that class's ECE/Brier/temperature instead of the averages."""
     rows = {}
     for arch in archs:
         b = analysis.backbone(arch)
@@ -342,7 +442,7 @@ def calibration_table(analysis: Analysis, archs: list[str], label=arch_label, cl
             r[f"ECE {when}"] = "—" if s["ece"] is None else f"{s['ece']:.3f}"
             r[f"Brier {when}"] = "—" if s["brier"] is None else f"{s['brier']:.3f}"
         rows[label(arch)] = r
-    return pd.DataFrame(rows).rename_axis("Calibration (test)")
+    return pd.DataFrame(rows).rename_axis(f"Calibration ({where})")
 
 
 # ---------------------------------------------------------------- subgroups
@@ -371,6 +471,6 @@ def subgroup_display(table: pd.DataFrame, archs: list[str], label=arch_label) ->
     for arch in archs:
         n = label(arch)
         if f"{n} AUC" in table:
-            shown[f"{n} AUC (95% CI)"] = [ci_text(v, lo, hi) for v, lo, hi in
+            shown[f"{n} AUC (95% CI)"] = [auc_ci_text(v, lo, hi) for v, lo, hi in
                                           zip(table[f"{n} AUC"], table[f"{n} CI low"], table[f"{n} CI high"])]
     return shown

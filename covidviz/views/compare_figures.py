@@ -15,6 +15,7 @@ from plotly.subplots import make_subplots
 from covidviz.data.labels import MULTICLASS
 from covidviz.runs.records import Analysis
 from covidviz.views.compare import MACRO, pr_curves, reliability, roc_curves
+from covidviz.views.compare_operating import threshold_text
 from covidviz.views.style import CHART_FONT, DASHES, MARGIN, SYMBOLS, arch_label
 
 CHANCE = dict(color="#888", dash="dot")
@@ -47,7 +48,7 @@ def roc_figure(analysis: Analysis, archs: list[str], cls: str, colours: dict[str
         if p.get("fpr") is None:
             continue
         fig.add_scatter(x=[p["fpr"]], y=[p["tpr"]], mode="markers",
-                        name=f"{arch_label(arch)} operating point (threshold {p['threshold']:.3f})",
+                        name=f"{arch_label(arch)} operating point, threshold {threshold_text(p)}",
                         marker=dict(size=15, symbol=symbol(arch, archs), color=colours[arch_label(arch)],
                                     line=dict(color="black", width=1.5)))
     title = "ROC, macro average over classes" if cls == MACRO else f"ROC: {cls} vs rest"
@@ -109,9 +110,11 @@ def reliability_figure(analysis: Analysis, archs: list[str], cls: str | None, co
     return fig
 
 
-def subgroup_figure(table: pd.DataFrame, archs: list[str], colours: dict[str, str], cls: str) -> go.Figure:
+def subgroup_figure(table: pd.DataFrame, archs: list[str], colours: dict[str, str], cls: str,
+                    where: str = "Test") -> go.Figure:
     """Forest plot of ``compare.subgroup_table``: one row per subgroup, each backbone's AUC with its CI
-    (offset within the row so equal AUCs never hide), a note on rows without any AUC."""
+    (offset within the row so equal AUCs never hide), a note on rows without any AUC; ``where``: the test
+    set's name in the title ("Test", or an external set's)."""
     fig = go.Figure()
     ylabels = [f"{r['Attribute']}: {r['Group']} (n={r['Images']}, {r['Positives']} pos.)" for _, r in table.iterrows()]
     k = len(archs)
@@ -132,9 +135,9 @@ def subgroup_figure(table: pd.DataFrame, archs: list[str], colours: dict[str, st
             fig.add_annotation(x=0.01, y=i, text=f"no AUC: {'no' if r['Positives'] == 0 else 'only'} {cls} images",
                                showarrow=False, xanchor="left", font=dict(size=12, color="#555"))
     fig.add_vline(x=0.5, line_dash="dot", line_color="#555")
-    fig.update_layout(title=f"Test AUC for {cls} per subgroup (95% CI)", font=CHART_FONT,
+    fig.update_layout(title=f"{where} AUC for {cls} per subgroup (95% CI)", font=CHART_FONT,
                       height=max(300, 130 + 40 * len(table)), margin=MARGIN,
-                      xaxis=dict(title="Test AUC (0.5 = chance)", range=[0, 1.04]),
+                      xaxis=dict(title=f"{where} AUC (0.5 = chance; left of it: worse than chance)", range=[0, 1.04]),
                       yaxis=dict(title=None, tickvals=list(range(len(table))), ticktext=ylabels,
                                  range=[len(table) - 0.5, -0.5], showgrid=False),
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))

@@ -10,6 +10,7 @@ from covidviz.cam.overlay import DEFAULT_COLORMAP
 from covidviz.data.labels import MULTICLASS
 from covidviz.views import glossary
 from covidviz.views.compare import MACRO
+from covidviz.views.formats import RAW, threshold_text
 from covidviz.views.style import arch_label
 
 LIMIT = 24          # images shown at most
@@ -37,9 +38,9 @@ def decision(task: str, cls: str, pair: tuple[str, str], points: dict[str, dict]
     a, b = pair
     ta, tb = ((points.get(arch) or {}).get("threshold") for arch in pair)
     thresholds = (0.5 if ta is None else ta, 0.5 if tb is None else tb)
-    return thresholds, (f"a backbone calls {cls} at the operating point above ({arch_label(a)} ≥ {thresholds[0]:.3f}, "
-                        f"{arch_label(b)} ≥ {thresholds[1]:.3f}); probabilities shown are for {cls}; sorted by their "
-                        "difference")
+    return thresholds, (f"a backbone calls {cls} at the operating point above: {arch_label(a)} ≥ "
+                        f"{threshold_text(thresholds[0], RAW)}, {arch_label(b)} ≥ {threshold_text(thresholds[1], RAW)}; "
+                        f"probabilities shown are for {cls}; sorted by their difference")
 
 
 def select(onehot: np.ndarray, probs: dict[str, np.ndarray], pair: tuple[str, str], task: str, names: list[str],
@@ -51,9 +52,10 @@ def select(onehot: np.ndarray, probs: dict[str, np.ndarray], pair: tuple[str, st
     return frame, rule
 
 
-def summary(frame: pd.DataFrame, n_test: int, rule: str) -> str:
+def summary(frame: pd.DataFrame, n_test: int, rule: str, where: str = "test") -> str:
+    """How many of the ``n_test`` images of ``where`` (the test split, or an external set's name) qualify."""
     total = int(frame["total"].iloc[0]) if len(frame) else 0
-    return (f"{total} of {n_test} test images ({rule}). Showing up to {LIMIT}; "
+    return (f"{total} of {n_test} {where} images ({rule}). Showing up to {LIMIT}; "
             f"press **Heatmaps** under an image to see, just below, where each backbone looks ({CAM}).")
 
 

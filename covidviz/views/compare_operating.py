@@ -1,7 +1,8 @@
 """The operating point of the "Compare backbones" page: the validation presets or a free threshold,
 what each backbone's threshold gives on the test split (confusion counts, sensitivity, specificity,
 PPV/NPV with Wilson CIs, PPV/NPV at another prevalence by Bayes' rule, the ROC point), and the
-multi-class argmax confusion matrix. Streamlit-free."""
+multi-class argmax confusion matrix. Streamlit-free. Thresholds are printed on the page's one scale, the
+model's raw score (``SCALE``), and say so (``views.formats.threshold_text``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import numpy as np
 import pandas as pd
 
 from covidviz.runs.records import Analysis
-from covidviz.stats.thresholds import confusion_at, ppv_npv_at_prevalence
+from covidviz.stats.thresholds import TARGET, confusion_at, ppv_npv_at_prevalence
 from covidviz.views import glossary
+from covidviz.views.formats import RAW, scale_name
+from covidviz.views.formats import threshold_text as labelled_threshold
 from covidviz.views.style import OPERATING_POINTS, arch_label
 
 CUSTOM = "custom"
@@ -18,12 +21,16 @@ CUSTOM_LABEL = "Custom (slider, same for every backbone)"
 PPV, NPV = glossary.link("PPV"), glossary.link("NPV")
 PREVALENCE = glossary.link("Prevalence", "prevalence")
 YOUDEN = glossary.link("Youden's J")
+SCALE = RAW  # this page's probabilities and thresholds: the model's own score, as stored and as chosen on
+SCALE_NOTE = (f"Thresholds here are on the model's {scale_name(SCALE)} (its uncalibrated probability), the scale they "
+              "were chosen on; the Diagnose page shows the same thresholds on its calibrated scale too.")
 PRESET_CAPTION = (f"Each backbone uses its own threshold (its {glossary.link('Operating point', 'operating point')}), "
                   f"chosen on the validation split: balanced maximises {YOUDEN}, rule-out keeps "
-                  "sensitivity ≥ 95 %, rule-in specificity ≥ 95 %. The numbers below are what that threshold gives on "
-                  "test (so they can miss the validation target).")
+                  f"sensitivity ≥ {100 * TARGET:.0f} %, rule-in specificity ≥ {100 * TARGET:.0f} %. The numbers below "
+                  "are what that threshold gives on "
+                  f"test (so they can miss the validation target). {SCALE_NOTE}")
 CUSTOM_CAPTION = (f"The same threshold for every backbone; an {glossary.link('Operating point', 'operating point')} "
-                  "chosen on the test images themselves flatters the rates below.")
+                  f"chosen on the test images themselves flatters the rates below. {SCALE_NOTE}")
 
 
 def preset_options() -> list[str]:
@@ -102,7 +109,13 @@ def rates_heading(y, cls: str, where: str = "test") -> str:
 
 
 def threshold_text(c: dict) -> str:
-    return "—" if c.get("threshold") is None else f"{c['threshold']:.3f}"
+    """An operating point's threshold as printed: "0.594 (raw score)" (``formats.threshold_text``), "—"."""
+    return labelled_threshold(c.get("threshold"), SCALE)
+
+
+def custom_label(cls: str) -> str:
+    """The free threshold slider's label, naming the scale it is on."""
+    return f"Custom threshold ({scale_name(SCALE)}): call {cls} when the model's {scale_name(SCALE)} ≥"
 
 
 def confusion_frame(c: dict, cls: str) -> pd.DataFrame:

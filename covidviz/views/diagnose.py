@@ -26,7 +26,7 @@ from covidviz.models import FINAL_LAYER
 from covidviz.ood import OodVerdict
 from covidviz.runs.records import ManifestInfo
 from covidviz.views import diagnose_calls as dc
-from covidviz.views import glossary
+from covidviz.views import formats, glossary
 from covidviz.views.latent import METHOD_NAMES as MAP_NAMES
 from covidviz.views.style import NO_FINDING, arch_label, class_colours
 
@@ -200,16 +200,18 @@ LUNG_NOTE = (f"The {glossary.link('Lung-weight share', 'lung-weight share')} say
 
 
 def ood_message(diag: Diagnosis, labels=None, results: str = PAGE_RESULTS, shown_anyway: bool = False) -> str | None:
-    """The image's ONE out-of-distribution verdict (``OodVerdict.summary``) as plain sentences when it is
-    OOD, else None. ``results`` names where the calls are (the page: below; the report: its section, by
-    name); ``shown_anyway``: the user asked to see them, so they are said to be shown at request, not
-    withheld. ``labels`` is not used (the verdict names what fired itself); kept for the callers."""
+    """The image's ONE out-of-distribution verdict as plain sentences when it is OOD, else None: what it
+    decided and what was measured for THIS image against which cut-off (``formats.ood_summary``: the
+    check that fired, with its number; no fixed list of what the image "may be"). ``results`` names where
+    the calls are (the page: below; the report: its section, by name); ``shown_anyway``: the user asked to
+    see them, so they are said to be shown at request, not withheld. ``labels`` is not used (the
+    backbones are named by ``style.arch_label``); kept for the callers."""
     if not diag.ood:
         return None
-    said = diag.verdict.summary if diag.verdict is not None else "This image is unlike the training X-rays."
+    said = formats.ood_summary(diag.verdict) if diag.verdict is not None else "This image is unlike the training X-rays."
     who = "your" if results == PAGE_RESULTS else "the user's"
     fate = f"were withheld and are shown only at {who} request, not as calls" if shown_anyway else "are withheld"
-    return f"{said} It may be a photo, a lateral view, a CT slice or another modality; {results} {fate}."
+    return f"{said} So {results} {fate}."
 
 
 def verdict_caption(diag: Diagnosis) -> str | None:
@@ -218,7 +220,7 @@ def verdict_caption(diag: Diagnosis) -> str | None:
     if v is None or v.is_ood:
         return None
     mark = ":material/check_circle:" if v.checked else ":material/help:"
-    return f"{mark} **Out-of-distribution check:** {v.summary} See {glossary.link('Out-of-distribution')}."
+    return f"{mark} **Out-of-distribution check:** {formats.ood_summary(v)} See {glossary.link('Out-of-distribution')}."
 
 
 def verdict_short(diag: Diagnosis) -> str | None:
@@ -473,9 +475,9 @@ def similar_images(images: pd.DataFrame, b: BackboneResult, k: int = K_SIMILAR) 
 
 
 def similar_caption(b: BackboneResult, verdict: OodVerdict | None = None) -> str:
-    """How far this image is from the training images (nearest image, SOM), and the rule the page's one
-    out-of-distribution ``verdict`` applied (``OodVerdict.rule``)."""
-    rule = (verdict.rule if verdict is not None else None) or "The verdict at the top of the page decides."
+    """How far this image is from the training images (nearest image, SOM), as details of the page's ONE
+    out-of-distribution ``verdict``, whose rule (``formats.ood_yardstick``) is the yardstick they cite."""
+    rule = (formats.ood_yardstick(verdict) if verdict is not None else None) or ""
     parts = []
     if b.nn_pct is not None:
         parts.append(f"this image's nearest training image is at d = {b.nn_distance:.1f}, farther than "
@@ -483,9 +485,12 @@ def similar_caption(b: BackboneResult, verdict: OodVerdict | None = None) -> str
     if b.som_qe_pct is not None:
         parts.append(f"its SOM quantisation error ({b.som_qe:.1f}) is above {b.som_qe_pct:.0f} % of the "
                      "training images'")
-    return ("The training images closest in the model's feature space, nearest first (label · d = distance in "
-            f"standardised {glossary.link('PCA-50 units')}). {glossary.link('Out-of-distribution')} check: " + "; ".join(parts)
-            + f". {rule} ({glossary.link('QE', 'QE')}: the SOM's quantisation error.)")
+    text = ("The training images closest in the model's feature space, nearest first (label · d = distance in "
+            f"standardised {glossary.link('PCA-50 units')}).")
+    if parts:
+        text += f" {formats.ood_detail('; '.join(parts))}"
+    return (text + f" The {glossary.link('Out-of-distribution', 'out-of-distribution')} verdict at the top of the "
+            f"page decides.{' ' + rule if rule else ''} ({glossary.link('QE', 'QE')}: the SOM's quantisation error.)")
 
 
 def map_method(b: BackboneResult) -> str | None:
@@ -521,10 +526,8 @@ def placement_caption(ood: bool) -> str:
 
 
 def som_caption(node: int | None, grid: tuple[int, int] | None) -> str | None:
-    """Where the image falls on the SOM ("node 7 (row 1, column 2 of 4×5)"), or None."""
+    """Where the image falls on the SOM, as the SOM page draws and names it ("SOM node 7, at column 2 of
+    4 (left to right), row 4 of 5 (top to bottom)": ``formats.som_node_text``), or None."""
     if node is None or not grid:
         return None
-    r, c = divmod(int(node), grid[1])
-    return (f"SOM node {node} (row {r}, column {c} of {grid[0]}×{grid[1]}). "
-            "The Latent space and SOM pages mark this image too.")
-
+    return f"SOM {formats.som_node_text(node, grid)}. The Latent space and SOM pages mark this image too."

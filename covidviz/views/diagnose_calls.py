@@ -25,9 +25,10 @@ import pandas as pd
 
 from covidviz.data.labels import MULTILABEL
 from covidviz.runs.records import POINTS, Rate
-from covidviz.stats.thresholds import ppv_npv_at_prevalence
+from covidviz.stats.thresholds import TARGET, ppv_npv_at_prevalence
 from covidviz.views import glossary
 from covidviz.views import reliability as rel
+from covidviz.views.formats import CALIBRATED, RAW, THRESHOLD_DIGITS, score_column, threshold_text
 from covidviz.views.style import OPERATING_POINTS
 
 POINT_WORDS = {"youden": "balanced", "high_sensitivity": "rule-out", "high_specificity": "rule-in"}
@@ -41,8 +42,8 @@ RATE_COLUMNS = {"sensitivity": "Sensitivity", "specificity": "Specificity", "ppv
 
 SCREENING_TITLE = "Screening at the chosen operating point"
 POINT_HELP = ("Which validation-chosen threshold each class is screened at: balanced (Youden's J), rule-out "
-              "(sensitivity ≥ 95 % on validation) or rule-in (specificity ≥ 95 %). The headline, the most likely "
-              "class, does not depend on it.")
+              f"(sensitivity ≥ {100 * TARGET:.0f} % on validation) or rule-in (specificity ≥ {100 * TARGET:.0f} %). "
+              "The headline, the most likely class, does not depend on it.")
 PREVALENCE_HELP = ("How common the class is where you work. PPV and NPV depend on it; the test set's own share is "
                    "the starting value.")
 CALLS_HELP = {
@@ -73,15 +74,35 @@ def point_options() -> list[str]:
 
 def calls_at(predictor, diag, point: str) -> dict[str, list[dict]]:
     """Backbone -> its calls at ``point`` (from the prediction already made: no model runs), each with
-    its class's test AUC (``"auc"``: ``reliability.ClassAuc``) when the experiment was analysed."""
+    its class's test AUC (``"auc"``: ``reliability.ClassAuc``) when the experiment was analysed and the
+    scale its probability and threshold are on (``"scale"``: ``formats.CALIBRATED``, or ``formats.RAW``
+    for a backbone without a stored temperature, whose probabilities are the model's own)."""
     out = {}
     for arch, b in diag.backbones.items():
         calls = predictor.calls(b, point)
-        if predictor.analysis is not None:
-            for c in calls:
+        scale = CALIBRATED if predictor.temperature(arch) is not None else RAW
+        for c in calls:
+            c["scale"] = scale
+            if predictor.analysis is not None:
                 c["auc"] = rel.class_auc(predictor.analysis, arch, c["class"])
         out[arch] = calls
     return out
+
+
+def call_scale(calls: list[dict]) -> str:
+    """The scale of the calls' probabilities and thresholds (``calls_at``'s ``"scale"``; calibrated when
+    the calls do not say: ``Predictor.calls`` puts the threshold on the calibrated scale)."""
+    return next((c["scale"] for c in calls if c.get("scale")), CALIBRATED)
+
+
+def prob_column(scale: str = CALIBRATED) -> str:
+    """The calls table's probability column, named with its scale: "Probability (calibrated)"."""
+    return score_column("Probability", scale)
+
+
+def threshold_column(scale: str = CALIBRATED) -> str:
+    """The calls table's threshold column, on the probability's scale and named so: "Threshold (calibrated)"."""
+    return score_column("Threshold", scale)
 
 
 def has_thresholds(calls: list[dict]) -> bool:
@@ -108,29 +129,47 @@ def decimals(calls: list[dict], least: int = 3, most: int = 6) -> int:
     return next((d for d in range(least, most + 1) if all(_reads_right(c, d) for c in calls)), most)
 
 
-def _pair(c: dict, least: int = 2) -> tuple[str, str]:
-    """A call's probability and threshold printed with enough decimals to read like the call."""
+def _pair(c: dict, least: int = THRESHOLD_DIGITS) -> tuple[str, str]:
+    """A call's probability and its threshold (labelled with its scale: ``formats.threshold_text``), printed
+    with enough decimals to read like the call."""
     d = decimals([c], least)
-    return f"{c['prob']:.{d}f}", f"{c['threshold']:.{d}f}"
+    return f"{c['prob']:.{d}f}", threshold_text(c["threshold"], call_scale([c]), d)
 
 
 AUC_COLUMN, AUDIT_COLUMN = "Test AUC [95 % CI]", "Shortcut audit"
-CALLS_COLUMNS = ["Class", "Probability", "Threshold", "Call", AUC_COLUMN, "Sensitivity", "Specificity"]
+
+
+def calls_columns(scale: str = CALIBRATED) -> list[str]:
+    return ["Class", prob_column(scale), threshold_column(scale), "Call", AUC_COLUMN, "Sensitivity", "Specificity"]
+
+
+def raw_thresholds_line(calls: list[dict]) -> str | None:
+    """Under a calibrated calls table: the same thresholds on the model's raw score, the scale they were
+    chosen on and that Compare, the maps and the stored predictions use ("COVID-19 0.594 (raw score), ..."),
+    so a threshold read on one page can be found on the other; None when the calls are on the raw score
+    already or have no threshold."""
+    if call_scale(calls) == RAW or not has_thresholds(calls):
+        return None
+    listed = ", ".join(f"{c['class']} {threshold_text(c.get('raw_threshold'), RAW)}" for c in calls)
+    return (f"The same thresholds on the model's raw score, the scale they were chosen on and that Compare uses: "
+            f"{listed}.")
 
 
 def calls_table(calls: list[dict], findings: dict | None = None, arch: str | None = None) -> pd.DataFrame:
-    """Per class: the calibrated probability, the threshold on that scale (one score column), the call
+    """Per class: the calibrated probability, the threshold on that scale (one score column, both headers
+    naming the scale: ``prob_column``, ``threshold_column``), the call
     as it reads (``reliability.call_reading``), the class's test AUC with its CI and the operating
     point's test sensitivity and specificity; a "Shortcut audit" column when ``findings``
     (``reliability.shortcut_findings``) has one for ``arch``."""
+    scale = call_scale(calls)
     rows = []
     for c in calls:
         sens, spec = rel.sens_spec(c)
-        rows.append({"Class": c["class"], "Probability": c["prob"],
-                     "Threshold": math.nan if c["threshold"] is None else c["threshold"],
+        rows.append({"Class": c["class"], prob_column(scale): c["prob"],
+                     threshold_column(scale): math.nan if c["threshold"] is None else c["threshold"],
                      "Call": rel.call_reading(c), AUC_COLUMN: rel.auc_text(c.get("auc")),
                      "Sensitivity": sens, "Specificity": spec})
-    table = pd.DataFrame(rows, columns=CALLS_COLUMNS)
+    table = pd.DataFrame(rows, columns=calls_columns(scale))
     found = {cls: f for (a, cls), f in (findings or {}).items() if a == arch}
     if found:
         table[AUDIT_COLUMN] = [found[c["class"]].text if c["class"] in found else "" for c in calls]
@@ -143,7 +182,7 @@ GREY = "#8c8c8c"  # the text of numbers shown at the user's request (not calls)
 def styled_calls(table: pd.DataFrame, digits: int, greyed: bool = False):
     """``calls_table`` for ``st.table``: probability and threshold with ``digits`` decimals (``decimals``:
     enough that no call contradicts them), "—" for no threshold; all grey when ``greyed``."""
-    styler = table.style.format({c: f"{{:.{digits}f}}" for c in ("Probability", "Threshold")}, na_rep="—")
+    styler = table.style.format({c: f"{{:.{digits}f}}" for c in table.columns[1:3]}, na_rep="—")  # the two scores
     return styler.set_properties(color=GREY) if greyed else styler
 
 
@@ -262,16 +301,16 @@ def screening_sentence(calls: list[dict], top: int, task: str, point: str) -> st
                      "(the validation images did not allow one), so this screen cannot call it.")
     elif not best["positive"]:
         p, t = _pair(best)
-        parts.append(f"{best['class']} is the most likely class ({p}) but below its {word} threshold ({t}), so this "
+        parts.append(f"{best['class']} is the most likely class ({p}) but below its {word} threshold, {t}, so this "
                      f"screen does not flag it: {reason}, and being the most likely class does not mean reaching it.")
     elif others:
         p, t = _pair(best)
-        parts.append(f"{best['class']} is the most likely class ({p}) and above its {word} threshold ({t}).")
+        parts.append(f"{best['class']} is the most likely class ({p}) and above its {word} threshold, {t}.")
     else:
         p, t = _pair(best)
-        return f"{best['class']} is the most likely class ({p}) and the only one above its {word} threshold ({t})."
+        return f"{best['class']} is the most likely class ({p}) and the only one above its {word} threshold, {t}."
     if others:
-        named = _and([f"{c['class']} ({', threshold '.join(_pair(c))})" for c in others])
+        named = _and([f"{c['class']} at {p}, threshold {t}" for c, (p, t) in zip(others, map(_pair, others))]) + ","
         its = "its" if len(others) == 1 else "their"
         why = "" if best["positive"] is False else f" ({reason})"  # the reason is said once
         parts.append(f"{named} {'is' if len(others) == 1 else 'are'} above {its} {word} threshold although less "

@@ -1,4 +1,5 @@
-"""External test sets in the app, Streamlit-free: the Overview's table of sets, the Compare page's
+"""External test sets in the app, Streamlit-free: the texts and cell formats of the Overview's section
+(its table: ``views.overview.external_table``), the Compare page's
 "Test set" choice (an external set read like the analysis, its images' labels and probabilities, the
 internal-vs-external table), and the placement of external images on the stored maps (Latent space:
 ``MapPlacer``; SOM: ``som_place``) without refitting anything.
@@ -16,11 +17,12 @@ import pandas as pd
 from covidviz import runs
 from covidviz.data.labels import LabelSpace
 from covidviz.runs.external import ExternalSet
-from covidviz.runs.records import Analysis, ClassMetrics
+from covidviz.runs.records import Analysis, BackboneAnalysis, ClassMetrics
 from covidviz.stats.projection import MapPlacer
 from covidviz.stats.som import som_place
 from covidviz.views import glossary
 from covidviz.views.compare import MACRO, ci_text
+from covidviz.views.compare import auc_ci_text as compare_auc_text
 from covidviz.views.style import SPLIT_LABELS, arch_label
 
 INTERNAL = "internal"               # the "Test set" choice of the experiment's own test split
@@ -34,41 +36,26 @@ OVERVIEW_CAPTION = (f"Other hospitals' images scored by the trained backbones wi
                     "(internal − external; a CI above 0 means the backbone does worse there). Add one with "
                     f"`{ADD_COMMAND}` (e.g. `--data folder:/data/site-b --name site-b`).")
 NO_SETS = f"No external test set yet. Score another hospital's images with `{ADD_COMMAND}`."
-TEST_SET_HELP = ("The curves, the per-class table and the operating point's counts use this set's images. External "
-                 "sets are scored with the thresholds chosen on the internal validation split, unchanged.")
+TEST_SET_HELP = ("Every section that can switch uses this set's images (its header names the set); the others say "
+                 "they stay on the internal test split. External sets are scored with the thresholds chosen on the "
+                 "internal validation split, unchanged.")
 DROP_CAPTION = (f"Per backbone and class: the internal test {AUC}, the external set's, and the drop (internal − "
                 f"external) with its {CI}; the two sets share no patients, so each is resampled on its own. "
                 "A drop whose CI excludes 0 is a real loss of discrimination on the new site.")
 
 
-# ---------------------------------------------------------------- Overview
+# ---------------------------------------------------------------- Overview (and cells other tables share)
 
 def _num(v) -> float:
     return np.nan if v is None else float(v)
 
 
 def auc_ci_text(m: ClassMetrics) -> str:
-    return ci_text(_num(m.auc), _num(m.ci_low), _num(m.ci_high))
+    return compare_auc_text(_num(m.auc), _num(m.ci_low), _num(m.ci_high))  # marks an AUC below 0.5
 
 
 def drop_text(d: dict) -> str:
     return ci_text(_num(d.get("drop")), _num(d.get("ci_low")), _num(d.get("ci_high")), signed=True)
-
-
-def overview_table(sets: list[ExternalSet], archs: list[str], label=arch_label) -> pd.DataFrame:
-    """One row per external set: site, data spec(s), images scored and left out, then per backbone its
-    macro AUC (95% CI) on the set and the drop from the internal test split (95% CI)."""
-    rows = []
-    for s in sets:
-        row = {"Site": s.name, "Data": ", ".join(s.specs) or "—", "Images": s.n_images, "Left out": len(s.left_out)}
-        for arch in archs:
-            known = arch in s.archs
-            row[f"{label(arch)} macro AUC (95% CI)"] = auc_ci_text(s.macro(arch)) if known else "not scored"
-            row[f"{label(arch)} drop (95% CI)"] = drop_text(s.drop(arch, "macro")) if known else "—"
-        rows.append(row)
-    cols = ["Site", "Data", "Images", "Left out"] + [f"{label(a)} {c}" for a in archs
-                                                     for c in ("macro AUC (95% CI)", "drop (95% CI)")]
-    return pd.DataFrame(rows, columns=cols)
 
 
 def problems_text(problems: list[str]) -> str | None:
@@ -94,31 +81,21 @@ def find_set(sets: list[ExternalSet], name: str | None) -> ExternalSet | None:
     return next((s for s in sets if s.name == name), None)
 
 
-class _SiteBackbone:
-    def __init__(self, ext: ExternalSet, arch: str):
-        self.ext, self.arch = ext, arch
-
-    def metrics(self, cls: str) -> ClassMetrics:
-        return self.ext.auc(self.arch, cls)
-
-    @property
-    def macro(self) -> ClassMetrics:
-        return self.ext.macro(self.arch)
-
-
 class SiteMetrics:
-    """An external set read through the part of ``Analysis`` that the curves and the per-class table use
-    (``backbone(arch).metrics(cls)`` / ``.macro``): its stored AUCs, CIs, ROC and PR curves. It has no paired
-    comparisons and no baseline (those are of the internal test split)."""
+    """An external set read through the part of ``Analysis`` that the Compare page's sections use
+    (``backbone(arch)``: a ``BackboneAnalysis`` of the set's stored record, which has the analysis' layout:
+    AUCs, CIs, ROC and PR curves, calibration with the carried-over temperature, subgroup rows; ``names``).
+    It has no paired comparisons and no baseline (those are of the internal test split)."""
 
     def __init__(self, ext: ExternalSet):
         self.ext = ext
+        self.names = list(ext.metrics.get("names") or [])
 
     def has(self, arch: str) -> bool:
         return arch in self.ext.archs
 
-    def backbone(self, arch: str) -> _SiteBackbone:
-        return _SiteBackbone(self.ext, arch)
+    def backbone(self, arch: str) -> BackboneAnalysis:
+        return BackboneAnalysis(arch, (self.ext.metrics.get("backbones") or {}).get(arch) or {})
 
     def comparison(self, a: str, b: str):
         return None, False

@@ -2,7 +2,8 @@
 
 One entry per term: what it is and how to read it, in one or two sentences each, for a clinician or
 educator who has not met the term. Pages link a term with ``link("Youden's J")``, which points at
-the Glossary page's anchor for it (``/glossary#youdens-j``), so a caption can explain itself.
+the Glossary page's anchor for it (``/glossary#youdens-j``: the id of the term's heading there), so a caption
+can explain itself. The page opens with a contents list (``contents_markdown``) of every group and term.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import re
 from dataclasses import dataclass
 
 PAGE_URL = "glossary"   # the Glossary page's url_path (app.py)
+CONTENTS_ANCHOR = "contents"    # the page title's anchor, above the contents list
+BACK_TO_CONTENTS = f"[↑ Back to the contents](#{CONTENTS_ANCHOR})"
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,24 @@ def slug(term: str) -> str:
     """The anchor of a term on the Glossary page: lower case, letters and digits joined by '-'."""
     text = term.lower().replace("'", "").replace("+", " plus")
     return re.sub(r"[^a-z0-9]+", "-", text).strip("-")
+
+
+def group_anchor(group: str) -> str:
+    """The anchor of a group's header ('group-…', so that a group never takes a term's anchor: the group
+    "Calibration" and the term "Calibration")."""
+    return f"group-{slug(group)}"
+
+
+def contents_markdown(groups: list[str] | None = None) -> str:
+    """The contents list at the top of the Glossary page: one line per group, its name then each of its
+    terms, every one a link to its anchor on the page (in-page links: ``#anchor``)."""
+    return "\n".join(f"- **[{g}](#{group_anchor(g)})**: " + " · ".join(f"[{e.term}](#{slug(e.term)})" for e in entries(g))
+                     for g in (GROUPS if groups is None else groups))
+
+
+def anchors() -> dict[str, str]:
+    """Every anchor the Glossary page draws -> its text (the groups' and the terms')."""
+    return {**{group_anchor(g): g for g in GROUPS}, **{slug(e.term): e.term for e in _ENTRIES}}
 
 
 def link(term: str, text: str | None = None) -> str:

@@ -23,17 +23,18 @@ from covidviz import runs
 from covidviz.data.labels import MULTILABEL, split_labels
 from covidviz.runs.records import Analysis, ProjectionsInfo
 from covidviz.views import external as external_view
-from covidviz.views import glossary
+from covidviz.views import glossary, image_name, palette
+from covidviz.views.formats import RAW, threshold_text
 from covidviz.views.style import (
     CHART_FONT,
     MISSING_COLOUR,
     NO_FINDING,
     OKABE_ITO,
-    PALETTE,
     SELECTION_COLOUR,
     UNKNOWN,
     UPLOAD_COLOUR,
     arch_label,
+    class_colours,
 )
 
 METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
@@ -125,8 +126,8 @@ def youden_threshold(analysis: Analysis | None, arch: str, cls: str) -> tuple[fl
     and where it came from."""
     t = analysis.backbone(arch).point(cls, "youden").threshold if analysis is not None else None
     if t is None or not np.isfinite(float(t)):
-        return 0.5, "0.5 (no Youden threshold stored)"
-    return float(t), f"{float(t):.3f} (Youden, validation)"
+        return 0.5, f"{threshold_text(0.5, RAW)}, no Youden threshold stored"
+    return float(t), f"{threshold_text(t, RAW)}, Youden on validation"
 
 
 def thresholds_caption(analysis: Analysis | None, archs: list[str], cls: str) -> str:
@@ -193,6 +194,25 @@ def colour_groups(values: np.ndarray, order: list[str] | None = None) -> list[tu
 
 # ---------------------------------------------------------------- figures
 
+def fixed_colours(colour_by: str, names: list[str], order: list[str] | None = None) -> dict[str, str]:
+    """The colours a colouring's categories have on every page: a class's (``style.class_colours``), the
+    outcomes', a set's (``palette.set_colours``); none for the others (source, sex, split)."""
+    if colour_by in ("label", "prediction"):
+        own = class_colours(list(names) + [NO_FINDING])
+        # "X +" (X and more findings: ``primary_labels``) takes X's colour when X alone is not on the map.
+        return {**{f"{n} +": own[n] for n in names}, **own}
+    if colour_by == "outcome":
+        return dict(OUTCOME_COLOURS)
+    if colour_by == "set":
+        return palette.set_colours(order or external_view.set_order([]))
+    return {}
+
+
+def used_colours(fig: go.Figure) -> set[str]:
+    """The marker colours a figure's traces already show (single colours only)."""
+    return {str(t.marker.color).lower() for t in fig.data if isinstance(getattr(t.marker, "color", None), str)}
+
+
 def _hover(names: list[str]) -> str:
     probs = "<br>".join(f"P({n}) = %{{customdata[{j + 1}]:.3f}}" for j, n in enumerate(names))
     return "%{text}<br>" + probs + "<extra></extra>"
@@ -200,8 +220,10 @@ def _hover(names: list[str]) -> str:
 
 def base_figure(coords: np.ndarray, table: pd.DataFrame, probs: np.ndarray, names: list[str], colour_by: str,
                 colour_values=None, order: list[str] | None = None, title: str = "",
-                height: int = 620) -> go.Figure:
-    """The O(N) part of a map: one WebGL trace per colour (or one colour-scaled trace).
+                height: int = 620, reserve: int = 0) -> go.Figure:
+    """The O(N) part of a map: one WebGL trace per colour (or one colour-scaled trace). Categories take
+    colours of one palette, never two alike, the rarest grouped as "other" when it runs out
+    (``palette.legend_colours``), ``reserve`` colours left free for the external sets drawn over it.
 
     Every trace's ``customdata`` holds (row, probabilities...), so a selection or click maps back to
     images.parquet rows whatever the trace; ``text`` is the hover's id and labels.
@@ -231,10 +253,15 @@ def base_figure(coords: np.ndarray, table: pd.DataFrame, probs: np.ndarray, name
         if len(missing):
             add(missing, f"{UNKNOWN} ({len(missing):,})", dict(size=size, color=MISSING_COLOUR))
     else:
-        for k, (cat, rows) in enumerate(colour_groups(values, order)):
-            colour = (OUTCOME_COLOURS.get(cat) if colour_by == "outcome" else None) or (
-                MISSING_COLOUR if cat == UNKNOWN else PALETTE[k % len(PALETTE)])
-            add(rows, f"{cat} ({len(rows):,})", dict(size=size, color=colour))
+        groups = colour_groups(values, order)
+        colours, others = palette.legend_colours([c for c, _ in groups], fixed_colours(colour_by, names, order),
+                                                 reserve=0 if colour_by == "set" else reserve)
+        for cat, rows in groups:
+            if cat in colours:
+                add(rows, f"{cat} ({len(rows):,})", dict(size=size, color=colours[cat]))
+        if others:  # the rarest categories, once the palette has no colour left: one legend entry
+            rows = np.sort(np.concatenate([r for c, r in groups if c in set(others)]))
+            add(rows, palette.other_label(others, len(rows)), dict(size=size, color=palette.OTHER_COLOUR))
     fig.update_layout(
         title=title, height=height, dragmode="select", font=CHART_FONT, hovermode="closest",
         legend=dict(orientation="h", yanchor="top", y=-0.04, itemsizing="constant"),
@@ -245,32 +272,42 @@ def base_figure(coords: np.ndarray, table: pd.DataFrame, probs: np.ndarray, name
     return fig
 
 
+EXTERNAL_SYMBOLS = ("diamond-open", "square-open", "triangle-up-open", "pentagon-open", "hexagram-open")
+
+
 def external_traces(placed: dict[str, dict], method: str, names: list[str], colour_by: str,
-                    size: int = 8) -> list[go.Scattergl]:
+                    size: int = 8, used=()) -> list[go.Scattergl]:
     """One trace per external set placed on the map (``placed``: site -> ``{"coords": method -> (M, 2),
-    "image_id", "labels", "probs" (M, C)}``, from ``views.external.place_on_maps``), as diamonds outlined in
-    black. With the "Set" colouring each site has its own colour after the internal splits'; otherwise one
-    dark grey. Their customdata row is -1, so a box or lasso never selects them (they are not in
-    images.parquet), but the hover shows their probabilities."""
-    traces, order = [], external_view.set_order(placed)
-    for site, p in placed.items():
+    "image_id", "labels", "probs" (M, C)}``, from ``views.external.place_on_maps``), as outlines (open
+    diamonds, then other open shapes per site) so the training points under them stay visible. With the
+    "Set" colouring each site has its set colour (``palette.set_colours``); otherwise a palette colour
+    that the map does not show (``used``: its colours; ``base_figure(..., reserve=)`` leaves them), else
+    the "other" grey. Their customdata row is -1,
+    so a box or lasso never selects them (they are not in images.parquet), but the hover shows their
+    probabilities."""
+    order = external_view.set_order(placed)
+    sets = palette.set_colours(order)
+    spare = palette.free_colours(used, len(placed))
+    traces = []
+    for k, (site, p) in enumerate(placed.items()):
         xy = p["coords"].get(method)
         if xy is None or not len(xy):
             continue
         name = external_view.test_set_label(site)
-        colour = PALETTE[order.index(name) % len(PALETTE)] if colour_by == "set" else "#555555"
+        colour = sets[name] if colour_by == "set" else (spare[k] if k < len(spare) else palette.OTHER_COLOUR)
         text = [f"{name}<br>{i}<br>{lab or NO_FINDING}" for i, lab in zip(p["image_id"], p["labels"])]
         custom = np.column_stack([np.full(len(xy), -1.0, np.float32), np.asarray(p["probs"], np.float32)])
         traces.append(go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", name=f"{name} ({len(xy):,})",
-                                   marker=dict(symbol="diamond", size=size + 2, color=colour,
-                                               line=dict(width=1, color="black")),
+                                   marker=dict(symbol=EXTERNAL_SYMBOLS[k % len(EXTERNAL_SYMBOLS)], size=size + 3,
+                                               color=colour, line=dict(width=2, color=colour)),
                                    text=np.asarray(text, dtype=str), customdata=custom, hovertemplate=_hover(names)))
     return traces
 
 
 def overlay_traces(coords: np.ndarray, selected=(), opened: int | None = None, upload_xy=None,
-                   neighbours=(), size: int = 9) -> list[go.Scattergl]:
-    """The O(selection) part: rings round the selection and the upload's neighbours, the upload itself,
+                   neighbours=(), size: int = 9, upload_name: str = "your upload") -> list[go.Scattergl]:
+    """The O(selection) part: rings round the selection and the upload's neighbours, the upload itself
+    (named ``upload_name``: ``views.image_name.short_label``, so a picked test image is not "your upload"),
     and the opened image. Their customdata is the row (-1 for the upload) so clicks on them work too."""
     traces = []
 
@@ -287,20 +324,20 @@ def overlay_traces(coords: np.ndarray, selected=(), opened: int | None = None, u
     if opened is not None:
         ring([opened], "opened image", OPENED_COLOUR, "x-thin-open", 3, size + 8)
     if upload_xy is not None:
-        traces.append(go.Scattergl(x=[float(upload_xy[0])], y=[float(upload_xy[1])], mode="markers", name="your upload",
+        traces.append(go.Scattergl(x=[float(upload_xy[0])], y=[float(upload_xy[1])], mode="markers", name=upload_name,
                                    marker=dict(symbol="star", size=22, color=UPLOAD_COLOUR, line=dict(width=1.5, color="black")),
-                                   customdata=[[-1.0]], hovertemplate="your upload<extra></extra>"))
+                                   customdata=[[-1.0]], hovertemplate=f"{upload_name}<extra></extra>"))
     return traces
 
 
 def with_overlays(base: dict, coords: np.ndarray, selected=(), opened: int | None = None, upload=None,
-                  revision: int = 0) -> dict:
+                  revision: int = 0, upload_name: str = "your upload") -> dict:
     """The cached base figure (a plotly dict, shared: not modified) plus ``overlay_traces``; ``upload``:
     ``upload_for(...)`` of this map, or None; a ``revision`` > 0 makes the figure differ from the same
     overlays at another revision (so the browser re-creates the map, dropping plotly's own selection)."""
     selected = np.asarray(selected if selected is not None else [], dtype=np.int64)
     xy, nbrs = (upload[0], upload[1]) if upload is not None else (None, ())
-    overlays = overlay_traces(coords, selected, opened, xy, nbrs)
+    overlays = overlay_traces(coords, selected, opened, xy, nbrs, upload_name=upload_name)
     layout = {**base["layout"], "datarevision": revision} if revision else base["layout"]
     return {**base, "layout": layout, "data": list(base["data"]) + [t.to_plotly_json() for t in overlays]}
 
@@ -314,12 +351,13 @@ def overlay_key(opened: int | None, upload) -> tuple:
     return (opened, None if xy is None else tuple(float(v) for v in xy), tuple(int(r) for r in nbrs))
 
 
-def drawn_figure(base: dict, coords: np.ndarray, rings, others: tuple, revision: int = 0) -> dict:
+def drawn_figure(base: dict, coords: np.ndarray, rings, others: tuple, revision: int = 0,
+                 upload_name: str = "your upload") -> dict:
     """``with_overlays`` from the selection ``rings`` and an ``overlay_key`` (what a map drew last run can
     be drawn again, byte for byte, from these)."""
     opened, xy, nbrs = others or (None, None, ())
     upload = None if xy is None and not nbrs else (None if xy is None else np.asarray(xy), np.asarray(nbrs, np.int64))
-    return with_overlays(base, coords, rings, opened, upload, revision)
+    return with_overlays(base, coords, rings, opened, upload, revision, upload_name)
 
 
 def figure_dict(fig: go.Figure) -> dict:
@@ -365,7 +403,7 @@ def upload_notice(upload: dict | None, archs: list[str], method: str) -> tuple[s
         ood = (f" — **outside the training distribution** ({glossary.link('Out-of-distribution', 'what this means')}): "
                "its neighbours may not resemble it") if rec.get("ood") else ""
         parts.append(f"{arch_label(arch)}: {where}, {len(nbrs)} nearest neighbours ringed{ood}")
-    text = (f"**{upload.get('name') or 'your upload'}** (from the diagnose page) is the magenta star; its nearest "
+    text = (f"{image_name.phrase(upload, start=True)} (from the diagnose page) is the magenta star; its nearest "
             f"training images (by distance in {glossary.link('PCA-50 units')}) are ringed with magenta diamonds. "
             + "; ".join(parts))
     return text, np.unique(np.concatenate([u[1] for _, u in found]))

@@ -18,6 +18,7 @@ from covidviz.data.labels import split_labels
 from covidviz.views.style import NO_FINDING
 
 GALLERY_PAGE = 24               # images per gallery page
+GALLERY, MAP = "gallery", "map"  # where an image was opened: it is drawn there, where the user is looking
 
 
 # ---------------------------------------------------------------- selection -> rows
@@ -229,6 +230,34 @@ def gallery_range(page: int, shown: int, total: int, per_page: int = GALLERY_PAG
     """The gallery's position line, Images a–b of N, for the ``shown`` images of 1-based ``page``."""
     first = (page - 1) * per_page
     return f"Images {first + 1}–{first + shown} of {total:,}"
+
+
+# ---------------------------------------------------------------- the Diagnose page's image and its neighbours
+
+def neighbour_counts(record: dict | None, archs: list[str]) -> list[int]:
+    """How many nearest neighbours the upload notice rings for each backbone shown that has the image
+    (``record``: the Diagnose page's record for this experiment), in the order shown."""
+    backbones = (record or {}).get("backbones") or {}
+    return [len(backbones[a].get("neighbors") or []) for a in archs if isinstance(backbones.get(a), dict)]
+
+
+def neighbours_button(counts: list[int], union: int) -> str:
+    """The neighbours button's label, with the notice's numbers (``counts``: per backbone; ``union``: the
+    different images among them, what the button selects): "Select the 10 ringed neighbours", "Select the
+    ringed neighbours: 10 + 10 = 20 images", or "…: 10 + 10, 17 different images" when they share some."""
+    if len(counts) <= 1:
+        return f"Select the {union} ringed neighbours"
+    total = " + ".join(str(c) for c in counts)
+    if sum(counts) == union:
+        return f"Select the ringed neighbours: {total} = {union} images"
+    return f"Select the ringed neighbours: {total}, {union} different images"
+
+
+def opened_note(origin: str, number: int | None = None) -> str:
+    """The line under an opened image's header: where it was opened, so the reader knows why it is here."""
+    if origin == GALLERY:
+        return f"Opened from the gallery{f' (number {number} of the selection)' if number else ''}."
+    return "Opened by a click on the map."
 
 
 # ---------------------------------------------------------------- the opened image

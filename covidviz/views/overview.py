@@ -1,6 +1,7 @@
 """The Overview page's content, Streamlit-free: the identity line and configuration summary, images
 per class and split, patients, sources, the confounding sentences (the analysis's, or a labelled
-fallback), the training record, the AUC table and chart."""
+fallback), the training record, the AUC table (laid out beside its chart only where it fits) and chart, and
+the external test sets' table."""
 
 from __future__ import annotations
 
@@ -10,16 +11,22 @@ import plotly.graph_objects as go
 
 from covidviz.data.labels import MULTILABEL, LabelSpace, split_labels
 from covidviz.data.table import SPLITS
+from covidviz.runs.external import ExternalSet
 from covidviz.runs.records import Analysis, ManifestInfo
 from covidviz.views import glossary
+from covidviz.views.compare import chance_mark
+from covidviz.views.external import auc_ci_text, drop_text
 from covidviz.views.style import (
     CHART_FONT,
+    COLUMN_GAP_PX,
+    MAIN_WIDTH,
     NO_FINDING,
     SPLIT_LABELS,
     arch_label,
     backbone_colours,
     format_seconds,
     label_order,
+    min_table_width,
 )
 
 SMALL_TEST = 100  # below this many test images an AUC's 95% interval is typically wider than ±0.1
@@ -117,6 +124,23 @@ def auc_table(exp, split: str = "test") -> pd.DataFrame:
         values = [per_class.get(name) for name in exp.labels.names] + [rec.macro_auc(split)]
         data[arch_label(arch)] = [np.nan if v is None else float(v) for v in values]
     return pd.DataFrame(data, index=pd.Index(rows, name="Class"))
+
+
+# The AUC table beside its chart: table : chart widths, tried in turn; the first whose table column holds
+# the table at the narrowest layout (``MAIN_WIDTH``) wins, else the table goes above the chart.
+AUC_COLUMNS = ([2, 3], [1, 1])
+
+
+def auc_display(aucs: pd.DataFrame) -> pd.DataFrame:
+    """``auc_table`` as shown: 3 decimals, "—" where undefined, an AUC below 0.5 marked as such."""
+    return aucs.map(lambda v: "—" if pd.isna(v) else f"{v:.3f}{chance_mark(v)}")
+
+
+def auc_columns(display: pd.DataFrame, width: int = MAIN_WIDTH) -> list[int] | None:
+    """``st.columns`` spec for the AUC table and its chart side by side, or None: stack them (the table
+    would scroll sideways, hiding backbones, in its column; e.g. 14 findings and three backbones)."""
+    need = min_table_width(display) + COLUMN_GAP_PX
+    return next((spec for spec in AUC_COLUMNS if need <= width * spec[0] / sum(spec)), None)
 
 
 def dataset_tables(images: pd.DataFrame, labels: LabelSpace) -> dict:
@@ -342,3 +366,21 @@ def baseline_sentence(exp, analysis: Analysis | None, findings: dict | None = No
     if found:
         return text + f" The shortcut audit also found a shortcut: {found}."
     return text + " It is not a sign of a hidden shortcut unless the shortcut audit on Compare says so."
+
+
+# ---------------------------------------------------------------- external test sets
+
+def external_sets_text(sets: list[ExternalSet]) -> str:
+    """One markdown line per external set: its data, images scored and left out."""
+    return "  \n".join(f"**{s.name}**: {', '.join(f'`{x}`' for x in s.specs) or 'data not recorded'} · "
+                       f"{s.n_images:,} images scored, {len(s.left_out):,} left out" for s in sets)
+
+
+def external_table(sets: list[ExternalSet], archs: list[str]) -> pd.DataFrame:
+    """One row per external set and backbone: the set's macro AUC (95% CI) and the drop from the internal
+    test split (95% CI). Long, not one column pair per backbone: that table scrolled sideways at 1280 px."""
+    rows = [{"Site": s.name, "Backbone": arch_label(arch),
+             "Macro AUC (95% CI)": auc_ci_text(s.macro(arch)) if arch in s.archs else "not scored",
+             "Drop from internal (95% CI)": drop_text(s.drop(arch, "macro")) if arch in s.archs else "—"}
+            for s in sets for arch in archs]
+    return pd.DataFrame(rows, columns=["Site", "Backbone", "Macro AUC (95% CI)", "Drop from internal (95% CI)"])

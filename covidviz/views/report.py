@@ -6,7 +6,9 @@ shortcut audit's findings, a weak experiment's banner), the research-use notice)
 as (``case_report_png``, PIL), from one ``CaseReport``. Withheld calls are not printed and no class is
 named; calls shown at the user's request are said to be so, greyed, and their maps stamped. The page's
 own texts and the out-of-distribution sentences it shares with the report are ``covidviz.views.diagnose``'s;
-the calls' sentences are ``views.diagnose_calls``', what the model knows ``views.reliability``'s."""
+the calls' sentences are ``views.diagnose_calls``', what the model knows ``views.reliability``'s. Facts the
+other pages state too (where the image falls on the SOM, thresholds with their scale, the verdict and its
+yardstick) go through ``views.formats``, so the report reads like the pages."""
 
 from __future__ import annotations
 
@@ -33,14 +35,16 @@ from covidviz.views.diagnose import (
     ood_message,
     stamp,
 )
-from covidviz.views.style import NOTICE, NOTICE_TITLE
+from covidviz.views.formats import ood_detail, ood_summary, ood_yardstick, qe_detail, som_node_text
+from covidviz.views.style import NOTICE, NOTICE_TITLE, arch_label
 
 REPORT_NOTE = ("Image, heat maps, probabilities and calls at the chosen operating point, model and experiment identity, "
                "the research-use notice.")
 REPORT_TILE, REPORT_MARGIN, REPORT_GAP, REPORT_LINE = 360, 30, 20, 24
-# The calls table, one per backbone (px per column; the shortcut audit's column takes what is left).
-REPORT_COLUMNS = {"Class": 200, "Probability": 115, "Threshold": 105, "Call": 115, "Test AUC [95 % CI]": 170,
-                  "Sens.": 70, "Spec.": 70}
+# The calls table, one per backbone (px per column, in ``dc.calls_table``'s order, the probability's and
+# threshold's headers naming their scale; the shortcut audit's column takes what is left).
+REPORT_WIDTHS = (200, 115, 115, 115, 170, 70, 70)
+REPORT_SHORT = {"Sensitivity": "Sens.", "Specificity": "Spec."}
 REPORT_AUDIT = "Shortcut audit"
 WITHHELD_TILE = (236, 236, 236)  # the grey of a heat map's place when the calls are withheld
 FONTS = {"title": (26, True), "text": (16, False), "note": (16, False), "warning": (16, False),
@@ -59,7 +63,9 @@ class CaseReport:
     out-of-distribution image's calls are reported anyway (``show_anyway``, then marked unreliable);
     each drawn map's weight on the lungs (``lung_weights``: backbone -> ``LungWeight``, None when the lung
     fields were not usable; a backbone left out has no map drawn; None: the prediction's own, top class);
-    the shortcut audit's ``findings`` and the ``weak`` experiment's banner."""
+    the shortcut audit's ``findings``, the ``weak`` experiment's banner and each backbone's SOM grid
+    (``som_grids``: backbone -> (columns, rows), ``Predictor.som_grid``; where the image falls on the SOM
+    is reported, as the SOM page names it, for the backbones given)."""
 
     diag: Diagnosis
     names: list[str]
@@ -74,6 +80,7 @@ class CaseReport:
     lung_weights: dict[str, LungWeight | None] | None = None
     findings: dict | None = None   # (backbone, class) -> reliability.ShortcutFinding: the shortcut audit's
     weak: str | None = None        # the weak-experiment banner (reliability.low_auc_banner), or None
+    som_grids: dict | None = None  # backbone -> its SOM's (columns, rows)
 
     @property
     def withheld(self) -> bool:
@@ -81,7 +88,7 @@ class CaseReport:
         return self.diag.ood and not self.show_anyway
 
     def label(self, arch: str) -> str:
-        return (self.arch_labels or {}).get(arch, arch)
+        return (self.arch_labels or {}).get(arch) or arch_label(arch)
 
 
 # ---------------------------------------------------------------------- text
@@ -154,8 +161,24 @@ def _calls_table(report: CaseReport, arch: str, calls: list[dict]) -> dict:
     for r in table.itertuples(index=False):
         row = [r[0], f"{r[1]:.{d}f}", "—" if r[2] != r[2] else f"{r[2]:.{d}f}", *map(str, r[3:7])]
         rows.append(row + ([str(r[7])] if audit else []))
-    columns = list(REPORT_COLUMNS.items()) + ([(REPORT_AUDIT, 0)] if audit else [])
+    columns = [(REPORT_SHORT.get(name, name), w) for name, w in zip(table.columns[:7], REPORT_WIDTHS)]
+    columns += [(REPORT_AUDIT, 0)] if audit else []
     return {"title": report.label(arch), "columns": columns, "rows": rows, "greyed": report.diag.ood}
+
+
+def som_lines(report: CaseReport) -> list[str]:
+    """Per backbone with a SOM: where the image falls on it, as the SOM page names it, and its quantisation
+    error against the training images' as a detail of the verdict above (not a second test)."""
+    out = []
+    for arch, b in report.diag.backbones.items():
+        grid = (report.som_grids or {}).get(arch)
+        if b.som_node is None or not grid:
+            continue
+        line = f"{report.label(arch)}: SOM {som_node_text(b.som_node, grid)}."
+        if b.som_qe is not None and b.som_qe_pct is not None:
+            line += f" {ood_detail(qe_detail(b.som_qe, b.som_qe_pct))}"
+        out.append(line)
+    return out
 
 
 def report_blocks(report: CaseReport) -> list[tuple[str, object]]:
@@ -186,7 +209,11 @@ def report_blocks(report: CaseReport) -> list[tuple[str, object]]:
     if message:
         blocks += [("heading", REPORT_SECTIONS[1]), ("warning", message)]
     elif diag.verdict is not None:
-        blocks += [("heading", REPORT_SECTIONS[1]), ("text", diag.verdict.summary)]
+        blocks += [("heading", REPORT_SECTIONS[1]), ("text", ood_summary(diag.verdict))]
+    if diag.verdict is not None and (rule := ood_yardstick(diag.verdict)):
+        blocks.append(("note", rule))  # THE yardstick, as the pages cite it
+    if not report.withheld:  # placements are withheld with the calls, as on the page
+        blocks += [("text", line) for line in som_lines(report)]
     if report.withheld:
         blocks += [("heading", REPORT_SECTIONS[2]), ("warning", REPORT_WITHHELD), ("notice", f"{NOTICE_TITLE} {NOTICE}")]
         return blocks
@@ -207,6 +234,8 @@ def report_blocks(report: CaseReport) -> list[tuple[str, object]]:
         if sentence:
             blocks.append(("text", sentence))
         blocks.append(("table", _calls_table(report, arch, calls[arch])))
+        if raw := dc.raw_thresholds_line(calls[arch]):
+            blocks.append(("note", raw))
         blocks += [("warning", rel.shortcut_sentence(f)) for (a, _), f in (report.findings or {}).items() if a == arch]
     blocks.append(("notice", f"{NOTICE_TITLE} {NOTICE}"))
     return blocks

@@ -12,6 +12,7 @@ import pandas as pd
 from covidviz.runs.lungs import LungCell, LungShares
 from covidviz.runs.records import Shortcuts
 from covidviz.views import glossary
+from covidviz.views.compare import chance_mark
 from covidviz.views.style import arch_label, signed_change
 
 TITLE = "Shortcut audit: does the score need the lungs?"
@@ -56,7 +57,7 @@ def _cell(c: dict, original: bool) -> str:
         text += f" [{c['ci_low']:.2f}–{c['ci_high']:.2f}]"
     if not original and c.get("diff") is not None:
         text += f" ({signed_change(c['diff'])})"
-    return text
+    return text + chance_mark(c["auc"])
 
 
 def audit_table(audit: Shortcuts, arch: str) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from covidviz.data.labels import MULTILABEL, LabelSpace, split_labels
 from covidviz.runs.records import Analysis, SomInfo
 from covidviz.views import external as external_view
 from covidviz.views import glossary
+from covidviz.views.formats import ood_detail, ood_verdict_line, qe_detail, share_text, som_cell, som_position
 from covidviz.views.latent_selection import file_name
 from covidviz.views.style import NO_FINDING, SPLIT_LABELS, label_order
 
@@ -314,21 +315,9 @@ def grid_shape(hex_xy) -> tuple[int, int]:
     return len(y) // max(rows, 1), rows
 
 
-def node_cell(node: int, grid) -> tuple[int, int]:
-    """(column, row), 1-based, of a node as the map is drawn: columns left to right, rows top to bottom.
-
-    Node = i * rows + j (``covidviz.stats.som``); its hexagon is drawn at x ≈ i and at height
-    j * sqrt(3) / 2 on an upward y axis (``views.som_figure``), so it is in column i + 1 and in the
-    (rows - j)-th row from the top."""
-    i, j = divmod(int(node), int(grid[1]))
-    return i + 1, int(grid[1]) - j
-
-
-def node_position(node: int, grid) -> str:
-    """Where a node is in the picture, e.g. "column 14 of 15 (left to right), row 5 of 7 (top to bottom)"
-    (``grid``: (columns, rows), as som.json's ``grid`` or ``grid_shape``)."""
-    col, row = node_cell(node, grid)
-    return f"column {col} of {int(grid[0])} (left to right), row {row} of {int(grid[1])} (top to bottom)"
+# Where a node is in the picture: ``views.formats.som_position`` (one formatter for every page and the
+# case report); ``node_cell`` is its (column, row), under the name ``views.som_figure`` imports.
+node_cell = som_cell
 
 
 def node_rows(nd: NodeData, node: int) -> np.ndarray:
@@ -462,7 +451,8 @@ class MapUpload:
     qe: float | None            # its quantization error
     pct: float | None           # the share of training images (%) whose QE is smaller
     ood: bool
-    position: str | None = None  # where the node is in the picture (``node_position``)
+    position: str | None = None  # where the node is in the picture (``formats.som_position``)
+    verdict: dict | None = None  # the image's one out-of-distribution verdict (``OodVerdict.to_json``)
 
     @property
     def has_qe(self) -> bool:
@@ -470,18 +460,21 @@ class MapUpload:
 
     @property
     def pct_text(self) -> str:
-        return f"{self.pct:.0f}" if self.pct < 99 else f"{self.pct:.1f}"
+        return share_text(self.pct).removesuffix(" %")
 
     @property
     def text(self) -> str:
-        """Where it sits and how its QE compares (``has_qe`` only)."""
-        where = f", {self.position}" if self.position else ""
-        text = (f"**{self.name}** (★) sits on node {self.node}{where}; its {glossary.link('QE', 'quantization error')} "
-                f"{self.qe:.3g} is larger than {self.pct_text} % of the training images'.")
+        """Where it sits, the image's ONE out-of-distribution verdict with its yardstick (the Diagnose
+        page's), and its QE against the training images' as a detail of that verdict (``has_qe`` only)."""
+        where = f", at {self.position}" if self.position else ""
+        text = f"**{self.name}** (★) sits on node {self.node}{where}."
+        verdict = self.verdict or {"status": "ood" if self.ood else None, "checked": False}  # an older record: the flag
+        line = ood_verdict_line(verdict, glossary.link("Out-of-distribution"))
+        if line:
+            text += f" {line}"
         if self.ood:
-            text += (f" It is unlike the training images ({glossary.link('Out-of-distribution', 'out of distribution')}): "
-                     "treat the model's output with extra caution.")
-        return text
+            text += " Treat the model's output with extra caution."
+        return f"{text} {ood_detail(qe_detail(self.qe, self.pct, 'SOM ' + glossary.link('QE', 'quantization error')))}"
 
 
 def upload_on_map(upload: dict | None, arch: str, grid=None) -> MapUpload | None:
@@ -494,8 +487,10 @@ def upload_on_map(upload: dict | None, arch: str, grid=None) -> MapUpload | None
     def number(key, kind=float):
         return None if rec.get(key) is None else kind(rec[key])
     node = number("som_node", int)
+    verdict = upload.get("verdict")
     return MapUpload(upload.get("name") or "uploaded image", node, number("som_qe"), number("som_qe_pct"),
-                     bool(rec.get("ood")), node_position(node, grid) if node is not None and grid else None)
+                     bool(rec.get("ood")), som_position(node, grid) if node is not None and grid else None,
+                     verdict if isinstance(verdict, dict) else None)
 
 
 def upload_elsewhere(upload, matched: dict | None) -> str | None:
@@ -505,3 +500,16 @@ def upload_elsewhere(upload, matched: dict | None) -> str | None:
         return str(upload["experiment"])
     return None
 
+
+
+MATRIX_MAX_CLASSES = 6   # above this many classes the class-share matrix is shown as rows of pairs
+
+
+def share_pairs(share) -> pd.DataFrame:
+    """The class-share matrix (row: the images' class, column: the node's dominant class) as one row per
+    non-zero off-diagonal cell, largest share first: a narrow table for many classes."""
+    rows = [(r, c, share.loc[r, c]) for r in share.index for c in share.columns
+            if r != c and pd.notna(share.loc[r, c]) and share.loc[r, c] > 0]
+    out = pd.DataFrame(rows, columns=["Images of", "Sit on nodes of", "Share"]).sort_values("Share", ascending=False)
+    out["Share"] = out["Share"].map(lambda v: f"{v:.0%}")
+    return out.reset_index(drop=True)

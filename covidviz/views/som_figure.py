@@ -21,9 +21,10 @@ import io
 
 import numpy as np
 
+from covidviz.views import external as external_view
+from covidviz.views import palette
 from covidviz.views.som import LAYERS, NodeData, grid_shape, layer_values, node_cell, set_node_data
-from covidviz.views.style import CHART_FONT, SELECTION_COLOUR, SPLIT_LABELS, UPLOAD_COLOUR, class_colours
-from covidviz.views.style import colour as palette_colour
+from covidviz.views.style import CHART_FONT, MAIN_WIDTH, SELECTION_COLOUR, UPLOAD_COLOUR, class_colours
 
 R = 1.0 / np.sqrt(3.0)          # circumradius of a hexagon whose neighbours are 1 apart
 N_LEVELS = 24                   # colour levels of a continuous layer
@@ -32,6 +33,9 @@ PURITY_ALPHA = (0.3, 0.6, 1.0)    # fill opacity of those bins
 EMPTY_COLOUR = "#e6e6e6"
 HALO_COLOUR = "white"           # under the selection and upload outlines, so they show on dark hexagons too
 TRAINING_COLOUR = "#9aa5b1"     # the training images' QE histogram
+# A map spans the page's main column (``style.MAIN_WIDTH``: px at a 1280 px window; the chart stretches to
+# its container): side by side, two maps of an 11x9 grid were 300 px wide at 1280, too small to read.
+MAP_WIDTH = MAIN_WIDTH
 
 
 # ---------------------------------------------------------------- geometry
@@ -104,10 +108,12 @@ def colourscale_for(layer: str):
 
 def som_figure(hex_xy: np.ndarray, layer: dict, layer_name: str, hover: list[str], classes: list[str],
                highlight: int | None = None, upload: int | None = None, mosaic: str | None = None,
-               height: int = 560, title: str | None = None):
+               height: int = 560, title: str | None = None, colours: dict[str, str] | None = None):
     """The hexagonal map: filled hexagons (one trace per colour level), a centres trace (hover, colour
     bar, clicks; trace named ``"nodes"``), the selected node outlined and the upload's node starred.
-    ``mosaic`` is a data-URI PNG from ``prototype_mosaic`` drawn over the hexagons."""
+    ``mosaic`` is a data-URI PNG from ``prototype_mosaic`` drawn over the hexagons. A categorical layer's
+    colours: ``colours`` (category -> colour) where given, else each class's own (``class_colours``); no
+    two categories share one (``palette.legend_colours``: the rarest grouped as "other" if need be)."""
     import plotly.graph_objects as go
     from plotly.colors import sample_colorscale
 
@@ -129,19 +135,22 @@ def som_figure(hex_xy: np.ndarray, layer: dict, layer_name: str, hover: list[str
 
     if layer["kind"] == "categorical":
         dom, purity = layer["dominant"], layer["purity"]
-        colours = class_colours(classes)
+        own, others = palette.legend_colours(classes, colours if colours is not None else class_colours(classes))
         # purity bin 0: <= 50 %, 1: <= 75 %, 2: above (paler = a more mixed node)
         pbin = np.digitize(np.nan_to_num(purity, nan=0.0), PURITY_LEVELS[:-1], right=True)
-        for k, cls in enumerate(classes):
-            first = True
+        ks = {cls: [k] for k, cls in enumerate(classes) if cls in own}
+        if others:
+            ks[palette.OTHER] = [classes.index(c) for c in others]
+        for cls, k in ks.items():
+            first, colour = True, own.get(cls, palette.OTHER_COLOUR)
             for b, alpha in enumerate(PURITY_ALPHA):
-                members = np.flatnonzero((dom == k) & (pbin == b))
+                members = np.flatnonzero(np.isin(dom, k) & (pbin == b))
                 if len(members):
                     if first:  # legend swatch in the full colour (the fills vary with purity)
                         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=cls, legendgroup=cls,
-                                                 marker=dict(symbol="hexagon", size=14, color=colours[cls]),
+                                                 marker=dict(symbol="hexagon", size=14, color=colour),
                                                  showlegend=True, hoverinfo="skip"))
-                    add_group(members, _rgba(colours[cls], alpha), cls, group=cls)
+                    add_group(members, _rgba(colour, alpha), cls, group=cls)
                     first = False
         add_group(np.flatnonzero(dom < 0), EMPTY_COLOUR, "no images", legend=True)
     else:
@@ -287,12 +296,17 @@ def hover_texts(nd: NodeData, layer: dict, layer_label: str, umatrix: np.ndarray
 
 
 
-def external_markers(hex_xy: np.ndarray, external: dict[str, np.ndarray]) -> list:
-    """One trace per external set: a diamond on every node holding some of its images (size by count,
-    nudged per set so that two sets on a node stay apart), hover = the set and its count there."""
+def external_markers(hex_xy: np.ndarray, external: dict[str, np.ndarray], used=()) -> list:
+    """One trace per external set: an outlined diamond (no fill, so the hexagon's colour shows through) on
+    every node holding some of its images (size by count, nudged per set so that two sets on a node stay
+    apart), in a palette colour that the map's legend does not show (``used``: its colours), else the
+    "other" grey; hover = the set and its count there."""
     import plotly.graph_objects as go
 
     xy = np.asarray(hex_xy, np.float64)
+    spare = palette.free_colours(used, len(external))
+    colours = {external_view.test_set_label(s): spare[k] if k < len(spare) else palette.OTHER_COLOUR
+               for k, s in enumerate(external)}
     traces = []
     for k, (site, nodes) in enumerate(external.items()):
         counts = np.bincount(np.asarray(nodes, np.int64).reshape(-1), minlength=len(xy))[:len(xy)]
@@ -301,10 +315,11 @@ def external_markers(hex_xy: np.ndarray, external: dict[str, np.ndarray]) -> lis
             continue
         dx = 0.18 * (k - (len(external) - 1) / 2)
         size = 7 + 9 * np.sqrt(counts[held] / counts.max())
+        name = external_view.test_set_label(site)
         traces.append(go.Scatter(x=(xy[held, 0] + dx).round(4).tolist(), y=xy[held, 1].round(4).tolist(), mode="markers",
-                                 name=f"External: {site} ({int(counts.sum())})", showlegend=True,
-                                 marker=dict(symbol="diamond", size=size.round(1).tolist(),
-                                             color=palette_colour(len(SPLIT_LABELS) + k), line=dict(color="black", width=1)),
+                                 name=f"{name} ({int(counts.sum())})", showlegend=True,
+                                 marker=dict(symbol="diamond-open", size=size.round(1).tolist(), color=colours[name],
+                                             line=dict(color=colours[name], width=2.5)),
                                  text=[f"External: {site}<br>node {n}: {counts[n]} images" for n in held],
                                  hovertemplate="%{text}<extra></extra>"))
     return traces
@@ -312,20 +327,23 @@ def external_markers(hex_xy: np.ndarray, external: dict[str, np.ndarray]) -> lis
 
 def backbone_figure(arrays: dict, nd: NodeData, layer: str, cls: int = 0, thresholds: dict[str, float] | None = None,
                     highlight: int | None = None, upload: int | None = None, mosaic: str | None = None,
-                    width: int = 1100, external: dict[str, np.ndarray] | None = None, splits=None):
+                    width: int = MAP_WIDTH, external: dict[str, np.ndarray] | None = None, splits=None):
     """One backbone's map as the page shows it: ``layer`` (a key of ``LAYERS``) over the SOM's
     ``arrays`` (som.npz: ``hex_xy``, ``umatrix``), hover text per node, sized to fit ``width`` px.
     ``external``: site -> best-matching nodes of its images, drawn as diamonds; with the "set" layer they
     are counted with the internal images (``splits``: every image's split) by ``set_node_data``."""
     external = external or {}
+    colours = None
     if layer == "set":
         nd = set_node_data(nd, splits, external)
+        colours = palette.set_colours(external_view.set_order(external))  # as the external markers
     values = layer_values(nd, layer, cls, umatrix=arrays["umatrix"], thresholds=thresholds)
     hover = hover_texts(nd, values, LAYERS[layer].split(" (")[0], arrays["umatrix"], grid_shape(arrays["hex_xy"]))
     fig = som_figure(arrays["hex_xy"], values, layer, hover, nd.classes, highlight=highlight, upload=upload,
-                     mosaic=mosaic, height=map_height(arrays["hex_xy"], width))
-    if layer != "set":
-        fig.add_traces(external_markers(arrays["hex_xy"], external))
+                     mosaic=mosaic, height=map_height(arrays["hex_xy"], width), colours=colours)
+    if layer != "set":  # on the "Set" layer the sites are counted in the hexagons' colours instead
+        used = {str(t.marker.color) for t in fig.data if t.showlegend and isinstance(t.marker.color, str)}
+        fig.add_traces(external_markers(arrays["hex_xy"], external, used))
     return fig
 
 

@@ -12,6 +12,7 @@ from covidviz.runs.manifest import Deconfounding
 from covidviz.runs.sources import ProbeClass, Score, SourceEvidence
 from covidviz.stats.sources import FEW_PATIENTS
 from covidviz.views import glossary
+from covidviz.views.compare import chance_mark
 from covidviz.views.style import arch_label, signed_change
 
 PROBE_TITLE = "Does the model still know the hospital? (source probe)"
@@ -139,8 +140,8 @@ def within_table(ev: SourceEvidence, archs: list[str]) -> pd.DataFrame:
     for p in ev.pairs():
         row = {"Source": p.source, "Classes": f"{p.a} vs {p.b}", "Films": f"{p.n_a} / {p.n_b}"}
         for arch in archs:
-            row[arch_label(arch)] = "—" if p.reason else _ci(p.auc(arch)) + _diff(p.diff(arch))
-        row["Thumbnail baseline"] = "—" if p.reason else _ci(p.auc(ev.baseline))
+            row[arch_label(arch)] = "—" if p.reason else _ci(p.auc(arch)) + _diff(p.diff(arch)) + chance_mark(p.auc(arch).auc)
+        row["Thumbnail baseline"] = "—" if p.reason else _ci(p.auc(ev.baseline)) + chance_mark(p.auc(ev.baseline).auc)
         row["Note"] = f"not measured: {p.reason}" if p.reason else ""
         rows.append(row)
     return pd.DataFrame(rows)

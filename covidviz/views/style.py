@@ -19,6 +19,12 @@ NO_FINDING = "No finding"           # display name of a multi-label image with n
 UNKNOWN = "unknown"                 # display name of a missing metadata value
 CHART_FONT = dict(size=14)
 MARGIN = dict(t=50, b=10, l=10, r=10)
+# Plotly draws its modebar (zoom, pan, download, Streamlit's fullscreen) over the top right corner of a
+# chart on hover, where titles and top legends sit. Every chart gets a strip of this height above its
+# own top margin (``with_modebar_room``), so the modebar covers nothing; the plot area keeps its size.
+MODEBAR_PX = 30
+PLOTLY_CONFIG = {"displaylogo": False}
+PLOTLY_DEFAULT_TOP, PLOTLY_DEFAULT_HEIGHT = 100, 450  # plotly.js's, when a figure does not set them
 
 # Okabe-Ito (distinguishable with the common colour-vision deficiencies and in grayscale print), then
 # Tol's muted hues for 15-class problems; black last so it is the 16th colour, not the 8th.
@@ -44,6 +50,37 @@ OPERATING_POINTS = {
     "high_sensitivity": "Rule-out (sensitivity ≥ 95 % on validation)",
     "high_specificity": "Rule-in (specificity ≥ 95 % on validation)",
 }
+
+
+def with_modebar_room(fig):
+    """``fig`` with a ``MODEBAR_PX`` strip on top for the modebar: more top margin and height (the plot
+    area keeps its size), and a title left at its default place (centred on the top margin, which would
+    now reach into the strip) centred on the old margin below the strip. A ``go.Figure`` is changed in
+    place (pages build one per run; ``ui.plotly_chart`` applies this once); a figure dict (the latent maps'
+    fast path, built on a cached base) is copied, its data shared."""
+    if isinstance(fig, dict):
+        layout = dict(fig.get("layout") or {})
+        title = layout.get("title")
+        title = dict(title) if isinstance(title, dict) else ({"text": title} if title else {})
+        top = (layout.get("margin") or {}).get("t")
+        top = PLOTLY_DEFAULT_TOP if top is None else top
+        height = (layout.get("height") or PLOTLY_DEFAULT_HEIGHT) + MODEBAR_PX
+        layout.update(margin={**(layout.get("margin") or {}), "t": top + MODEBAR_PX}, height=height)
+        if title.get("text") and title.get("y") is None and title.get("yref") in (None, "container"):
+            layout["title"] = {**title, "y": _title_y(top, height), "yanchor": "middle"}
+        return {**fig, "layout": layout}
+    layout = fig.layout
+    top = PLOTLY_DEFAULT_TOP if layout.margin.t is None else layout.margin.t
+    height = (layout.height or PLOTLY_DEFAULT_HEIGHT) + MODEBAR_PX
+    fig.update_layout(margin_t=top + MODEBAR_PX, height=height)
+    if layout.title.text and layout.title.y is None and layout.title.yref in (None, "container"):
+        fig.update_layout(title_y=_title_y(top, height), title_yanchor="middle")
+    return fig
+
+
+def _title_y(top: float, height: float) -> float:
+    """Title position (fraction of the figure's height) centred on the old top margin, under the strip."""
+    return 1 - (MODEBAR_PX + top / 2) / height
 
 
 def colour(i: int) -> str:

@@ -1,0 +1,49 @@
+"""The Overview's "Remedies on the same test films" section (widgets only): when other experiments in
+the runs folder were scored on exactly the same test films (e.g. ``covid3``, ``covid3-lung-mask``,
+``covid3-deconf`` from ``make -f experiments/Makefile remedies``), their comparison table and its plain
+reading. Table and sentences: ``covidviz.views.remedies`` (also what docs/remedies.md is made from)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from covidviz import runs
+from covidviz.ui.cache import _stamp, load_experiment
+from covidviz.ui.chrome import runs_root
+from covidviz.views import remedies
+
+CAPTION = ("Experiments in this folder scored on exactly the same test films with a different input "
+           "(full film, lung crop, lung mask) or with source deconfounding; AUCs with patient-bootstrap 95 % CIs. "
+           "*Within-source AUC*: two classes compared inside one source only; *source probe*: how well the test "
+           "features tell the sources apart inside one class (lower: the model knows less about the hospital). "
+           "Audit columns: test macro AUC with that region hidden. Made from what each analysis stored.")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _table(path: str, stamps: tuple[tuple[str, int], ...]) -> tuple[list[str], pd.DataFrame | None, list[str]]:
+    exp = load_experiment(path)
+    others = [load_experiment(p) for p, _ in stamps if p != path]
+    same = remedies.siblings(exp, others)
+    if len(same) < remedies.MIN_SIBLINGS:
+        return [], None, []
+    return [e.name for e in same], remedies.table(same), remedies.reading(same)
+
+
+def section(exp) -> None:
+    """The section, or nothing when no other experiment shares this one's test films."""
+    found, _ = runs.list_experiments(runs_root())
+    stamps = tuple(sorted((str(e.path), _stamp(e.path)) for e in found))
+    names, table, reading = _table(str(exp.path), stamps)
+    if table is None:
+        return
+    st.header("Remedies on the same test films")
+    st.caption(CAPTION)
+    # One column per experiment and backbone, one row per measure: the wide form (13+ columns) cannot fit
+    # the page at 1280 px; this one wraps (tests/test_browser_clipping.py).
+    shown = table.drop(columns=["Experiment", "Backbone"])
+    shown.index = [f"{e} · {b}" if e != "—" else r for e, b, r in zip(table["Experiment"], table["Backbone"],
+                                                                       table["Remedy"])]
+    st.table(shown.T)
+    with st.expander("What changed, in plain words", expanded=True):
+        st.markdown("\n".join(f"- {s}" for s in reading))
