@@ -66,11 +66,11 @@ TABLE_NOTE = ("Sorted by file name (an image inside a ZIP archive by its own nam
               "keeps every number (flagged rows too) and lists the unreadable files with their error; it is the "
               "command line's (`{cli}`).")
 SHORTCUT_TITLE = "**⚠ shortcut** in a call: the experiment's shortcut audit found a sign for that class:"
+SHEET_CAPTION = ("Film, then each backbone's heat map (CAM) for its most likely class; under it the "
+                 "backbone's most likely class, its probability and its call, as in the table.")
 SHEET_HELP = ("Each tile: the film as the models saw it, then each backbone's class activation map for its most "
               "likely class; a file flagged as unlike the training X-rays gets grey \"withheld\" panels instead. "
               "Pick the files to draw (at most {n}).")
-SHEET_CAPTION = ("Film, then each backbone's heat map (CAM) for its most likely class; under it the "
-                 "backbone's most likely class, its probability and its call, as in the table.")
 
 
 def _mib(n: float) -> str:
