@@ -176,7 +176,9 @@ def test_10k_image_som_renders_in_a_few_seconds(tmp_path):
 # Boxes of what the node panels show, against the columns that hold them (one per backbone).
 NODE_LAYOUT_JS = """() => {
   const inside = (r, c) => r.left >= c.left - 0.5 && r.right <= c.right + 0.5;
-  const col = e => e.closest("[data-testid='stColumn']").getBoundingClientRect();
+  // a panel in a column (backbones side by side) or, with the maps stacked, in the main block
+  const col = e => (e.closest("[data-testid='stColumn']") ||
+                    e.closest("[data-testid='stMainBlockContainer']")).getBoundingClientRect();
   return {
     tables: [...document.querySelectorAll("[data-testid='stTable'] table")].map(t => {
       const box = t.getBoundingClientRect();

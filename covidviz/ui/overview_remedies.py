@@ -44,6 +44,7 @@ def section(exp) -> None:
     shown = table.drop(columns=["Experiment", "Backbone"])
     shown.index = [f"{e} · {b}" if e != "—" else r for e, b, r in zip(table["Experiment"], table["Backbone"],
                                                                        table["Remedy"])]
+    shown = shown[~shown.index.duplicated()]  # (folder names are unique; a backbone listed twice is not)
     st.table(shown.T)
     with st.expander("What changed, in plain words", expanded=True):
         st.markdown("\n".join(f"- {s}" for s in reading))

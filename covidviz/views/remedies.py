@@ -62,7 +62,7 @@ def siblings(exp, experiments) -> list:
                 same.append(other)
         except Exception:  # noqa: BLE001 - a broken sibling is skipped, not fatal
             continue
-    return [exp, *sorted(same, key=lambda e: e.name)] if same else []
+    return [exp, *sorted(same, key=lambda e: e.path.name)] if same else []
 
 
 @dataclass
@@ -130,7 +130,7 @@ def table(experiments) -> pd.DataFrame:
         evidence = read_sources(exp)
         for arch in exp.backbones:
             rec = exp.record(arch)
-            row = {"Experiment": exp.name, "Remedy": remedy_of(exp), "Backbone": arch_label(arch),
+            row = {"Experiment": exp.path.name, "Remedy": remedy_of(exp), "Backbone": arch_label(arch),
                    "Validation AUC": f"{rec.best_val_auc:.3f}" if rec.best_val_auc is not None else "n/a"}
             m = analysis.backbone(arch).macro if analysis is not None and analysis.has(arch) else None
             row["Test macro AUC"] = ci_text(m.auc, m.ci_low, m.ci_high) if m is not None and m.auc is not None \
@@ -185,7 +185,7 @@ def reading(experiments) -> list[str]:
         for arch in exp.backbones:
             if arch not in ref.backbones or an is None or ref_an is None:
                 continue
-            name = f"{remedy_of(exp)} ({exp.name}), {arch_label(arch)}"
+            name = f"{remedy_of(exp)} ({exp.path.name}), {arch_label(arch)}"
             head, head_ref = an.backbone(arch).macro, ref_an.backbone(arch).macro
             within = _mean_auc([p.auc(arch) for p in ev.pairs() if not p.reason]) if ev else None
             within_ref = _mean_auc([p.auc(arch) for p in ref_ev.pairs() if not p.reason]) if ref_ev else None
