@@ -24,11 +24,11 @@ from covidviz.ui.navigation import fallback_text
 from covidviz.views import example_image, image_name
 from covidviz.views import latent_selection as selection
 from tests.app_fixtures import make_fake_experiment
+from tests.test_latent_page import run_page as run_latent_page
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
 DIAGNOSE = str(REPO / "app_pages" / "diagnose.py")
-LATENT = str(REPO / "app_pages" / "latent.py")
 TIMEOUT = 120
 
 pytestmark = pytest.mark.usefixtures("app_like_server")
@@ -228,18 +228,9 @@ def latent_root(tiny_experiment, tmp_path, monkeypatch) -> Path:
     return root / tiny_experiment.name
 
 
-def _latent(**state) -> AppTest:
-    at = AppTest.from_file(LATENT, default_timeout=TIMEOUT)
-    for k, v in state.items():
-        at.session_state[k] = v
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 def test_an_image_opened_from_the_gallery_is_drawn_under_its_picker(latent_root):
     exp = runs.read_experiment(latent_root)
-    at = _latent(**{key(exp.path.name, "latent_selection"): [0, 1, 2]})
+    at = run_latent_page(**{key(exp.path.name, "latent_selection"): [0, 1, 2]})
     at.selectbox(key=key(exp.path.name, "latent_open_pick")).set_value(1).run()
     assert not at.exception
     image_id = exp.images().iloc[1]["image_id"]
@@ -247,7 +238,7 @@ def test_an_image_opened_from_the_gallery_is_drawn_under_its_picker(latent_root)
     assert order.index("Gallery") < order.index(f"Image {image_id}")  # under the picker, not above, out of view
     assert any("Opened from the gallery (number 2 of the selection)" in t for t in order)
     # A click on the map opens it under the maps, above the selection.
-    at = _latent(**{key(exp.path.name, "latent_selection"): [0, 1, 2], key(exp.path.name, "latent_open"): 2,
+    at = run_latent_page(**{key(exp.path.name, "latent_selection"): [0, 1, 2], key(exp.path.name, "latent_open"): 2,
                     key(exp.path.name, "latent_open_origin"): selection.MAP})
     order = [t for _, t in texts(at)]
     assert order.index(f"Image {exp.images().iloc[2]['image_id']}") < order.index("Selection")
@@ -259,7 +250,7 @@ def test_a_picked_test_image_is_named_as_such_on_the_maps(latent_root):
     record = {"name": "test image synthetic:0007", "source": image_name.TEST, "experiment": exp.name, "backbones": {
         a: {"probs": [0.3, 0.7], "coords": {"tsne": [1.5, -2.0], "pca": [0.0, 0.0]}, "neighbors": [4, 5, 6],
             "distances": [0.1, 0.2, 0.3], "som_node": 3, "som_qe": 0.5, "som_qe_pct": 40.0, "ood": False}}}
-    at = _latent(upload=record)
+    at = run_latent_page(upload=record)
     notice = next(i.value for i in at.info if "magenta star" in i.value)
     assert notice.startswith("The test image **synthetic:0007** (from the diagnose page)")
     spec = at.get("plotly_chart")[0].proto.spec
