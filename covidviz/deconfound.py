@@ -69,6 +69,15 @@ def dann_lambda(progress: float, strength: float) -> float:
     return float(strength) * (2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0)
 
 
+RAMPED = 0.9  # the share of its strength the reversal must reach before an epoch may be kept as the best
+
+
+def ramped_up(lambd: float, strength: float) -> bool:
+    """Whether the reversal (``lambd``) has reached ``RAMPED`` of its peak ``strength`` (DANN's ramp gets there
+    at 29 % of the training steps): only then is the model one the adversary has acted on."""
+    return float(lambd) >= RAMPED * float(strength)
+
+
 def strata_of(label_cells, labels: LabelSpace) -> list[str]:
     """The group inside which the source is predicted: the class (multi-class) or the set of findings
     (multi-label, "no finding" for none)."""

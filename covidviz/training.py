@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from covidviz.data.labels import MULTICLASS, LabelSpace
 from covidviz.data.preprocess import Preprocessing
-from covidviz.deconfound import LR_SCALE, AdversaryPlan, SourceAdversary, WithAdversary, dann_lambda
+from covidviz.deconfound import LR_SCALE, AdversaryPlan, SourceAdversary, WithAdversary, dann_lambda, ramped_up
 from covidviz.io import atomic_torch_save
 from covidviz.models import REGISTRY, probabilities
 from covidviz.stats.metrics import auc_per_class, macro_auc
@@ -323,7 +323,17 @@ def fit(model: nn.Module, data: FitData, cfg: TrainConfig, device: torch.device,
         val_auc = macro_auc(per_class)
         score = val_auc if val_auc is not None else -val_loss
         best_score = res.best_val_auc if res.best_val_auc is not None else -math.inf
-        if res.best_epoch == 0 or score > best_score:
+        # A deconfounded model is one the adversary has acted on: the validation films share the training
+        # data's source-class confound, so their AUC favours the early epochs before the reversal reaches
+        # its strength (covid3 at 0.3 kept epoch 1 of 10). Until it is ramped, an epoch is kept only as a
+        # stand-in that the first ramped epoch replaces, and patience does not run.
+        ramped = adv is None or ramped_up(adv.lambd, cfg.deconfound_strength)
+        best_lambda = next((h.get("adv_lambda", 0.0) for h in res.history if h["epoch"] == res.best_epoch), 0.0)
+        best_ramped = res.best_epoch > 0 and (adv is None or ramped_up(best_lambda, cfg.deconfound_strength))
+        if not ramped:
+            res.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            res.best_epoch, res.best_val_auc, bad_epochs = epoch, None, 0
+        elif res.best_epoch == 0 or not best_ramped or score > best_score:
             res.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             res.best_epoch, res.best_val_auc, bad_epochs = epoch, score if val_auc is not None else None, 0
         else:

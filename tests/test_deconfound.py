@@ -16,6 +16,7 @@ from covidviz.deconfound import (
     WithAdversary,
     dann_lambda,
     plan_source_adversary,
+    ramped_up,
     reverse_gradient,
     strata_of,
 )
@@ -147,6 +148,19 @@ def test_deconfounded_training_on_phantoms_with_several_sources(tmp_path, capsys
     assert not any("adversary" in k for k in state)
     model = exp.load_model("tinycnn")  # loads strictly into the plain classifier: inference is unchanged
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
+
+
+def test_no_epoch_before_the_reversal_is_ramped_is_kept_as_the_best(tmp_path):
+    """Over 4 epochs the reversal reaches 0.85 of its strength after epoch 1 and 0.96 after epoch 2: the
+    weights kept are from epoch 2 or later even if epoch 1 scored the best validation AUC (the validation
+    films share the confound, so they favour the model the adversary has not yet acted on)."""
+    exp = _train(tmp_path, "synthetic:150:size=48,confounder=0.5", "ramp", ["--epochs", "4", "--patience", "1"])
+    hist = exp.history("tinycnn")
+    assert not ramped_up(hist[0]["adv_lambda"], 0.3) and ramped_up(hist[1]["adv_lambda"], 0.3)
+    best = exp.backbone("tinycnn")["best_epoch"]
+    assert best >= 2
+    ramped = [h["val_auc"] for h in hist if ramped_up(h["adv_lambda"], 0.3)]
+    assert exp.backbone("tinycnn")["best_val_auc"] == pytest.approx(max(ramped))
 
 
 def test_one_source_per_class_is_ignored_with_a_message(tmp_path, capsys):
