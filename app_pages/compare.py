@@ -112,14 +112,16 @@ def operating_point(exp, analysis, archs, cls, ext=None) -> dict:
             col.caption("No threshold.")
         else:
             col.table(frame)
-    if exp.labels.task == MULTICLASS and ext is None:
-        argmax_confusion(analysis, archs)
+    if exp.labels.task == MULTICLASS:
+        argmax_confusion(exp, analysis, archs, None if ext is None else (ext.name, onehot, probs))
     return points
 
 
-def argmax_confusion(analysis, archs) -> None:
+def argmax_confusion(exp, analysis, archs, site=None) -> None:
+    """The argmax confusion matrices of the test set shown: the internal split's, or ``site``'s
+    ((name, one-hot, arch -> probabilities), counted from its stored scores)."""
     with st.expander("All classes at once: confusion matrix of the most probable class (no threshold)"):
-        shown = [operating.argmax_confusion(analysis, arch) for arch in archs]
+        shown = [operating.argmax_confusion(analysis, arch, site, exp.labels.names) for arch in archs]
         for col, one in zip(grid([s and s[0] for s in shown]), shown):
             if one is not None:
                 col.markdown(one[1])

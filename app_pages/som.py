@@ -82,7 +82,8 @@ def backbone_map(exp, arch: str, som: dict, ctl: som_view.Choice, upload: dict |
     fig = som_figure.backbone_figure(a, nd, ctl.layer, ctl.cls, thresholds,
                                      highlight=st.session_state.get(node_key), upload=up_node,
                                      mosaic=ui.som_mosaic(exp, arch) if ctl.prototypes else None, width=width,
-                                     external=external, splits=exp.images()["split"])
+                                     external=external, splits=exp.images()["split"],
+                                     upload_label=up.label if up else "your upload")
     ui.plotly_chart(fig, width="stretch", key=key(exp, CHART_KEY.format(arch)), selection_mode="points",
                     on_select=functools.partial(_on_select, exp, arch, som_figure.centres_trace_index(fig)),
                     config={"scrollZoom": True})
@@ -90,7 +91,7 @@ def backbone_map(exp, arch: str, som: dict, ctl: som_view.Choice, upload: dict |
     left.number_input("Node", min_value=0, max_value=n_nodes - 1, value=None, step=1, key=node_key,
                       placeholder="click a hexagon", help=f"0 … {n_nodes - 1}; click a hexagon to choose it.")
     if up_node is not None:
-        right.button("Go to the uploaded image's node", key=key(exp, f"som_goto_upload_{arch}"),
+        right.button(f"Go to {up.label}'s node", key=key(exp, f"som_goto_upload_{arch}"),
                      on_click=_go_to, args=(exp, arch, up_node))
     if up is not None and up.has_qe:
         upload_qe(exp, arch, a, up)
@@ -108,7 +109,7 @@ def upload_qe(exp, arch: str, a: dict, up: som_view.MapUpload) -> None:
         st.warning(up.text, icon=":material/warning:")
     else:
         st.info(up.text, icon=":material/star:")
-    fig = som_figure.qe_histogram(a["qe_train_sorted"], up.qe, f"upload ({up.pct_text} %)")
+    fig = som_figure.qe_histogram(a["qe_train_sorted"], up.qe, f"{up.label} ({up.pct_text} %)")
     ui.plotly_chart(fig, width="stretch", key=key(exp, f"som_upload_qe_{arch}"))
 
 

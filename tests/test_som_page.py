@@ -266,7 +266,7 @@ def test_upload_is_highlighted_with_its_qe(tiny):
     assert any("chest.png" in i.value and "97 %" in i.value for i in at.info)
     assert any("unlike the training images" in w.value for w in at.warning)  # the second backbone is OOD
     maps = [f for f in figures(at) if any(t.get("name") == "nodes" for t in f["data"])]
-    assert len(maps) == 2 and all(any(t.get("name") == "uploaded image" for t in f["data"]) for f in maps)
+    assert len(maps) == 2 and all(any(t.get("name") == "your upload" for t in f["data"]) for f in maps)
     at.button(key=sk(tiny, f"som_goto_upload_{archs[0]}")).click().run()
     assert at.number_input(key=sk(tiny, f"som_node_{archs[0]}")).value == 2
     # The diagnose page stores None where a backbone has no SOM: nothing to star, no crash.
@@ -274,7 +274,7 @@ def test_upload_is_highlighted_with_its_qe(tiny):
              for arch, rec in up["backbones"].items()}
     at = run_page({"upload": {**up, "backbones": empty}})
     assert not any("chest.png" in i.value for i in at.info)
-    assert not any(t.get("name") == "uploaded image" for f in figures(at) for t in f["data"])
+    assert not any(t.get("name") == "your upload" for f in figures(at) for t in f["data"])
     # An upload scored with another experiment is not drawn here.
     at = run_page({"upload": {**up, "experiment": "some-other-run"}})
     assert not any("chest.png" in i.value for i in at.info)

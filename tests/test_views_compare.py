@@ -309,6 +309,18 @@ def test_argmax_confusion_matches_hand_counts(mc):
     assert operating.argmax_confusion(runs.Analysis({}), "densenet121") is None
 
 
+def test_argmax_confusion_of_an_external_set_counts_its_own_scores(mc):
+    """An external set's matrix comes from its stored scores, not the internal split's analysis."""
+    rng = np.random.default_rng(3)
+    onehot = np.eye(len(mc.names))[rng.integers(0, len(mc.names), 17)]
+    probs = {ARCHS[0]: rng.dirichlet(np.ones(len(mc.names)), 17)}
+    frame, heading = operating.argmax_confusion(mc.analysis, ARCHS[0], ("siteX", onehot, probs), mc.names)
+    np.testing.assert_array_equal(frame.to_numpy(), confusion_matrix(onehot.argmax(1), probs[ARCHS[0]].argmax(1),
+                                                                     labels=range(len(mc.names))))
+    assert heading.endswith("on 17 images of siteX") and frame.to_numpy().sum() == 17
+    assert operating.argmax_confusion(mc.analysis, ARCHS[1], ("siteX", onehot, probs), mc.names) is None
+
+
 # ---------------------------------------------------------------- calibration
 
 def test_calibration_table_and_reliability_multiclass(mc):

@@ -337,6 +337,7 @@ def test_upload_on_map_and_elsewhere():
         "b": {"som_node": None, "som_qe": None, "som_qe_pct": None, "ood": False}}}
     a = som.upload_on_map(up, "a", (3, 5))
     assert (a.node, a.has_qe, a.pct_text) == (4, True, "99.5")
+    assert a.label == "your upload"
     assert a.text == ("**chest.png** (★) sits on node 4, at column 1 of 3 (left to right), row 1 of 5 (top to bottom). "
                       "[Out-of-distribution](/glossary#out-of-distribution) verdict: unlike the training images. Treat "
                       "the model's output with extra caution. A detail behind the verdict, not a second test: its SOM "
@@ -351,7 +352,9 @@ def test_upload_on_map_and_elsewhere():
     b = som.upload_on_map(up, "b")
     assert b.node is None and not b.has_qe and not b.ood
     assert som.upload_on_map(up, "c") is None and som.upload_on_map(None, "a") is None
-    assert som.upload_on_map({**up, "name": None}, "a").name == "uploaded image"
+    assert som.upload_on_map({**up, "name": None}, "a").name == "**your upload**"
+    picked = som.upload_on_map({**up, "name": "test image p12-3", "source": "test"}, "a", (3, 5))
+    assert picked.label == "test image p12-3" and picked.text.startswith("The test image **p12-3** (★) sits on node 4")
     assert som.MapUpload("x", 1, 0.5, 40.2, False).pct_text == "40"
     assert som.upload_elsewhere(up, None) == "e"        # scored with another experiment
     assert som.upload_elsewhere(up, up) is None         # this experiment's
@@ -378,7 +381,7 @@ def test_backbone_figure_layer_hover_highlight_and_upload():
     assert [s.line.color for s in fig.layout.shapes] == [som_figure.HALO_COLOUR, UPLOAD_COLOUR,
                                                          som_figure.HALO_COLOUR, SELECTION_COLOUR]
     assert fig.layout.height == som_figure.map_height(GRID_2X2, 600)
-    star = next(t for t in fig.data if t.name == "uploaded image" and t.mode == "markers")  # the star (no mosaic)
+    star = next(t for t in fig.data if t.name == "your upload" and t.mode == "markers")  # the star (no mosaic)
     assert star.marker.color == UPLOAD_COLOUR
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from covidviz.runs.records import Analysis
 from covidviz.stats.thresholds import TARGET, confusion_at, ppv_npv_at_prevalence
+from covidviz.stats.thresholds import argmax_confusion as confusion_of_argmax
 from covidviz.views import glossary
 from covidviz.views.formats import RAW, scale_name
 from covidviz.views.formats import threshold_text as labelled_threshold
@@ -155,12 +156,20 @@ def _pct(v) -> str:
     return "n/a" if v is None or not np.isfinite(v) else f"{v:.1%}"
 
 
-def argmax_confusion(analysis: Analysis, arch: str) -> tuple[pd.DataFrame, str] | None:
-    """Multi-class: (confusion matrix of the most probable class on test, its heading), or None."""
-    m = analysis.backbone(arch).confusion
+def argmax_confusion(analysis: Analysis, arch: str, site=None, names=()) -> tuple[pd.DataFrame, str] | None:
+    """Multi-class: (confusion matrix of the most probable class, its heading), or None. On the internal
+    test split from the analysis; ``site``: (name, one-hot, arch -> probabilities) of an external set,
+    counted from its stored scores the same way (``stats.thresholds.argmax_confusion``; ``names``: the
+    classes in column order)."""
+    if site is None:
+        m, where = analysis.backbone(arch).confusion, "test images"
+    else:
+        name, onehot, probs = site
+        m = None if probs.get(arch) is None else confusion_of_argmax(onehot, probs[arch], list(names))
+        where = f"images of {name}"
     if not m:
         return None
     frame = pd.DataFrame(m["matrix"], index=pd.Index(m["names"], name="Truth"),
                          columns=[f"Predicted {n}" for n in m["names"]])
     acc = "n/a" if m.get("accuracy") is None else f"{m['accuracy']:.1%}"
-    return frame, f"**{arch_label(arch)}** — accuracy {acc} on {m['n']} test images"
+    return frame, f"**{arch_label(arch)}** — accuracy {acc} on {m['n']} {where}"

@@ -16,7 +16,7 @@ import pandas as pd
 from covidviz.data.labels import MULTILABEL, LabelSpace, split_labels
 from covidviz.runs.records import Analysis, SomInfo
 from covidviz.views import external as external_view
-from covidviz.views import glossary
+from covidviz.views import glossary, image_name
 from covidviz.views.formats import ood_detail, ood_verdict_line, qe_detail, share_text, som_cell, som_position
 from covidviz.views.latent_selection import file_name
 from covidviz.views.style import NO_FINDING, SPLIT_LABELS, label_order
@@ -446,13 +446,14 @@ def class_relations(nd: NodeData, top: int = 3) -> Relations:
 class MapUpload:
     """The diagnose page's upload on one backbone's SOM (``inference.Diagnosis.session_record``)."""
 
-    name: str
+    name: str                   # the image in a sentence (``image_name.phrase``): an upload's file, a test image
     node: int | None            # its best-matching node (None: this backbone has no SOM)
     qe: float | None            # its quantization error
     pct: float | None           # the share of training images (%) whose QE is smaller
     ood: bool
     position: str | None = None  # where the node is in the picture (``formats.som_position``)
     verdict: dict | None = None  # the image's one out-of-distribution verdict (``OodVerdict.to_json``)
+    label: str = "your upload"   # short, for a button or legend (``image_name.short_label``)
 
     @property
     def has_qe(self) -> bool:
@@ -467,7 +468,7 @@ class MapUpload:
         """Where it sits, the image's ONE out-of-distribution verdict with its yardstick (the Diagnose
         page's), and its QE against the training images' as a detail of that verdict (``has_qe`` only)."""
         where = f", at {self.position}" if self.position else ""
-        text = f"**{self.name}** (★) sits on node {self.node}{where}."
+        text = f"{self.name} (★) sits on node {self.node}{where}."
         verdict = self.verdict or {"status": "ood" if self.ood else None, "checked": False}  # an older record: the flag
         line = ood_verdict_line(verdict, glossary.link("Out-of-distribution"))
         if line:
@@ -488,9 +489,9 @@ def upload_on_map(upload: dict | None, arch: str, grid=None) -> MapUpload | None
         return None if rec.get(key) is None else kind(rec[key])
     node = number("som_node", int)
     verdict = upload.get("verdict")
-    return MapUpload(upload.get("name") or "uploaded image", node, number("som_qe"), number("som_qe_pct"),
+    return MapUpload(image_name.phrase(upload, start=True), node, number("som_qe"), number("som_qe_pct"),
                      bool(rec.get("ood")), som_position(node, grid) if node is not None and grid else None,
-                     verdict if isinstance(verdict, dict) else None)
+                     verdict if isinstance(verdict, dict) else None, image_name.short_label(upload))
 
 
 def upload_elsewhere(upload, matched: dict | None) -> str | None:

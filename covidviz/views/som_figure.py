@@ -108,7 +108,8 @@ def colourscale_for(layer: str):
 
 def som_figure(hex_xy: np.ndarray, layer: dict, layer_name: str, hover: list[str], classes: list[str],
                highlight: int | None = None, upload: int | None = None, mosaic: str | None = None,
-               height: int = 560, title: str | None = None, colours: dict[str, str] | None = None):
+               height: int = 560, title: str | None = None, colours: dict[str, str] | None = None,
+               upload_label: str = "your upload"):
     """The hexagonal map: filled hexagons (one trace per colour level), a centres trace (hover, colour
     bar, clicks; trace named ``"nodes"``), the selected node outlined and the upload's node starred.
     ``mosaic`` is a data-URI PNG from ``prototype_mosaic`` drawn over the hexagons. A categorical layer's
@@ -176,7 +177,7 @@ def som_figure(hex_xy: np.ndarray, layer: dict, layer_name: str, hover: list[str
                              selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0))))
     # Selected node and upload: layout shapes, drawn above the prototype mosaic (which covers traces),
     # each over a white halo so that it shows on the darkest hexagons too.
-    for node, colour, width, dash, label in ((upload, UPLOAD_COLOUR, 4.5, "dot", "uploaded image"),
+    for node, colour, width, dash, label in ((upload, UPLOAD_COLOUR, 4.5, "dot", upload_label),
                                             (highlight, SELECTION_COLOUR, 3.5, "solid", "selected node")):
         if node is None or not 0 <= node < len(xy):
             continue
@@ -191,7 +192,7 @@ def som_figure(hex_xy: np.ndarray, layer: dict, layer_name: str, hover: list[str
         fig.add_trace(go.Scatter(x=[float(xy[upload, 0])], y=[float(xy[upload, 1])], mode="markers",
                                  marker=dict(symbol="star", size=18, color=UPLOAD_COLOUR,
                                              line=dict(color="black", width=1.5)),
-                                 hoverinfo="skip", name="uploaded image", showlegend=False))
+                                 hoverinfo="skip", name=upload_label, showlegend=False))
     x0, x1, y0, y1 = map_extent(xy)
     if mosaic is not None:
         fig.add_layout_image(dict(source=mosaic, xref="x", yref="y", x=x0, y=y1, sizex=x1 - x0, sizey=y1 - y0,
@@ -327,9 +328,11 @@ def external_markers(hex_xy: np.ndarray, external: dict[str, np.ndarray], used=(
 
 def backbone_figure(arrays: dict, nd: NodeData, layer: str, cls: int = 0, thresholds: dict[str, float] | None = None,
                     highlight: int | None = None, upload: int | None = None, mosaic: str | None = None,
-                    width: int = MAP_WIDTH, external: dict[str, np.ndarray] | None = None, splits=None):
+                    width: int = MAP_WIDTH, external: dict[str, np.ndarray] | None = None, splits=None,
+                    upload_label: str = "your upload"):
     """One backbone's map as the page shows it: ``layer`` (a key of ``LAYERS``) over the SOM's
     ``arrays`` (som.npz: ``hex_xy``, ``umatrix``), hover text per node, sized to fit ``width`` px.
+    ``upload_label``: the Diagnose page's image in the legend ("your upload", "test image ID").
     ``external``: site -> best-matching nodes of its images, drawn as diamonds; with the "set" layer they
     are counted with the internal images (``splits``: every image's split) by ``set_node_data``."""
     external = external or {}
@@ -340,7 +343,8 @@ def backbone_figure(arrays: dict, nd: NodeData, layer: str, cls: int = 0, thresh
     values = layer_values(nd, layer, cls, umatrix=arrays["umatrix"], thresholds=thresholds)
     hover = hover_texts(nd, values, LAYERS[layer].split(" (")[0], arrays["umatrix"], grid_shape(arrays["hex_xy"]))
     fig = som_figure(arrays["hex_xy"], values, layer, hover, nd.classes, highlight=highlight, upload=upload,
-                     mosaic=mosaic, height=map_height(arrays["hex_xy"], width), colours=colours)
+                     mosaic=mosaic, height=map_height(arrays["hex_xy"], width), colours=colours,
+                     upload_label=upload_label)
     if layer != "set":  # on the "Set" layer the sites are counted in the hexagons' colours instead
         used = {str(t.marker.color) for t in fig.data if t.showlegend and isinstance(t.marker.color, str)}
         fig.add_traces(external_markers(arrays["hex_xy"], external, used))
