@@ -11,7 +11,7 @@ import streamlit as st
 
 from covidviz import runs
 from covidviz.ui.cache import load_experiment
-from covidviz.ui.state import CHROME_KEY, EXPERIMENT_KEY
+from covidviz.ui.state import CHROME_KEY, EXPERIMENT_KEY, LISTED_KEY
 from covidviz.views.style import NOTICE, NOTICE_TITLE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,6 +96,7 @@ def sidebar_experiment_picker() -> runs.Experiment | None:
     """
     root = runs_root()
     experiments, problems = runs.list_experiments(root)
+    st.session_state[LISTED_KEY] = experiments  # this run's scan, for the page (``listed_experiments``)
     with st.sidebar:
         for problem in problems:
             st.warning(f"Skipped a folder that is not a readable experiment: {problem}", icon=":material/warning:")
@@ -125,9 +126,16 @@ def sidebar_experiment_picker() -> runs.Experiment | None:
         return None
 
 
+def listed_experiments() -> list[runs.Experiment]:
+    """The experiments the sidebar's picker found this run (newest first): one scan of the runs folder per
+    run, not one per section that needs the list (the picker runs first on every page, ``page_setup``)."""
+    listed = st.session_state.get(LISTED_KEY)
+    return listed if listed is not None else runs.list_experiments(runs_root())[0]
+
+
 def choose_experiment_help() -> None:
     """Experiments exist but none is chosen: say so, and list them (newest first)."""
-    experiments, _ = runs.list_experiments(runs_root())
+    experiments = listed_experiments()
     st.header("Choose an experiment")
     st.markdown("Pick one in the sidebar. The app does not pick the newest for you, so what you are looking "
                 "at never changes because another training finished. Found here (newest first):")
@@ -180,7 +188,7 @@ def run_page(title: str, render: Callable[[runs.Experiment | None], None], needs
     what to run when there is none yet (pages that need no experiment, e.g. the glossary, always render)."""
     exp = page_setup(title)
     if exp is None and needs_experiment:
-        if st.session_state.get(EXPERIMENT_KEY) is None and runs.list_experiments(runs_root())[0]:
+        if st.session_state.get(EXPERIMENT_KEY) is None and listed_experiments():
             choose_experiment_help()
         else:
             no_experiment_help()

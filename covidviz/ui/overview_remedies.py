@@ -8,9 +8,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from covidviz import runs
 from covidviz.ui.cache import _stamp, load_experiment
-from covidviz.ui.chrome import runs_root
+from covidviz.ui.chrome import listed_experiments
 from covidviz.views import remedies
 
 CAPTION = ("Experiments in this folder scored on exactly the same test films with a different input "
@@ -32,7 +31,7 @@ def _table(path: str, stamps: tuple[tuple[str, int], ...]) -> tuple[list[str], p
 
 def section(exp) -> None:
     """The section, or nothing when no other experiment shares this one's test films."""
-    found, _ = runs.list_experiments(runs_root())
+    found = listed_experiments()  # the sidebar's scan of this run
     stamps = tuple(sorted((str(e.path), _stamp(e.path)) for e in found))
     names, table, reading = _table(str(exp.path), stamps)
     if table is None:

@@ -8,6 +8,7 @@ import streamlit as st
 EXPERIMENT_KEY = "experiment"      # the chosen experiment (its folder name), set by the sidebar picker
 CHROME_KEY = "_covidviz_chrome"    # set by app.py: a page must not draw the chrome a second time
 FALLBACK_KEY = "_covidviz_fallback"  # the notice that the experiment shown is not the one asked for
+LISTED_KEY = "_covidviz_listed"    # the experiments the sidebar picker found this run (chrome.listed_experiments)
 UPLOAD_KEY = "upload"              # the Diagnose page's last prediction (inference.Diagnosis.session_record)
 
 
