@@ -55,6 +55,7 @@ import torch
 from covidviz import runs
 from covidviz.anatomy import LungFields, segment_lungs
 from covidviz.anatomy.inputs import ModelInput, model_input
+from covidviz.anatomy.view import FRONTAL
 from covidviz.cam import METHODS, CamResult, compute_cams, model_lock
 from covidviz.cam.lungshare import LungWeight, lung_weight, model_mask
 from covidviz.models import FINAL_LAYER, probabilities
@@ -107,6 +108,11 @@ class Diagnosis:
         """A map of this image (model-input geometry, e.g. ``CamResult.raw[0]``) against its lung fields;
         None when the fields could not be found reliably (``lungs.ok`` False) or are off the model input."""
         return None if self.lung_mask is None else lung_weight(heat, self.lung_mask)
+
+    @property
+    def view(self) -> str | None:
+        """The view check's kind (``anatomy.view``: frontal, lateral, ct, not a chest radiograph; None: not run)."""
+        return None if self.verdict is None else self.verdict.view
 
     @property
     def ood(self) -> bool:
@@ -316,7 +322,9 @@ class Predictor:
         verdict = self.verdict(gray if image is None else image, {a: r.features for a, r in out.items()})
         diag = Diagnosis(name=name, experiment=self.exp.name, pixels=pixels, backbones=out, verdict=verdict, input=inp)
         diag.lungs = inp.lungs if inp.lungs is not None else lung_fields(gray, verdict)
-        diag.lung_mask = lung_mask_for(diag.lungs, self.prep, inp.region)
+        # Lung fields are drawn and measured on frontal films only: on a lateral film or a CT slice the
+        # segmenter still finds dark fields, but calling them "the lungs" of a chest film would mislead.
+        diag.lung_mask = lung_mask_for(diag.lungs, self.prep, inp.region) if diag.view in (None, FRONTAL) else None
         for res in out.values():  # one verdict for every backbone: pages never show them disagreeing
             res.ood = verdict.is_ood
             res.lung_weight = diag.lung_weight(next(iter(res.cams.values())).raw[0])

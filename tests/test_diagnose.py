@@ -249,10 +249,20 @@ def test_prediction_carries_the_lung_fields_and_each_maps_share(exp, predictor, 
     weak = LungFields(d.lungs.mask, d.lungs.left, d.lungs.right, 0.1, ("only one lung field found",))
     real = predictor.verdict
     monkeypatch.setattr(predictor, "verdict", lambda *a, **k: dataclasses.replace(
-        real(*a, **k), gate=SimpleNamespace(lungs=weak, passed=True, summary="", to_json=dict)))
+        real(*a, **k), gate=SimpleNamespace(lungs=weak, passed=True, summary="", to_json=dict, view=None)))
     d2 = predictor.predict(film, "lungs.png")
     assert d2.lungs is weak and d2.lung_mask is None
     assert all(b.lung_weight is None for b in d2.backbones.values())
+    # good fields on what the view check calls a CT slice: no outline, no share, and the reason said
+    monkeypatch.setattr(predictor, "verdict", lambda *a, **k: dataclasses.replace(
+        real(*a, **k), gate=SimpleNamespace(lungs=d.lungs, passed=False, summary="", to_json=dict, view="ct")))
+    d3 = predictor.predict(film, "ct.png")
+    assert d3.lungs.ok and d3.view == "ct" and d3.lung_mask is None
+    assert all(b.lung_weight is None for b in d3.backbones.values())
+    from covidviz.views import diagnose as view
+    assert "the view check found a CT slice" in view.lungs_caption(d3.lungs, d3.lung_mask, True, d3.view)
+    assert "not measured: the view check found a CT slice" in view.lung_text(None, d3.lungs, d3.view)
+    assert view.lungs_problem(d.lungs, "frontal") is None and view.lungs_problem(d.lungs) is None
 
 
 def test_decode_upload_keeps_high_bit_depth_for_window_level():

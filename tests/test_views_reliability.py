@@ -70,7 +70,7 @@ def test_the_reading_at_the_top_says_call_reliability_and_shortcut():
     lines = dc.top_call_lines(calls, 0, MULTICLASS, finding)
     assert lines[0] == "**COVID-19** 0.93 · :red[**Positive**]"
     assert lines[1] == "test AUC 0.99 [0.97–1.00]  \nsens 0.95 · spec 0.90"
-    assert lines[2] == ":orange-badge[:material/warning: Shortcut: lungs not needed]"
+    assert lines[2] == ":orange[:material/warning: **Shortcut**: lungs not needed]"
     # a finding for another class is not put beside this one; shown at the user's request: all grey
     other = dataclasses.replace(finding, cls="Normal")
     assert len(dc.top_call_lines(calls, 0, MULTICLASS, other)) == 2

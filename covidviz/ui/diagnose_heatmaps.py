@@ -115,7 +115,7 @@ def heat_details(exp, diag, shown: ShownMaps, size: int) -> None:
     """Under the controls: what the film's outline is, and per backbone its map's caption (with its
     true resolution at the model's input ``size``), its "evidence on the lungs" line (or why no map is
     drawn) and the overlay's download."""
-    st.caption(view.lungs_caption(diag.lungs, diag.lung_mask, shown.outline))
+    st.caption(view.lungs_caption(diag.lungs, diag.lung_mask, shown.outline, diag.view))
     for col, arch in zip(st.columns(len(diag.backbones)), diag.backbones):
         with col:
             grid = shown.cams[arch].grid
@@ -124,7 +124,7 @@ def heat_details(exp, diag, shown: ShownMaps, size: int) -> None:
             if shown.heats.get(arch) is None:
                 st.info(view.no_evidence_text(shown.explained[arch]), icon=":material/block:")
                 continue
-            st.markdown(view.lung_text(shown.lung_weights.get(arch), diag.lungs))
+            st.markdown(view.lung_text(shown.lung_weights.get(arch), diag.lungs, diag.view))
             st.download_button("Download overlay (PNG)", shown.pngs[arch],
                                file_name=f"{arch}-{shown.method}-{shown.explained[arch]}.png", mime="image/png",
                                key=scoped(exp, f"diagnose_dl_{arch}"), icon=":material/download:")

@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from covidviz.anatomy import LungFields
+from covidviz.anatomy.view import CT, FRONTAL, LATERAL, NOT_CHEST
 from covidviz.cam import DEFAULT_COLORMAP, METHOD_NAMES, OVERLAY_ALPHA, CamResult, describe_grid, lungshare, overlay
 from covidviz.cam.lungshare import LungWeight
 from covidviz.data.labels import MULTICLASS, split_labels
@@ -152,8 +153,14 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f} %"
 
 
-def lungs_problem(lungs: LungFields | None) -> str | None:
-    """Why no lung share is given for this film (None: its lung fields are usable)."""
+VIEW_NAMES = {LATERAL: "a lateral film", CT: "a CT slice", NOT_CHEST: "something other than a chest radiograph"}
+
+
+def lungs_problem(lungs: LungFields | None, view: str | None = None) -> str | None:
+    """Why no lung share is given for this film (None: its lung fields are usable); ``view``: the view
+    check's kind (``Diagnosis.view``): lung fields are only drawn on a frontal film."""
+    if view not in (None, FRONTAL):
+        return f"the view check found {VIEW_NAMES.get(view, view)}, and lung fields are only drawn on frontal films"
     if lungs is None:
         return "the lung fields could not be looked for on this film (too small, or not segmented)"
     if not lungs.ok:
@@ -162,11 +169,11 @@ def lungs_problem(lungs: LungFields | None) -> str | None:
     return None
 
 
-def lung_text(weight: LungWeight | None, lungs: LungFields | None) -> str:
+def lung_text(weight: LungWeight | None, lungs: LungFields | None, view: str | None = None) -> str:
     """The "evidence on the lungs" sentence of one heat map (markdown; the case report prints it plain):
     the share of the map's weight inside the lung fields beside the lungs' share of the film (chance);
     when most of it lies outside, that it does and where; when the fields could not be found, why."""
-    problem = lungs_problem(lungs)
+    problem = lungs_problem(lungs, view)
     if problem:
         return f"{LUNG_PREFIX}not measured: {problem}."
     if weight is None:
@@ -185,9 +192,10 @@ def lung_text(weight: LungWeight | None, lungs: LungFields | None) -> str:
     return text
 
 
-def lungs_caption(lungs: LungFields | None, lung_mask: np.ndarray | None, outlined: bool = True) -> str:
+def lungs_caption(lungs: LungFields | None, lung_mask: np.ndarray | None, outlined: bool = True,
+                  view: str | None = None) -> str:
     """Under the film: what the outline is (``outlined`` False: the outline is switched off), or why there is none."""
-    problem = lungs_problem(lungs)
+    problem = lungs_problem(lungs, view)
     if problem:
         return f"Film. No lung outline: {problem}."
     area = f"; they are {_pct(float(lung_mask.mean()))} of what the model sees" if lung_mask is not None else ""

@@ -186,11 +186,13 @@ SHORT_SIGNS = {"lungs_not_needed": "lungs not needed", "outside_lungs": "relies 
 
 def shortcut_badge(finding: ShortcutFinding | None, with_class: bool = False, short: bool = False) -> str:
     """Markdown badge ":orange-badge[⚠ Shortcut: ranked with the lungs hidden (AUC 0.99)]" (``with_class``:
-    naming the class; ``short``: a few words, "lungs not needed", for a narrow tile), or ''."""
+    naming the class; ``short``: a few words in orange text that wraps, "lungs not needed", for a narrow
+    tile), or ''."""
     if finding is None:
         return ""
-    what = ", ".join(SHORT_SIGNS[s] for s in finding.signs) if short else finding.text
-    return f":orange-badge[:material/warning: {BADGE}: {finding.cls + ' ' if with_class else ''}{what}]"
+    if short:  # a badge never wraps (Streamlit cuts it with an ellipsis in a 200-px tile): coloured text does
+        return f":orange[:material/warning: **{BADGE}**: {', '.join(SHORT_SIGNS[s] for s in finding.signs)}]"
+    return f":orange-badge[:material/warning: {BADGE}: {finding.cls + ' ' if with_class else ''}{finding.text}]"
 
 
 def shortcut_sentence(finding: ShortcutFinding) -> str:

@@ -203,7 +203,7 @@ def report_blocks(report: CaseReport) -> list[tuple[str, object]]:
     blocks += [("heading", REPORT_SECTIONS[0]), ("note", images), ("images", None)]
     weights = {} if report.withheld else report.lung_weights if report.lung_weights is not None else {
         a: b.lung_weight for a, b in diag.backbones.items()}
-    blocks += [("text", f"{report.label(a)}: {lung_text(weights[a], diag.lungs).replace('**', '')}")
+    blocks += [("text", f"{report.label(a)}: {lung_text(weights[a], diag.lungs, diag.view).replace('**', '')}")
                for a in diag.backbones if a in weights]
     message = ood_message(diag, report.arch_labels or {}, REPORT_RESULTS, shown_anyway=report.show_anyway)
     if message:
