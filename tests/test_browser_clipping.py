@@ -261,12 +261,7 @@ def test_overview_and_compare_fit_at_1280(external_server, tmp_path):
 
 
 @pytest.mark.slow  # 3 experiments x 7 pages per size (~30-60 s each on 2 cores, plus building nih14)
-@pytest.mark.parametrize("size", [
-    pytest.param(s, marks=pytest.mark.xfail(
-        strict=False, reason="known (stop 28): at 1920 px Diagnose's per-backbone charts inside the opened "
-                             "'Calls, class by class' section put their modebar strip over the text line just "
-                             "above them; to fix in the next stop")) if s == 1920 else s
-    for s in sorted(SIZES)])
+@pytest.mark.parametrize("size", sorted(SIZES))
 def test_every_page_fits_at(size, walk_server, tmp_path):
     problems, seconds = walk(walk_server, size, EXPERIMENTS, PAGES, tmp_path)
     slowest = sorted(((t, p) for p, t in PAGE_SECONDS.items() if p.startswith(f"{size}px")), reverse=True)[:5]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -70,10 +71,21 @@ def test_reading_compares_each_remedy_with_the_full_film(remedy_runs):
     assert remedies.reading([lung]) == ["No full-film experiment on these test films: nothing to compare the remedies with."]
 
 
-def test_verdict_names_the_better_model_when_within_source_rises():
-    assert "better model" in remedies._verdict(0.90, 0.98, 0.85, 0.75, None, None)
-    assert remedies._verdict(0.98, 0.98, 0.80, 0.80, 0.90, 0.90) == "No clear change."
-    assert "not an improvement" in remedies._verdict(0.99, 0.98, 0.70, 0.80, None, None)
+def test_verdict_claims_a_change_only_where_the_cis_part():
+    assert "better model" in remedies._verdict(-1, [1, 0], [])
+    assert remedies._verdict(0, [0, 0], [0, 0]) == "No change beyond the 95 % CIs on these test films."
+    assert "not an improvement" in remedies._verdict(0, [-1, 0], [])
+    assert "mixed" in remedies._verdict(0, [-1, 1], [])
+    assert "knows less about the hospital" in remedies._verdict(0, [0], [-1, 0])
+    assert "not an improvement" in remedies._verdict(-1, [0], [0])
+
+
+def test_apart_reads_the_intervals():
+    s = SimpleNamespace
+    assert remedies._apart(s(auc=0.9, ci_low=0.85, ci_high=0.95), s(auc=0.7, ci_low=0.6, ci_high=0.8)) == 1
+    assert remedies._apart(s(auc=0.7, ci_low=0.6, ci_high=0.8), s(auc=0.9, ci_low=0.85, ci_high=0.95)) == -1
+    assert remedies._apart(s(auc=0.8, ci_low=0.6, ci_high=0.9), s(auc=0.9, ci_low=0.85, ci_high=0.95)) == 0
+    assert remedies._apart(s(auc=0.8, ci_low=None, ci_high=None), s(auc=0.9, ci_low=0.85, ci_high=0.95)) == 0
 
 
 def test_markdown_and_overview_show_the_table(remedy_runs, monkeypatch):

@@ -15,6 +15,7 @@ judging by the CIs only (no tuning to the test split: the lung input is picked o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ FULL = "full"
 BASELINE_LABEL = "thumbnail baseline"
 AUDIT = {"lungs_hidden": "Lungs hidden", "lungs_only": "Only lungs kept", "borders": "Borders hidden"}
 MIN_SIBLINGS = 2   # a table needs at least two experiments on the same films
+LUNGS_ONLY_KEPT = 0.03  # issue 23's target: "only the lungs kept" within this of the model's own test AUC
 
 
 def remedy_of(exp) -> str:
@@ -111,6 +113,16 @@ def _lung_share(exp, arch: str) -> str:
     return f"{np.mean(shares):.2f}{spread}; chance {chance:.2f}"
 
 
+def _audit_score(exp, arch: str, cond: str):
+    """The audit's macro AUC of ``arch`` under ``cond`` (auc, ci_low, ci_high), or None when not run."""
+    audit = exp.shortcuts()
+    if audit is None or cond not in audit.conditions:
+        return None
+    c = audit.cell(arch, "macro", cond)
+    return None if c.get("auc") is None else SimpleNamespace(auc=c["auc"], ci_low=c.get("ci_low"),
+                                                             ci_high=c.get("ci_high"))
+
+
 def _audit(exp, arch: str, cond: str) -> str:
     audit = exp.shortcuts()
     if audit is None or cond not in audit.conditions:
@@ -168,11 +180,34 @@ def _mean_auc(scores) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def _apart(new, ref) -> int:
+    """+1 when ``new``'s 95 % CI lies wholly above ``ref``'s, -1 wholly below, 0 when they overlap (or a
+    CI is missing): a change is only claimed when the intervals say so."""
+    if new is None or ref is None or None in (new.ci_low, new.ci_high, ref.ci_low, ref.ci_high):
+        return 0
+    return 1 if new.ci_low > ref.ci_high else -1 if new.ci_high < ref.ci_low else 0
+
+
+def _paired(ev, ref_ev, arch: str, kind: str) -> list[tuple]:
+    """(remedy's score, full film's score) per within-source pair (``kind`` "pairs") or per class of the
+    source probe ("probe"), where both experiments measured it."""
+    if ev is None or ref_ev is None:
+        return []
+    if kind == "pairs":
+        mine = {(p.source, p.a, p.b): p.auc(arch) for p in ev.pairs() if not p.reason}
+        ref = {(p.source, p.a, p.b): p.auc(arch) for p in ref_ev.pairs() if not p.reason}
+    else:
+        mine = {c: ev.probe(c).score(arch) for c in ev.classes() if not ev.probe(c).reason}
+        ref = {c: ref_ev.probe(c).score(arch) for c in ref_ev.classes() if not ref_ev.probe(c).reason}
+    return [(mine[k], ref[k]) for k in mine if k in ref and mine[k] is not None and ref[k] is not None]
+
+
 def reading(experiments) -> list[str]:
     """Plain sentences comparing every remedy with the full-film experiment (the first one whose input
     is full and that is not deconfounded), per backbone: the headline, the within-source AUCs and the
-    source probe, each judged by whether the 95 % CIs overlap. A remedy that lowers the headline but
-    raises the within-source AUC is named the better model; one that changes nothing is said to."""
+    source probe (means, for the eye), judged by the 95 % CIs of each pair and class (``_verdict``). A
+    remedy that lowers the headline but raises a within-source AUC is named the better model; one whose
+    changes all lie within the CIs is said to change nothing measurable on these films."""
     ref = next((e for e in experiments if remedy_of(e) == "full film"), None)
     if ref is None:
         return ["No full-film experiment on these test films: nothing to compare the remedies with."]
@@ -187,20 +222,31 @@ def reading(experiments) -> list[str]:
                 continue
             name = f"{remedy_of(exp)} ({exp.path.name}), {arch_label(arch)}"
             head, head_ref = an.backbone(arch).macro, ref_an.backbone(arch).macro
-            within = _mean_auc([p.auc(arch) for p in ev.pairs() if not p.reason]) if ev else None
-            within_ref = _mean_auc([p.auc(arch) for p in ref_ev.pairs() if not p.reason]) if ref_ev else None
-            probe = _mean_auc([ev.probe(c).score(arch) for c in ev.classes() if not ev.probe(c).reason]) if ev else None
-            probe_ref = _mean_auc([ref_ev.probe(c).score(arch) for c in ref_ev.classes()
-                                   if not ref_ev.probe(c).reason]) if ref_ev else None
+            pairs, probes = _paired(ev, ref_ev, arch, "pairs"), _paired(ev, ref_ev, arch, "probe")
             parts = []
             if head.auc is not None and head_ref.auc is not None:
                 parts.append(f"headline macro AUC {head_ref.auc:.3f} → {head.auc:.3f} "
                              f"({_overlap_word(head, head_ref)})")
-            if within is not None and within_ref is not None:
-                parts.append(f"mean within-source AUC {within_ref:.3f} → {within:.3f}")
-            if probe is not None and probe_ref is not None:
-                parts.append(f"mean source probe {probe_ref:.2f} → {probe:.2f}")
-            verdict = _verdict(head.auc, head_ref.auc, within, within_ref, probe, probe_ref)
+            if pairs:
+                parts.append(f"mean within-source AUC {_mean_auc([r for _, r in pairs]):.3f} → "
+                             f"{_mean_auc([m for m, _ in pairs]):.3f}")
+            if probes:
+                parts.append(f"mean source probe {_mean_auc([r for _, r in probes]):.2f} → "
+                             f"{_mean_auc([m for m, _ in probes]):.2f}")
+            only, only_ref = _audit_score(exp, arch, "lungs_only"), _audit_score(ref, arch, "lungs_only")
+            if only is not None and only_ref is not None:
+                parts.append(f"with only the lungs kept {only_ref.auc:.3f} → {only.auc:.3f}")
+            verdict = _verdict(_apart(head, head_ref), [_apart(m, r) for m, r in pairs],
+                               [_apart(m, r) for m, r in probes])
+            if _apart(only, only_ref) > 0:  # the audit: keeping only the lungs costs less than before
+                verdict = verdict.replace("No change beyond", "Otherwise no change beyond")
+                if head.auc is not None and only.auc >= head.auc - LUNGS_ONLY_KEPT:
+                    lead = (f"Its score survives with only the lungs kept ({only.auc:.3f} of its {head.auc:.3f}): "
+                            "it rests on the lungs.")
+                else:
+                    lead = (f"Keeping only the lungs costs it less than the full-film model, but it still falls to "
+                            f"{only.auc:.3f}.")
+                verdict = f"{lead} {verdict}"
             out.append(f"{name}: " + "; ".join(parts) + (f". {verdict}" if verdict else "."))
     return out
 
@@ -211,20 +257,19 @@ def _overlap_word(a, b) -> str:
     return "CIs overlap" if a.ci_low <= b.ci_high and b.ci_low <= a.ci_high else "CIs apart"
 
 
-CHANGE = 0.02   # a change of a mean AUC smaller than this is read as no change (about the half-width of the CIs here)
-
-
-def _verdict(head, head_ref, within, within_ref, probe, probe_ref) -> str:
-    if None in (head, head_ref, within, within_ref):
-        return ""
-    d_head, d_within = head - head_ref, within - within_ref
-    d_probe = None if None in (probe, probe_ref) else probe - probe_ref
-    if d_within > CHANGE and d_head < 0:
-        return "Lower headline but more disease signal inside each source: the better model."
-    if d_within > CHANGE:
-        return "More disease signal inside each source."
-    if d_within < -CHANGE:
-        return "Less disease signal inside each source: not an improvement."
-    if d_probe is not None and d_probe < -CHANGE:
-        return "It knows less about the hospital, with the same disease signal inside each source."
-    return "No clear change."
+def _verdict(head: int, within: list[int], probe: list[int]) -> str:
+    """The reading from which CIs moved apart (+1 up, -1 down, 0 overlapping: ``_apart``): the headline,
+    each within-source pair, each class's source probe."""
+    up, down = any(w > 0 for w in within), any(w < 0 for w in within)
+    if up and not down:
+        return ("Lower headline but more disease signal inside a source: the better model." if head < 0
+                else "More disease signal inside a source.")
+    if down and not up:
+        return "Less disease signal inside a source: not an improvement."
+    if up and down:
+        return "More disease signal inside one source and less inside another: mixed."
+    if any(p < 0 for p in probe) and not any(p > 0 for p in probe):
+        return "It knows less about the hospital, with no measurable loss of disease signal inside a source."
+    if head < 0:
+        return "A lower headline and no measurable change inside the sources: not an improvement."
+    return "No change beyond the 95 % CIs on these test films."
