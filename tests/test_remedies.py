@@ -104,3 +104,9 @@ def test_markdown_and_overview_show_the_table(remedy_runs, monkeypatch):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert "Remedies on the same test films" in [h.value for h in at.header]
+    # one table per backbone (columns: the experiments and the thumbnail baseline), so that it fits at 1280 px
+    tables = [t.value for t in at.table if "Source probe" in " ".join(map(str, t.value.index))
+              or "Test macro AUC" in list(map(str, t.value.index))]
+    assert len(tables) == len(full.backbones)
+    for t in tables:
+        assert list(t.columns) == [full.path.name, lung.path.name, remedies.BASELINE_LABEL]

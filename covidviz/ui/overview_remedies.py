@@ -38,12 +38,16 @@ def section(exp) -> None:
         return
     st.header("Remedies on the same test films")
     st.caption(CAPTION)
-    # One column per experiment and backbone, one row per measure: the wide form (13+ columns) cannot fit
-    # the page at 1280 px; this one wraps (tests/test_browser_clipping.py).
-    shown = table.drop(columns=["Experiment", "Backbone"])
-    shown.index = [f"{e} · {b}" if e != "—" else r for e, b, r in zip(table["Experiment"], table["Backbone"],
-                                                                       table["Remedy"])]
-    shown = shown[~shown.index.duplicated()]  # (folder names are unique; a backbone listed twice is not)
-    st.table(shown.T)
+    # One table per backbone, one column per experiment (and the thumbnail baseline), one row per measure:
+    # with every experiment and backbone in one table (9+ columns for four runs) the last columns were cut
+    # at 1280 px; five columns wrap (tests/test_browser_clipping.py).
+    base = table[table["Experiment"] == "—"]
+    for backbone in [b for b in table["Backbone"].unique() if b not in set(base["Backbone"])]:
+        rows = pd.concat([table[table["Backbone"] == backbone], base])
+        shown = rows.drop(columns=["Experiment", "Backbone"])
+        shown.index = [e if e != "—" else r for e, r in zip(rows["Experiment"], rows["Remedy"])]
+        shown = shown[~shown.index.duplicated()]  # (folder names are unique)
+        st.markdown(f"**{backbone}**")
+        st.table(shown.T)
     with st.expander("What changed, in plain words", expanded=True):
         st.markdown("\n".join(f"- {s}" for s in reading))
