@@ -313,8 +313,13 @@ class Predictor:
             cams, feats = self._forward(arch, pixels, None, tuple(methods))
             logits = next(iter(cams.values())).logits[0].astype(np.float64)
             raw, probs = self.probabilities(arch, logits)
+            top = int(np.argmax(probs))
+            if int(next(iter(cams.values())).class_idx[0]) != top:
+                # The maps explained the top raw logit; per-class calibration (multi-label temperatures) can
+                # put another class on top, and every page shows the maps of the class it names.
+                cams = self._forward(arch, pixels, top, tuple(methods))[0]
             res = BackboneResult(arch=arch, logits=logits, raw_probs=raw, probs=probs,
-                                 features=feats, top=int(np.argmax(probs)), calls=[], cams=cams)
+                                 features=feats, top=top, calls=[], cams=cams)
             res.calls = self.calls(res, point)
             self._place(arch, feats, res)
             res.seconds = time.perf_counter() - t0

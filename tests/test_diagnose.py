@@ -608,3 +608,23 @@ def test_page_picks_an_image_of_an_external_set(tiny_experiment, tmp_path_factor
     assert not at.exception, [e.value for e in at.exception]
     assert at.session_state["upload"]["name"].startswith(f"{SITE} image ")  # predicted like a test image
     assert _results(at)
+
+
+def test_maps_explain_the_class_shown_when_calibration_reorders_the_classes(exp, predictor, monkeypatch):
+    """Per-class calibration (multi-label temperatures) can put a class other than the top raw logit on
+    top: the maps (and the lung share read from them) must be of the class the page names."""
+    film = read_image(exp.images()["path"].iloc[_rows(exp, "test")[0]])
+    real = predictor.probabilities
+
+    def reordered(arch, logits):
+        raw, probs = real(arch, logits)
+        worst = int(np.argmin(logits))  # the lowest raw logit becomes the most probable class
+        probs = np.full_like(probs, 0.1)
+        probs[worst] = 0.9
+        return raw, probs
+
+    monkeypatch.setattr(predictor, "probabilities", reordered)
+    d = predictor.predict(film, "reordered.png", methods=("cam", "gradcam++"))
+    for b in d.backbones.values():
+        assert b.top == int(np.argmin(b.logits))
+        assert all(int(c.class_idx[0]) == b.top for c in b.cams.values())

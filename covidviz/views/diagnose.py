@@ -451,9 +451,10 @@ def explained_map(predictor, diag: Diagnosis, arch: str, method: str, cls: int |
     """The ``method`` map of ``arch`` for class ``cls`` (None: its top class) at ``layer``: the top class
     at the last block was computed with the prediction; others are computed once and kept in ``cache``."""
     b = diag.backbones[arch]
-    if layer == FINAL_LAYER and (cls is None or cls == b.top) and method in b.cams:
+    target = b.top if cls is None else cls
+    if layer == FINAL_LAYER and method in b.cams and int(b.cams[method].class_idx[0]) == target:
         return b.cams[method]
-    key = (arch, method, b.top if cls is None else cls, layer)
+    key = (arch, method, target, layer)
     if key not in cache:
         cache[key] = predictor.heatmaps(diag.pixels, arch, key[2], (method,), layer)[method]
     return cache[key]
