@@ -92,6 +92,20 @@ def shoot(page, path: Path, width: int, full: bool) -> None:
         print("wrote", full_path.relative_to(REPO) if full_path.is_relative_to(REPO) else full_path)
 
 
+def what_ifs(page, path: Path) -> None:
+    """Open "Test this explanation", run it, and save that section (the chart and its summary line)."""
+    section = page.get_by_test_id("stExpander").filter(has_text="Test this explanation")
+    section.locator("summary").first.click()
+    page.get_by_role("button", name="Run the what-ifs").click()
+    section.get_by_test_id("stPlotlyChart").first.wait_for(timeout=600_000)
+    settle(page, 1500)
+    box = section.first.bounding_box()  # Streamlit scrolls inside its container: grow the window to hold it
+    page.set_viewport_size({"width": page.viewport_size["width"], "height": int(box["y"] + box["height"]) + 200})
+    page.wait_for_timeout(800)
+    section.first.screenshot(path=str(path))
+    print("wrote", path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=Path, default=REPO / "runs")
@@ -103,6 +117,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "docs")
     ap.add_argument("--prefix", default="page")
     ap.add_argument("--full", action="store_true", help="also the whole page")
+    ap.add_argument("--whatif", action="store_true",
+                    help="on Diagnose, also run \"Test this explanation\" and save PREFIX-whatif-WIDTH.png")
     args = ap.parse_args(argv)
     if not (args.runs / args.exp / "manifest.json").exists():
         raise SystemExit(f"no experiment {args.exp!r} in {args.runs}")
@@ -129,6 +145,8 @@ def main(argv=None) -> int:
                         upload(page, args.batch)
                     slug = nav.split()[0].lower()
                     shoot(page, args.out / f"{args.prefix}-{slug}-{width}.png", width, args.full)
+                    if nav == "Diagnose" and args.whatif:
+                        what_ifs(page, args.out / f"{args.prefix}-whatif-{width}.png")
                 page.close()
             browser.close()
     finally:
