@@ -123,6 +123,9 @@ SETTLED_JS = """() => {
   return charts.every(c => c.querySelector('.main-svg'));
 }"""
 
+IMAGES_LOADED_JS = "() => [...document.querySelectorAll('[data-testid=\"stMain\"] img')].every(i => i.complete)"
+MAIN_HEIGHT_JS = "() => document.querySelector(\"[data-testid='stMain']\")?.scrollHeight || 0"
+
 OPEN_EXPANDERS_JS = """() => { let n = 0;
   for (const d of document.querySelectorAll("[data-testid='stExpander'] details")) {
     if (!d.open) { d.querySelector('summary').click(); n++; } }
@@ -182,6 +185,16 @@ def settle(page) -> None:
     if page.evaluate(OPEN_EXPANDERS_JS):
         page.wait_for_timeout(300)
         page.wait_for_function(SETTLED_JS, timeout=60_000)
+    # An opened expander grows (animation, then its thumbnails load): measured mid-way, the text above a
+    # chart and the chart's modebar overlap for a moment. Wait for every image and a height that holds.
+    page.wait_for_function(IMAGES_LOADED_JS, timeout=60_000)
+    last = -1
+    for _ in range(20):
+        height = page.evaluate(MAIN_HEIGHT_JS)
+        if height == last:
+            break
+        last = height
+        page.wait_for_timeout(250)
     page.wait_for_timeout(200)  # plotly's and glide's last layout pass
 
 

@@ -77,6 +77,8 @@ def test_image_names_say_what_the_image_is():
     assert image_name.short_label(up) == "your upload" and image_name.phrase(up) == "**chest.png**"
     assert image_name.source_of({"name": "test image 7"}) == image_name.TEST  # a record from before ``source``
     assert image_name.phrase(None) == "**your upload**"
+    assert [image_name.kind_label(r) for r in (test, ext, up, None)] == [
+        "the test image", "the external image", "your upload", "your upload"]
 
 
 def test_neighbours_button_counts_what_the_notice_rings():

@@ -354,7 +354,7 @@ def test_upload_on_map_and_elsewhere():
     assert som.upload_on_map(up, "c") is None and som.upload_on_map(None, "a") is None
     assert som.upload_on_map({**up, "name": None}, "a").name == "**your upload**"
     picked = som.upload_on_map({**up, "name": "test image p12-3", "source": "test"}, "a", (3, 5))
-    assert picked.label == "test image p12-3" and picked.text.startswith("The test image **p12-3** (★) sits on node 4")
+    assert picked.label == "the test image" and picked.text.startswith("The test image **p12-3** (★) sits on node 4")
     assert som.MapUpload("x", 1, 0.5, 40.2, False).pct_text == "40"
     assert som.upload_elsewhere(up, None) == "e"        # scored with another experiment
     assert som.upload_elsewhere(up, up) is None         # this experiment's

@@ -34,6 +34,12 @@ def short_label(record: dict | None) -> str:
     return "your upload" if source_of(record) == UPLOAD else str((record or {}).get("name") or "the picked image")
 
 
+def kind_label(record: dict | None) -> str:
+    """The image by its kind only, for a button or a legend where an image id would not fit: "your upload",
+    "the test image", "the external image"."""
+    return {UPLOAD: "your upload", TEST: "the test image", EXTERNAL: "the external image"}[source_of(record)]
+
+
 def phrase(record: dict | None, start: bool = False) -> str:
     """The image in a sentence (markdown): an upload by its file name ("**x.png**"), "the test image **ID**",
     "the image **ID** of the external set SITE"; ``start``: capitalised, to open a sentence."""

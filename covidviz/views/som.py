@@ -453,7 +453,7 @@ class MapUpload:
     ood: bool
     position: str | None = None  # where the node is in the picture (``formats.som_position``)
     verdict: dict | None = None  # the image's one out-of-distribution verdict (``OodVerdict.to_json``)
-    label: str = "your upload"   # short, for a button or legend (``image_name.short_label``)
+    label: str = "your upload"   # its kind, for a button or legend (``image_name.kind_label``: ids do not fit)
 
     @property
     def has_qe(self) -> bool:
@@ -491,7 +491,7 @@ def upload_on_map(upload: dict | None, arch: str, grid=None) -> MapUpload | None
     verdict = upload.get("verdict")
     return MapUpload(image_name.phrase(upload, start=True), node, number("som_qe"), number("som_qe_pct"),
                      bool(rec.get("ood")), som_position(node, grid) if node is not None and grid else None,
-                     verdict if isinstance(verdict, dict) else None, image_name.short_label(upload))
+                     verdict if isinstance(verdict, dict) else None, image_name.kind_label(upload))
 
 
 def upload_elsewhere(upload, matched: dict | None) -> str | None:
