@@ -330,12 +330,10 @@ def fit(model: nn.Module, data: FitData, cfg: TrainConfig, device: torch.device,
         ramped = adv is None or ramped_up(adv.lambd, cfg.deconfound_strength)
         best_lambda = next((h.get("adv_lambda", 0.0) for h in res.history if h["epoch"] == res.best_epoch), 0.0)
         best_ramped = res.best_epoch > 0 and (adv is None or ramped_up(best_lambda, cfg.deconfound_strength))
-        if not ramped:
+        if not ramped or res.best_epoch == 0 or not best_ramped or score > best_score:
             res.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            res.best_epoch, res.best_val_auc, bad_epochs = epoch, None, 0
-        elif res.best_epoch == 0 or not best_ramped or score > best_score:
-            res.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            res.best_epoch, res.best_val_auc, bad_epochs = epoch, score if val_auc is not None else None, 0
+            keep_score = ramped and val_auc is not None  # a stand-in's score must not bar the first ramped epoch
+            res.best_epoch, res.best_val_auc, bad_epochs = epoch, score if keep_score else None, 0
         else:
             bad_epochs += 1
         res.history.append({

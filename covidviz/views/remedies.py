@@ -123,15 +123,6 @@ def _audit_score(exp, arch: str, cond: str):
                                                              ci_high=c.get("ci_high"))
 
 
-def _audit(exp, arch: str, cond: str) -> str:
-    audit = exp.shortcuts()
-    if audit is None or cond not in audit.conditions:
-        return "n/a"
-    c = audit.cell(arch, "macro", cond)
-    lo, hi = (np.nan if c[k] is None else c[k] for k in ("ci_low", "ci_high"))
-    return ci_text(c["auc"], lo, hi)
-
-
 def table(experiments) -> pd.DataFrame:
     """One row per experiment and backbone, then the thumbnail baseline (its AUCs on the first
     experiment's test films; the probe on thumbnails), columns as the module docstring says."""
@@ -153,7 +144,7 @@ def table(experiments) -> pd.DataFrame:
                 row[_pair_name(source, a, b)] = _score(pair.auc(arch)) if pair is not None else "n/a"
             row["Lung-weight share"] = _lung_share(exp, arch)
             for cond, label in AUDIT.items():
-                row[label] = _audit(exp, arch, cond)
+                row[label] = _score(_audit_score(exp, arch, cond))
             for cls in cols.probe:
                 row[f"Source probe in {cls}"] = _score(evidence.probe(cls).score(arch)) if evidence else "n/a"
             rows.append(row)
