@@ -54,7 +54,10 @@ def what_if_section(exp, predictor, diag, shown_cams: dict, method: str, layer: 
     said = reading.flags()
     if said:
         flags.warning("  \n".join(said), icon=":material/compare_arrows:")
-    with st.expander(view.SENTENCES_LABEL, expanded=False):
+    # keyed and state-tracked: an unkeyed expander is identified by its place on the page and came back
+    # closed after the box was moved and rescored (seen in CI); the tracked one keeps the reader's choice
+    with st.expander(view.SENTENCES_LABEL, expanded=False, key=scoped(exp, "diagnose_whatif_sentences"),
+                     on_change="rerun"):
         for text in reading.sentences():
             st.markdown(text)
 
