@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     (``--epochs`` & co. default to None so that ``--demo`` can tell a flag given from one left out)."""
     from covidviz.data.preprocess import INPUTS
     from covidviz.deconfound import METHODS as DECONFOUND_METHODS
+    from covidviz.deconfound import OBJECTIVES as DECONFOUND_OBJECTIVES
     from covidviz.models import REGISTRY
     from covidviz.pipeline import DEMO_ARCHS, RunConfig  # noqa: F811 (the TYPE_CHECKING name, at run time)
     from covidviz.training import TrainConfig
@@ -87,10 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="disable random affine/contrast augmentation")
     p.add_argument("--deconfound", default=TrainConfig.deconfound, choices=DECONFOUND_METHODS,
                    help="source: train against an adversary that predicts each film's source (hospital) within its "
-                        "class through gradient reversal, so the features drop what tells hospitals apart but not the "
-                        "disease; ignored with a message when the training data has one source (default %(default)s)")
+                        "class, so the features drop what tells hospitals apart but not the disease; ignored with a "
+                        "message when the training data has one source (default %(default)s)")
     p.add_argument("--deconfound-strength", type=float, default=TrainConfig.deconfound_strength, metavar="LAMBDA",
-                   help="peak gradient-reversal strength, reached by DANN's ramp (default %(default)s)")
+                   help="peak weight of the deconfounding loss, reached by DANN's ramp (default %(default)s)")
+    p.add_argument("--deconfound-objective", default=TrainConfig.deconfound_objective, choices=DECONFOUND_OBJECTIVES,
+                   help="confusion: the features are pushed to make the adversary's answer uniform (bounded); "
+                        "reverse: DANN's gradient reversal (default %(default)s; docs/training.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-analysis", action="store_true", help="skip the analysis step (run it later with `analyze`)")
     p.add_argument("--projections", nargs="+", default=None, choices=PROJECTIONS,
@@ -196,7 +200,8 @@ def config_from_args(args) -> RunConfig:
     train_cfg = replace(base.train, epochs=args.epochs or base.train.epochs,
                         batch_size=args.batch_size or base.train.batch_size, lr=lr, patience=args.patience,
                         seed=args.seed, augment=not args.no_augment, progress=not args.quiet,
-                        deconfound=args.deconfound, deconfound_strength=args.deconfound_strength)
+                        deconfound=args.deconfound, deconfound_strength=args.deconfound_strength,
+                        deconfound_objective=args.deconfound_objective)
     return replace(
         base, data=list(data), archs=args.arch or list(base.archs), out=args.out, name=args.name or base.name,
         image_size=args.image_size or base.image_size, input=args.input or base.input, weights=weights, device=args.device,

@@ -17,6 +17,17 @@ adversary win by guessing the majority and give the backbone no signal). A sourc
 no adversary row. The adversary is training-only: the saved model is the same ``Classifier`` as without
 it, so inference, CAMs and every page work unchanged.
 
+What the backbone is pushed towards (``--deconfound-objective``, ``OBJECTIVES``):
+
+- ``confusion`` (the default): the backbone is trained to make the adversary's answer *uniform* over the
+  class's sources (the domain-confusion loss of Tzeng et al. 2015, used to remove a bias by Alvi et al.
+  2018, "Turning a blind eye"), while the adversary trains on detached features. The loss is bounded (its
+  least is log of the number of sources) and its optimum is features that do not tell the hospitals apart.
+- ``reverse``: DANN's gradient reversal, the backbone maximises the adversary's cross-entropy. That loss
+  is unbounded, and a backbone can raise it by making the adversary confidently *wrong*, which keeps the
+  hospital in the features (flipped): on covid3 at strength 0.3 the adversary's loss climbed from 0.6 to
+  18.7, validation AUC swung between 0.30 and 0.89 and the source probe stayed at 1.00 inside Normal.
+
 ``plan_source_adversary`` decides from the training table what the adversary sees (or why it cannot
 run); ``SourceAdversary`` is the head, ``WithAdversary`` the one module DDP wraps; ``training.fit``
 drives them.
@@ -35,6 +46,7 @@ from torch import nn
 from covidviz.data.labels import MULTICLASS, LabelSpace, split_labels
 
 METHODS = ("none", "source")
+OBJECTIVES = ("confusion", "reverse")  # what the backbone is pushed towards (module docstring); first = default
 MIN_FILMS = 5        # training films of a source inside a class for the adversary to use that source there
 HIDDEN = 128         # the adversary's hidden layer (DANN's domain classifier is a small MLP)
 # The adversary's peak learning rate over the backbone's: a fresh head chasing features that move must
@@ -163,14 +175,24 @@ class SourceAdversary(nn.Module):
         self.net = nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(), nn.Linear(hidden, allowed.size))
         self.lambd = 0.0
 
-    def forward(self, features: torch.Tensor, stratum: torch.Tensor) -> torch.Tensor:
-        """(N, S) source logits of each film's own stratum, sources it lacks masked out; ``features``
-        should arrive through ``reverse_gradient``."""
+    def forward(self, features: torch.Tensor, stratum: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        """(N, S) source logits of each film's own stratum, sources it lacks masked out. ``frozen``: the
+        adversary as a fixed judge (no gradient reaches its parameters, its running statistics are not
+        updated), for the backbone's confusion loss; otherwise ``features`` should arrive detached
+        (confusion) or through ``reverse_gradient`` (reverse)."""
         f = features.float()
-        # A batch of one film has no batch statistics: standardise it with the running ones.
-        f = self.norm(f) if not self.training or len(f) > 1 else F.batch_norm(
-            f, self.norm.running_mean, self.norm.running_var, training=False, eps=self.norm.eps)
-        logits = self.net(f).view(-1, self.n_strata, self.n_sources)
+        if frozen:  # the same layers with detached parameters: only the features get a gradient
+            f = F.batch_norm(f, None, None, training=True, eps=self.norm.eps) if self.training and len(f) > 1 \
+                else F.batch_norm(f, self.norm.running_mean, self.norm.running_var, training=False, eps=self.norm.eps)
+            first, last = self.net[0], self.net[2]
+            h = F.relu(F.linear(f, first.weight.detach(), first.bias.detach()))
+            logits = F.linear(h, last.weight.detach(), last.bias.detach())
+        else:
+            # A batch of one film has no batch statistics: standardise it with the running ones.
+            f = self.norm(f) if not self.training or len(f) > 1 else F.batch_norm(
+                f, self.norm.running_mean, self.norm.running_var, training=False, eps=self.norm.eps)
+            logits = self.net(f)
+        logits = logits.view(-1, self.n_strata, self.n_sources)
         k = stratum.clamp(min=0)
         rows = logits[torch.arange(len(k), device=logits.device), k]
         return rows.masked_fill(~self.allowed[k], -1e4)
@@ -184,15 +206,30 @@ class SourceAdversary(nn.Module):
         correct = float(((logits.argmax(1) == source).float() * weight).sum())
         return loss, correct, float(total)
 
+    @staticmethod
+    def confusion(logits: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The backbone's confusion loss: weighted cross-entropy between the adversary's answer and the
+        uniform distribution over each film's allowed sources (masked logits are at -1e4); least, log of
+        the number of sources, when the adversary cannot tell them apart."""
+        logp = logits.float().log_softmax(1)
+        allowed = (logits > -1e3).float()
+        ce = -(logp * allowed).sum(1) / allowed.sum(1).clamp(min=1)
+        return (ce * weight).sum() / weight.sum().clamp(min=1e-8)
+
 
 class WithAdversary(nn.Module):
     """The classifier and its adversary as one module (what DistributedDataParallel wraps):
-    ``forward(x, stratum)`` -> (class logits, source logits through the reversed gradient)."""
+    ``forward(x, stratum)`` -> (class logits, the source logits the adversary learns from, the source
+    logits the backbone is judged by: None for ``reverse``, whose reversed gradient does both jobs)."""
 
-    def __init__(self, model: nn.Module, adversary: SourceAdversary):
+    def __init__(self, model: nn.Module, adversary: SourceAdversary, objective: str = OBJECTIVES[0]):
         super().__init__()
-        self.model, self.adversary = model, adversary
+        if objective not in OBJECTIVES:
+            raise ValueError(f"deconfounding objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
+        self.model, self.adversary, self.objective = model, adversary, objective
 
-    def forward(self, x: torch.Tensor, stratum: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, stratum: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         f = self.model.forward_features(x)
-        return self.model.head(f), self.adversary(reverse_gradient(f, self.adversary.lambd), stratum)
+        if self.objective == "reverse":
+            return self.model.head(f), self.adversary(reverse_gradient(f, self.adversary.lambd), stratum), None
+        return self.model.head(f), self.adversary(f.detach(), stratum), self.adversary(f, stratum, frozen=True)

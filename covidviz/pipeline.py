@@ -98,7 +98,8 @@ class RunConfig:
     @classmethod
     def from_json(cls, d: dict) -> RunConfig:
         d = dict(d)
-        d["train"] = TrainConfig(**d["train"])
+        # a config saved before the objective was a choice was deconfounded by gradient reversal: resume it so
+        d["train"] = TrainConfig(**{"deconfound_objective": "reverse", **d["train"]})
         d["split_fractions"] = tuple(d["split_fractions"])
         d["projections"] = tuple(d.get("projections", cls.projections))
         # A config saved before the option existed was trained at each backbone's native stride.
@@ -193,14 +194,17 @@ def deconfounding(cfg: RunConfig, table: pd.DataFrame, labels: LabelSpace,
         raise ValueError(f"--deconfound {method}: unknown method; choose none or source")
     train = table[table["split"] == "train"]
     plan, reason = plan_source_adversary(strata_of(train["labels"], labels), train["source"].fillna("").tolist())
+    objective = cfg.train.deconfound_objective
     record = Deconfounding(method=method, strength=float(cfg.train.deconfound_strength), active=plan is not None,
-                           min_films=MIN_FILMS, schedule="DANN ramp: strength * (2 / (1 + exp(-10 p)) - 1)")
+                           min_films=MIN_FILMS, schedule="DANN ramp: strength * (2 / (1 + exp(-10 p)) - 1)",
+                           objective=objective)
     if plan is None:
         record.message = f"--deconfound source ignored: {reason}."
         say(record.message)
         return record, None
     record.per_class = plan.counts
-    record.message = ("source adversary (gradient reversal, peak strength "
+    how = "the features pushed to confuse it" if objective == "confusion" else "gradient reversal"
+    record.message = (f"source adversary ({how}, peak strength "
                       f"{cfg.train.deconfound_strength:g}) inside " + "; ".join(
                           f"{k}: {' vs '.join(f'{s} ({n})' for s, n in v.items())}" for k, v in plan.counts.items()))
     say(f"--deconfound source: {record.message}")

@@ -31,7 +31,15 @@ from tqdm.auto import tqdm
 
 from covidviz.data.labels import MULTICLASS, LabelSpace
 from covidviz.data.preprocess import Preprocessing
-from covidviz.deconfound import LR_SCALE, AdversaryPlan, SourceAdversary, WithAdversary, dann_lambda, ramped_up
+from covidviz.deconfound import (
+    LR_SCALE,
+    OBJECTIVES,
+    AdversaryPlan,
+    SourceAdversary,
+    WithAdversary,
+    dann_lambda,
+    ramped_up,
+)
 from covidviz.io import atomic_torch_save
 from covidviz.models import REGISTRY, probabilities
 from covidviz.stats.metrics import auc_per_class, macro_auc
@@ -54,6 +62,7 @@ class TrainConfig:
     # reversal of this peak strength (covidviz.deconfound; "none": off).
     deconfound: str = "none"
     deconfound_strength: float = 0.3
+    deconfound_objective: str = OBJECTIVES[0]  # confusion (bounded) or reverse (DANN): covidviz.deconfound
     # The peak rate when the backbone starts from pretrained weights (``--lr`` unset): fine-tuning
     # wants a gentler rate than training from scratch.
     pretrained_lr: ClassVar[float] = 3e-4
@@ -243,7 +252,7 @@ def fit(model: nn.Module, data: FitData, cfg: TrainConfig, device: torch.device,
         model = model.to(memory_format=torch.channels_last)
     plan = data.adversary
     adv = None if plan is None else SourceAdversary(model.head.in_features, plan.allowed).to(device)
-    net = model if adv is None else WithAdversary(model, adv)
+    net = model if adv is None else WithAdversary(model, adv, cfg.deconfound_objective)
     if dist.world > 1:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     loss_fn = make_loss(data.labels, data.train_targets, device)
@@ -293,7 +302,7 @@ def fit(model: nn.Module, data: FitData, cfg: TrainConfig, device: torch.device,
         net.train()
         batches.epoch = epoch
         t_epoch, total, count = time.time(), 0.0, 0
-        adv_sum = [0.0, 0.0, 0.0]  # weighted loss, weighted correct calls, weight
+        adv_sum = [0.0, 0.0, 0.0, 0.0]  # weighted loss, weighted correct calls, weight, weighted confusion loss
         bar = tqdm(batches, desc=f"[{desc}] epoch {epoch}/{cfg.epochs}", leave=False, unit="batch",
                    disable=not (cfg.progress and dist.main))
         for step, (x, idx) in enumerate(bar):
@@ -307,10 +316,15 @@ def fit(model: nn.Module, data: FitData, cfg: TrainConfig, device: torch.device,
                     loss = loss_fn(net(x).float(), y)
                 else:
                     adv.lambd = dann_lambda(((epoch - 1) * len(batches) + step) / steps, cfg.deconfound_strength)
-                    logits, adv_logits = net(x, adv_t[0][idx])
+                    logits, adv_logits, judged = net(x, adv_t[0][idx])
                     loss = loss_fn(logits.float(), y)
                     adv_loss, correct, weight = SourceAdversary.loss(adv_logits, adv_t[1][idx], adv_t[2][idx])
-                    adv_sum = [adv_sum[0] + float(adv_loss.detach()) * weight, adv_sum[1] + correct, adv_sum[2] + weight]
+                    # confusion: the backbone's own loss towards a uniform adversary (reverse: the reversed
+                    # gradient of adv_loss already pushes the backbone)
+                    conf = None if judged is None else SourceAdversary.confusion(judged, adv_t[2][idx])
+                    adv_sum = [adv_sum[0] + float(adv_loss.detach()) * weight, adv_sum[1] + correct, adv_sum[2] + weight,
+                               adv_sum[3] + (0.0 if conf is None else float(conf.detach()) * weight)]
+                    adv_loss = adv_loss if conf is None else adv_loss + adv.lambd * conf
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss if adv is None else loss + adv_loss).backward()
             scaler.step(opt)
@@ -343,6 +357,8 @@ def fit(model: nn.Module, data: FitData, cfg: TrainConfig, device: torch.device,
         if adv is not None:  # the adversary's training loss and balanced accuracy (its classes weigh the same)
             w = max(adv_sum[2], 1e-8)
             res.history[-1].update(adv_loss=adv_sum[0] / w, adv_accuracy=adv_sum[1] / w, adv_lambda=adv.lambd)
+            if cfg.deconfound_objective == "confusion":  # log(sources) when the adversary is fully confused
+                res.history[-1]["adv_confusion"] = adv_sum[3] / w
         if dist.main:
             auc_txt = f"{val_auc:.3f}" if val_auc is not None else "n/a"
             adv_txt = "" if adv is None else f"  source adversary accuracy {res.history[-1]['adv_accuracy']:.2f}"

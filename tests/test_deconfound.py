@@ -1,6 +1,6 @@
-"""Source deconfounding (``train.py --deconfound source``): gradient reversal, the per-class adversary, its
-plan from the training table, the manifest record, and short trainings on phantoms with several sources
-and with one source per class."""
+"""Source deconfounding (``train.py --deconfound source``): gradient reversal and the confusion objective,
+the per-class adversary, its plan from the training table, the manifest record, and short trainings on
+phantoms with several sources and with one source per class."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_the_adversary_pushes_the_features_against_its_own_gradient():
             logits = adv(model.forward_features(x), stratum)
         else:
             adv.lambd = lambd
-            logits = WithAdversary(model, adv)(x, stratum)[1]
+            logits = WithAdversary(model, adv, "reverse")(x, stratum)[1]
         SourceAdversary.loss(logits, source, weight)[0].backward()
         return model.features[0].weight.grad.clone(), adv.net[0].weight.grad.clone()
 
@@ -61,6 +61,61 @@ def test_the_adversary_pushes_the_features_against_its_own_gradient():
     assert plain_trunk.abs().sum() > 0
     assert torch.allclose(rev_trunk, -0.4 * plain_trunk, atol=1e-6)
     assert torch.allclose(rev_adv, plain_adv, atol=1e-6)
+
+
+def test_confusion_loss_is_least_when_the_adversary_cannot_tell_the_allowed_sources_apart():
+    allowed = np.array([[True, True, False], [True, True, True]])
+    k = torch.tensor([0, 1])
+    w = torch.ones(2)
+    mask = torch.as_tensor(allowed)[k]
+
+    def masked(raw):
+        return raw.masked_fill(~mask, -1e4)
+
+    uniform = SourceAdversary.confusion(masked(torch.zeros(2, 3)), w)
+    assert float(uniform) == pytest.approx((np.log(2) + np.log(3)) / 2, abs=1e-5)  # the masked source not counted
+    sure = SourceAdversary.confusion(masked(torch.tensor([[8.0, -8.0, 0.0], [0.0, 9.0, -9.0]])), w)
+    assert float(sure) > float(uniform) + 3  # a confident adversary (right or wrong) costs the backbone
+    # the weights choose whose confusion counts
+    assert float(SourceAdversary.confusion(masked(torch.tensor([[8.0, -8.0, 0.0], [0.0, 0.0, 0.0]])),
+                                           torch.tensor([0.0, 1.0]))) == pytest.approx(np.log(3), abs=1e-5)
+
+
+def test_confusion_trains_the_adversary_on_detached_features_and_the_backbone_against_a_frozen_judge():
+    """Objective ``confusion``: the adversary's own loss reaches only the adversary; the confusion loss reaches
+    only the backbone (the adversary's parameters get no gradient and its running statistics do not move)."""
+    torch.manual_seed(0)
+    from covidviz.models import Classifier
+
+    model = Classifier("tinycnn", 3).train()
+    allowed = np.array([[True, True], [True, True]])
+    adv = SourceAdversary(128, allowed).train()
+    net = WithAdversary(model, adv, "confusion")
+    x, stratum, weight = torch.randn(6, 3, 16, 16), torch.tensor([0, 1, 1, 0, 1, 0]), torch.ones(6)
+    source = torch.tensor([1, 0, 1, 0, 0, 1])
+    _, learn, judged = net(x, stratum)
+    assert judged is not None and torch.allclose(learn, judged, atol=1e-4)  # the same judge, two gradient paths
+
+    model.zero_grad()
+    adv.zero_grad()
+    SourceAdversary.loss(learn, source, weight)[0].backward()
+    assert model.features[0].weight.grad is None or model.features[0].weight.grad.abs().sum() == 0
+    assert adv.net[0].weight.grad.abs().sum() > 0
+
+    model.zero_grad()
+    adv.zero_grad()
+    _, _, judged = net(x, stratum)
+    SourceAdversary.confusion(judged, weight).backward()
+    assert model.features[0].weight.grad.abs().sum() > 0
+    assert adv.net[0].weight.grad is None or adv.net[0].weight.grad.abs().sum() == 0
+    # the frozen pass leaves the running statistics alone (only the adversary's own pass updates them)
+    running = adv.norm.running_mean.clone()
+    adv(torch.randn(6, 128) + 5, stratum, frozen=True)
+    assert torch.equal(adv.norm.running_mean, running)
+    adv(torch.randn(6, 128) + 5, stratum)
+    assert not torch.equal(adv.norm.running_mean, running)
+    with pytest.raises(ValueError, match="confusion, reverse"):
+        WithAdversary(model, adv, "flip")
 
 
 def test_the_adversary_chooses_only_among_the_sources_of_the_films_class():
@@ -120,6 +175,9 @@ def test_manifest_record_round_trips_and_old_manifests_have_none():
     assert "deconfound" not in ManifestInfo().to_json()
     newer = Deconfounding.from_json({"method": "source", "active": True, "future": 1})
     assert newer.extra == {"future": 1} and newer.to_json()["future"] == 1
+    # before the objective was a choice, every deconfounded run was trained by gradient reversal
+    assert newer.objective == "reverse"
+    assert Deconfounding.from_json(Deconfounding(method="source", objective="confusion").to_json()).objective == "confusion"
 
 
 def _train(tmp_path, data: str, name: str, extra=()):
@@ -144,6 +202,9 @@ def test_deconfounded_training_on_phantoms_with_several_sources(tmp_path, capsys
     assert exp.info.settings["deconfound"] == "source"
     hist = exp.history("tinycnn")[-1]
     assert 0.0 <= hist["adv_accuracy"] <= 1.0 and hist["adv_loss"] > 0 and 0 < hist["adv_lambda"] <= 0.5
+    # the default objective: the backbone's confusion loss, never below log(2) with two sources a class
+    assert rec.objective == "confusion" and "confuse it" in out
+    assert hist["adv_confusion"] >= np.log(2) - 1e-4
     state = exp.load_state_dict("tinycnn")
     assert not any("adversary" in k for k in state)
     model = exp.load_model("tinycnn")  # loads strictly into the plain classifier: inference is unchanged

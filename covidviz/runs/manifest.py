@@ -92,7 +92,7 @@ class SplitCard:
 
 @dataclass
 class Deconfounding:
-    """``train.py --deconfound``: the method asked for, its peak reversal strength, whether it ran
+    """``train.py --deconfound``: the method asked for, its peak strength and objective, whether it ran
     (``active``; ``message`` says why not, e.g. the data has one source), the training films per class
     and source the adversary used (``per_class``) and the smallest count a source needed inside a class.
     Manifests written before the option, or trained without it, have none (``ManifestInfo.deconfound``
@@ -105,12 +105,15 @@ class Deconfounding:
     per_class: dict[str, dict[str, int]] = field(default_factory=dict)
     min_films: int | None = None
     schedule: str = ""
+    # what the backbone was pushed towards (covidviz.deconfound.OBJECTIVES); manifests from before the
+    # choice existed were trained by gradient reversal
+    objective: str = "reverse"
     extra: dict = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict:
         return {"method": self.method, "strength": self.strength, "active": self.active, "message": self.message,
                 "per_class": {k: dict(v) for k, v in self.per_class.items()}, "min_films": self.min_films,
-                "schedule": self.schedule, **self.extra}
+                "schedule": self.schedule, "objective": self.objective, **self.extra}
 
     @classmethod
     def from_json(cls, d) -> Deconfounding:
@@ -118,7 +121,8 @@ class Deconfounding:
         per_class = {str(k): {str(s): int(n) for s, n in _d(v).items()} for k, v in _d(d.get("per_class")).items()}
         return cls(method=str(d.get("method") or "none"), strength=d.get("strength"), active=bool(d.get("active")),
                    message=str(d.get("message") or ""), per_class=per_class, min_films=d.get("min_films"),
-                   schedule=str(d.get("schedule") or ""), extra=_unknown(cls, d))
+                   schedule=str(d.get("schedule") or ""), objective=str(d.get("objective") or "reverse"),
+                   extra=_unknown(cls, d))
 
 
 def _legacy_stride(arch: str) -> int | None:

@@ -176,7 +176,8 @@ _ENTRIES = [
           "a model that loses its headline AUC but keeps or raises this one is the better model."),
     Entry("Source deconfounding", "Shortcuts",
           "Training against an adversary that tries to tell each film's source from the model's features within "
-          "its class; a reversed gradient pushes the backbone to make that impossible (train.py --deconfound source).",
+          "its class, while the backbone is trained to leave it guessing: its answer pushed towards uniform over the "
+          "sources (the default) or its gradient reversed (train.py --deconfound source).",
           "It should lower the source probe without lowering the within-source AUC; the headline AUC may fall "
           "where the hospital was doing the work."),
     Entry("Deletion AUC", "Heatmaps",

@@ -39,7 +39,8 @@ def remedy_of(exp) -> str:
     text = "full film" if kind == FULL else f"{kind} input"
     dec = exp.info.deconfound
     if dec is not None and dec.method != "none":
-        text += f" + source deconfounding (λ {dec.strength:g})" if dec.active else " (deconfounding not active)"
+        how = "" if dec.objective == "confusion" else f", {dec.objective}"
+        text += f" + source deconfounding (λ {dec.strength:g}{how})" if dec.active else " (deconfounding not active)"
     return text
 
 

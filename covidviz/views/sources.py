@@ -58,8 +58,12 @@ def deconfound_text(rec: Deconfounding | None) -> str | None:
         return f"Trained with `--deconfound {rec.method}` asked for, but it was ignored: {rec.message.split(': ', 1)[-1]}"
     inside = "; ".join(f"inside {k}, {' vs '.join(v)}" for k, v in rec.per_class.items())
     return (f"Trained with `--deconfound {rec.method}` (peak strength {rec.strength:g}): an adversary learnt to tell the "
-            f"sources apart from the pooled features ({inside}) and the backbone was trained to defeat it through "
-            f"gradient reversal. See {glossary.link('Source deconfounding')}.")
+            f"sources apart from the pooled features ({inside}) and the backbone was trained to defeat it "
+            f"{_HOW.get(rec.objective, 'through ' + rec.objective)}. See {glossary.link('Source deconfounding')}.")
+
+
+_HOW = {"confusion": "by making its answer uniform over the sources (a confusion loss)",
+        "reverse": "through gradient reversal"}
 
 
 # ------------------------------------------------------------------------- source probe
