@@ -33,14 +33,14 @@ LUNGS_ONLY_KEPT = 0.03  # issue 23's target: "only the lungs kept" within this o
 
 
 def remedy_of(exp) -> str:
-    """'full film', 'lung-mask input', 'lung-crop input', '+ source deconfounding (λ 0.3)' combined."""
+    """'full film', 'lung-mask input', 'lung-crop input', '+ source deconfounding (λ 0.3, confusion)' combined."""
     prep = exp.preprocessing
     kind = getattr(prep, "input", FULL) or FULL
     text = "full film" if kind == FULL else f"{kind} input"
     dec = exp.info.deconfound
     if dec is not None and dec.method != "none":
-        how = "" if dec.objective == "confusion" else f", {dec.objective}"
-        text += f" + source deconfounding (λ {dec.strength:g}{how})" if dec.active else " (deconfounding not active)"
+        text += (f" + source deconfounding (λ {dec.strength:g}, {dec.objective})" if dec.active
+                 else " (deconfounding not active)")
     return text
 
 
