@@ -446,11 +446,13 @@ def test_the_thumbnail_tints_each_backbones_own_region_and_outlines_the_box():
 
 # Measured (generator v2, seed 0, one thread): ~35 s of CPU. On 12 held-out marked COVID-19 films the
 # COVID-19 score goes 0.93 -> 0.57 with the marker hidden (every film drops, by 0.15-0.57), 0.94 with the
-# same box at the bottom, 0.78 with the border strip hidden. On 16 pneumonia films the pneumonia score goes
-# 0.77 -> 0.72 with the lesion hidden, 0.79 with the same area hidden in the other lung (the blurred fill
-# is itself a faint opacity, so it removes only part of the lesion's effect). Difficulty 0.5: at 0.3 the
-# v2 lobar pneumonias (which fill their lobe) are so plain that the model sits at 0.98 whatever is hidden,
-# and it needs the marker less (0.71 on marked COVID-19 films).
+# same box at the bottom, 0.78 with the border strip hidden (0.90 on an AMD EPYC, where the same seed
+# trains other weights; the unmarked twins score 0.49 intact and exactly as the marked films with the
+# borders hidden). On 16 pneumonia films the pneumonia score goes 0.77 -> 0.72 with the lesion hidden,
+# 0.79 with the same area hidden in the other lung (the blurred fill is itself a faint opacity, so it
+# removes only part of the lesion's effect). Difficulty 0.5: at 0.3 the v2 lobar pneumonias (which fill
+# their lobe) are so plain that the model sits at 0.98 whatever is hidden, and it needs the marker less
+# (0.71 on marked COVID-19 films).
 DIFFICULTY = 0.5
 N_TRAIN, EPOCHS = 300, 14
 HELD_OUT = range(50_000, 50_012)
@@ -491,29 +493,39 @@ def _marker_box(seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_hiding_the_marker_changes_the_covid_prediction(confounded):
     exp, models = confounded
     scorer = W.Scorer(models, exp.preprocessing, names=exp.labels.names)
-    before, marker, control, border = [], [], [], []
+    design = W.PanelDesign(fractions=(), keep_fraction=None, draws=1)
+    before, marker, control, border, bare, bare_border = [], [], [], [], [], []
     for seed in HELD_OUT:
         film, box = _marker_box(seed)
         request = W.WhatIfRequest(film, 0)
         row = W.mask_what_if(scorer, request, box, region="the marker")
         ctrl = W.mask_what_if(scorer, request, np.flipud(box))  # same box, bottom
-        panel = W.what_if_panel(scorer, request, W.PanelDesign(fractions=(), keep_fraction=None, draws=1))
+        border_row = W.what_if_panel(scorer, request, design).row(W.HIDE_BORDER)
+        unmarked, _ = render_phantom(seed, ("COVID-19",), size=256, difficulty=DIFFICULTY, marker=False)
+        bare_row = W.what_if_panel(scorer, W.WhatIfRequest(unmarked, 0), design).row(W.HIDE_BORDER)
         before.append(row.before["tinycnn"])
         marker.append(row.after["tinycnn"])
         control.append(ctrl.after["tinycnn"])
-        border.append(panel.row(W.HIDE_BORDER).after["tinycnn"])
+        border.append(border_row.after["tinycnn"])
+        bare.append(bare_row.before["tinycnn"])
+        bare_border.append(bare_row.after["tinycnn"])
         assert "with the marker hidden" in view.row_reading(row, "tinycnn")
         assert view.row_label(row) == "The marker hidden"
-    before, marker, control, border = map(np.array, (before, marker, control, border))
+    before, marker, control, border, bare, bare_border = map(
+        np.array, (before, marker, control, border, bare, bare_border))
     report = {"before": before.mean(), "marker hidden": marker.mean(), "control": control.mean(),
-              "borders hidden": border.mean(), "drops": np.round(before - marker, 2).tolist()}
+              "borders hidden": border.mean(), "unmarked": bare.mean(),
+              "unmarked, borders hidden": bare_border.mean(), "drops": np.round(before - marker, 2).tolist()}
     assert before.mean() > 0.8, report                       # the marked films are called COVID-19
     assert before.mean() - marker.mean() > 0.1, report       # ... and less so once the marker is hidden
     assert np.mean(marker < before - 0.03) >= 0.75, report   # on most films, not on average only
     assert np.abs(control - before).mean() < 0.05, report    # the same box elsewhere changes little
-    # the border strip holds the marker (but hiding half the film also adds haze, which reads as COVID-19)
-    assert before.mean() - border.mean() > 0.05, report
-    assert np.mean(border < before) >= 0.75, report
+    # The panel's border strip holds the whole marker: with the borders hidden the marked film scores as
+    # its unmarked twin does, while intact they differ. (Not "the score falls with the borders hidden":
+    # hiding half the film also adds haze, which reads as COVID-19, and how much depends on the trained
+    # weights, which differ between CPUs: 0.93 -> 0.78 on one machine, 0.92 -> 0.90 on another.)
+    assert (before - bare).mean() > 0.1, report
+    assert np.abs(border - bare_border).max() < 0.02, report
 
 
 def test_hiding_the_lesion_changes_the_pneumonia_prediction(confounded):
