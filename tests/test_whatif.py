@@ -478,15 +478,15 @@ def confounded(tmp_path_factory):
         torch.set_num_threads(threads)
 
 
-def _marker_box(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A held-out COVID-19 film with its marker, and the box around the marker (the exact pixels it
-    changes: the same film rendered without it)."""
+def _marker_box(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A held-out COVID-19 film with its marker, the same film rendered without it, and the box around
+    the marker (the exact pixels it changes)."""
     film, _ = render_phantom(seed, ("COVID-19",), size=256, difficulty=DIFFICULTY, marker=True)
     bare, _ = render_phantom(seed, ("COVID-19",), size=256, difficulty=DIFFICULTY, marker=False)
     ys, xs = np.nonzero(film != bare)
     box = np.zeros(film.shape, bool)
     box[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
-    return film, box
+    return film, bare, box
 
 
 @pytest.mark.slow  # trains the confounded model (~40 s)
@@ -496,12 +496,11 @@ def test_hiding_the_marker_changes_the_covid_prediction(confounded):
     design = W.PanelDesign(fractions=(), keep_fraction=None, draws=1)
     before, marker, control, border, bare, bare_border = [], [], [], [], [], []
     for seed in HELD_OUT:
-        film, box = _marker_box(seed)
+        film, unmarked, box = _marker_box(seed)
         request = W.WhatIfRequest(film, 0)
         row = W.mask_what_if(scorer, request, box, region="the marker")
         ctrl = W.mask_what_if(scorer, request, np.flipud(box))  # same box, bottom
         border_row = W.what_if_panel(scorer, request, design).row(W.HIDE_BORDER)
-        unmarked, _ = render_phantom(seed, ("COVID-19",), size=256, difficulty=DIFFICULTY, marker=False)
         bare_row = W.what_if_panel(scorer, W.WhatIfRequest(unmarked, 0), design).row(W.HIDE_BORDER)
         before.append(row.before["tinycnn"])
         marker.append(row.after["tinycnn"])
